@@ -1,0 +1,1 @@
+"""Compiled packet core (built from ext/ by setup.py)."""

@@ -1,0 +1,117 @@
+"""Node settings: one typed object. The only module that reads the environment.
+
+Precedence, highest first: command-line flags, environment variables, the TOML file, defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    kind: type
+    default: Any
+    help: str
+
+
+# The single list of settings: flags, env vars, TOML keys and --help text all come from here.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "ENX_DATA_DIR", str, "./enx-data",
+            "directory holding the SQLite database and post-session files"),
+    Setting("http_host", "ENX_HTTP_HOST", str, "127.0.0.1", "address the REST/WebSocket server binds"),
+    Setting("http_port", "ENX_HTTP_PORT", int, 8080, "TCP port of the REST/WebSocket server"),
+    Setting("media_port", "ENX_MEDIA_PORT", int, 7882, "UDP port of the media worker (ICE-lite, DTLS, SRTP)"),
+    Setting("media_host", "ENX_MEDIA_HOST", str, "127.0.0.1", "address the media UDP socket binds"),
+    Setting("announced_ip", "ENX_ANNOUNCED_IP", str, "127.0.0.1",
+            "IP announced in ICE candidates (the address clients send media to)"),
+    Setting("token_ttl", "ENX_TOKEN_TTL", int, 86400, "default token lifetime in seconds"),
+    Setting("token_max_ttl", "ENX_TOKEN_MAX_TTL", int, 7 * 86400, "longest token lifetime a request may ask for"),
+    Setting("scheduled_token_lead", "ENX_SCHEDULED_TOKEN_LEAD", int, 900,
+            "seconds before a scheduled room's window when tokens start being issued"),
+    Setting("max_body_bytes", "ENX_MAX_BODY_BYTES", int, 64 * 1024, "largest accepted request body (413 above)"),
+    Setting("log_level", "ENX_LOG_LEVEL", str, "info", "logging level: debug, info, warning, error"),
+)
+
+
+@dataclass
+class Settings:
+    data_dir: str = "./enx-data"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    media_port: int = 7882
+    media_host: str = "127.0.0.1"
+    announced_ip: str = "127.0.0.1"
+    token_ttl: int = 86400
+    token_max_ttl: int = 7 * 86400
+    scheduled_token_lead: int = 900
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "info"
+    config_file: str | None = field(default=None)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.data_dir) / "enx.sqlite3"
+
+    def validate(self) -> "Settings":
+        for port_name in ("http_port", "media_port"):
+            port = getattr(self, port_name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{port_name} must be 0..65535, got {port}")
+        if not 60 <= self.token_ttl <= self.token_max_ttl:
+            raise ValueError("token_ttl must be between 60 and token_max_ttl")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        return self
+
+
+def _coerce(setting: Setting, value: Any, source: str) -> Any:
+    if setting.kind is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{source}: {setting.name} must be an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: {setting.name} must be an integer, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: {setting.name} must be a string")
+    return value
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None,
+                  config_file: str | None = None) -> Settings:
+    """Build Settings from flags > environment > TOML file > defaults."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_file = config_file or flags.pop("config_file", None) or environ.get("ENX_CONFIG")
+    values: dict[str, Any] = {}
+    if config_file:
+        with open(config_file, "rb") as f:
+            doc = tomllib.load(f)
+        doc = doc.get("enx_media", doc)  # allow a [enx_media] table or top-level keys
+        known = {s.name: s for s in SETTINGS}
+        for key, value in doc.items():
+            if key not in known:
+                raise ValueError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _coerce(known[key], value, config_file)
+    for s in SETTINGS:
+        if s.env in environ:
+            values[s.name] = _coerce(s, environ[s.env], s.env)
+        if s.name in flags:
+            values[s.name] = _coerce(s, flags[s.name], "--" + s.name.replace("_", "-"))
+    settings = Settings(**values, config_file=config_file)
+    return settings.validate()
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings)]

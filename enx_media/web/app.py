@@ -1,0 +1,292 @@
+"""The Starlette application: routes in one list, errors mapped to the EnableX envelope in one place.
+
+Endpoints stay thin: read and check the request, call the engine, shape the response.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from .. import errors as E
+from ..apps import App
+from ..config import Settings
+from ..engine import Engine
+from ..rooms import iso
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/video/v2", "/video/v1", "/v1")
+REALM = 'Basic realm="enx-media", charset="UTF-8"'
+
+STATUS_BY_ERROR: list[tuple[type[E.EnxError], int]] = [
+    (E.InvalidRequest, 400),
+    (E.ValidationFailed, 422),
+    (E.PayloadTooLarge, 413),
+    (E.Unauthenticated, 401),
+    (E.Forbidden, 403),
+    (E.RoomNotOpen, 403),
+    (E.NotFound, 404),
+    (E.Conflict, 409),
+    (E.CapacityExceeded, 409),
+    (E.TokenError, 401),
+]
+
+
+def status_for(exc: E.EnxError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def envelope_error(code: int, reason: str, desc: str, status: int, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"result": code, "error": reason, "desc": desc}, status_code=status, headers=headers)
+
+
+class Metrics:
+    """Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
+
+    def __init__(self, engine: Engine):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("enx_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("enx_http_request_seconds", "HTTP request latency", ["route"],
+                                 registry=self.registry)
+        self.tokens_issued = Counter("enx_tokens_issued_total", "Room tokens issued", ["role"],
+                                     registry=self.registry)
+        self.rooms_created = Counter("enx_rooms_created_total", "Rooms created", ["mode"], registry=self.registry)
+        self.rooms_deleted = Counter("enx_rooms_deleted_total", "Rooms deleted", registry=self.registry)
+        engine_ref = engine
+
+        class StoreCollector:
+            def collect(self):
+                g = GaugeMetricFamily("enx_rooms", "Rooms stored, all apps")
+                g.add_metric([], engine_ref.rooms.count())
+                yield g
+                t = GaugeMetricFamily("enx_tokens", "Tokens stored, all apps")
+                t.add_metric([], engine_ref.tokens.count())
+                yield t
+
+        self.registry.register(StoreCollector())
+
+
+class ApiMiddleware:
+    """Pure ASGI middleware: body size limit, metrics, and a last-resort 500 in the envelope."""
+
+    def __init__(self, app, *, max_body: int, metrics: Metrics):
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status_holder = {"status": 500, "sent": False}
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared < 0:
+                resp = envelope_error(E.InvalidRequest.code, "invalid request", "bad Content-Length", 400)
+                return await self._finish(resp, scope, receive, send, started)
+            if declared > self.max_body:
+                resp = envelope_error(E.PayloadTooLarge.code, "payload too large",
+                                      f"request bodies are limited to {self.max_body} bytes", 413)
+                return await self._finish(resp, scope, receive, send, started)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise E.PayloadTooLarge(f"request bodies are limited to {self.max_body} bytes")
+            return message
+
+        async def tracking_send(message):
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["sent"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the envelope must reach the client whatever broke
+            if status_holder["sent"]:
+                raise
+            if isinstance(exc, E.EnxError):
+                resp = envelope_error(exc.code, exc.reason, exc.desc, status_for(exc))
+            else:
+                log.exception("unhandled error path=%s", scope.get("path"))
+                resp = envelope_error(1500, "internal error", "the node failed to handle this request", 500)
+            await resp(scope, receive, tracking_send)
+        self._observe(scope, status_holder["status"], started)
+
+    async def _finish(self, resp, scope, receive, send, started):
+        await resp(scope, receive, send)
+        self._observe(scope, resp.status_code, started)
+
+    def _observe(self, scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        label = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(scope.get("method", ""), label, str(status)).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
+    settings = settings or (engine.settings if engine else Settings())
+    engine = engine or Engine(settings)
+    metrics = Metrics(engine)
+
+    # -- request helpers ----------------------------------------------------------------------------
+    def authenticate(request: Request) -> App:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic" or not value:
+            raise E.Unauthenticated("HTTP Basic authentication with App ID and App Key is required")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise E.Unauthenticated("Authorization header is not valid Basic credentials") from None
+        app_id, sep, app_key = decoded.partition(":")
+        if not sep:
+            raise E.Unauthenticated("Basic credentials must be App ID:App Key")
+        return engine.apps.authenticate(app_id, app_key)
+
+    async def read_json(request: Request, *, optional: bool = False) -> Any:
+        raw = await request.body()
+        if not raw.strip():
+            if optional:
+                return {}
+            raise E.InvalidRequest("request body is empty; a JSON object is expected")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise E.InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+
+        def no_constants(name: str):
+            raise ValueError(f"{name} is not valid JSON")
+
+        try:
+            return json.loads(text, parse_constant=no_constants)
+        except (ValueError, RecursionError) as exc:
+            raise E.InvalidRequest(f"request body is not valid JSON: {str(exc)[:120]}") from None
+
+    def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+            raise E.ValidationFailed(f"query parameter {name} must be an integer {lo}..{hi}")
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise E.ValidationFailed(f"query parameter {name} must be {lo}..{hi}")
+        return value
+
+    def ok(payload: dict[str, Any], status: int = 200) -> JSONResponse:
+        return JSONResponse({"result": 0, **payload}, status_code=status)
+
+    # -- endpoints ----------------------------------------------------------------------------------
+    async def create_room(request: Request):
+        app = authenticate(request)
+        room = engine.rooms.create(app.app_id, await read_json(request))
+        metrics.rooms_created.labels(room.mode).inc()
+        return ok({"room": room.to_json()}, 201)
+
+    async def list_rooms(request: Request):
+        app = authenticate(request)
+        offset = query_int(request, "offset", 0, 0, 10**9)
+        limit = query_int(request, "limit", 20, 1, 100)
+        total, rooms = engine.rooms.list(app.app_id, offset, limit)
+        return ok({"total": total, "offset": offset, "limit": limit, "rooms": [r.to_json() for r in rooms]})
+
+    async def get_room(request: Request):
+        app = authenticate(request)
+        return ok({"room": engine.rooms.get(app.app_id, request.path_params["room_id"]).to_json()})
+
+    async def update_room(request: Request):
+        app = authenticate(request)
+        body = await read_json(request)
+        room = engine.rooms.update(app.app_id, request.path_params["room_id"], body)
+        return ok({"room": room.to_json()})
+
+    async def delete_room(request: Request):
+        app = authenticate(request)
+        room_id = request.path_params["room_id"]
+        engine.rooms.delete(app.app_id, room_id)
+        metrics.rooms_deleted.inc()
+        return ok({"room_id": room_id})
+
+    async def room_users(request: Request):
+        app = authenticate(request)
+        users = engine.rooms.live_users(app.app_id, request.path_params["room_id"])
+        return ok({"total": len(users), "users": users})
+
+    async def create_token(request: Request):
+        app = authenticate(request)
+        room = engine.rooms.get(app.app_id, request.path_params["room_id"])
+        issued = engine.tokens.issue(app, room, await read_json(request))
+        metrics.tokens_issued.labels(issued.claims.role).inc()
+        return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
+                   "expires": iso(issued.claims.expires)})
+
+    async def revoke_token(request: Request):
+        app = authenticate(request)
+        room_id = request.path_params["room_id"]
+        engine.rooms.get(app.app_id, room_id)
+        engine.tokens.revoke(app.app_id, room_id, request.path_params["token_id"])
+        return ok({"token_id": request.path_params["token_id"], "revoked": True})
+
+    async def healthz(request: Request):
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request):
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    api_routes = [
+        Route("/rooms", create_room, methods=["POST"]),
+        Route("/rooms", list_rooms, methods=["GET"]),
+        Route("/rooms/{room_id}", get_room, methods=["GET"]),
+        Route("/rooms/{room_id}", update_room, methods=["PATCH"]),
+        Route("/rooms/{room_id}", delete_room, methods=["DELETE"]),
+        Route("/rooms/{room_id}/users", room_users, methods=["GET"]),
+        Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
+        Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+    ]
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
+    routes += [Mount(prefix, routes=api_routes) for prefix in API_PREFIXES]
+
+    # -- error mapping: the only place that turns engine errors into HTTP ------------------------------
+    async def enx_error(request: Request, exc: E.EnxError):
+        headers = {"WWW-Authenticate": REALM} if isinstance(exc, E.Unauthenticated) else None
+        return envelope_error(exc.code, exc.reason, exc.desc, status_for(exc), headers)
+
+    async def http_error(request: Request, exc: HTTPException):
+        reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "http error")
+        desc = {404: f"no endpoint at {request.url.path}",
+                405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return envelope_error(1000 + exc.status_code, reason, desc, exc.status_code, getattr(exc, "headers", None))
+
+    app = Starlette(routes=routes, exception_handlers={E.EnxError: enx_error, HTTPException: http_error})
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(ApiMiddleware, max_body=settings.max_body_bytes, metrics=metrics)
+    return app
