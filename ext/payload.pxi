@@ -1,0 +1,156 @@
+# Payload inspection: VP8 payload descriptor (RFC 7741 §4.2), H.264 NAL units (RFC 6184 §5.6-5.8).
+# Opus (RFC 7587) is forwarded untouched: nothing to inspect.
+
+cdef enum:
+    CODEC_OTHER = 0
+    CODEC_VP8 = 1
+    CODEC_H264 = 2
+    CODEC_OPUS = 3
+
+cdef struct Vp8Desc:
+    int x, n, s, pid          # first octet: extension, non-reference, start of partition, partition idx
+    int picid                 # -1 when absent
+    int picid_bits            # 7 or 15
+    int picid_offset          # where it sits, for rewriting across layer switches
+    int tl0picidx             # -1 when absent
+    int tl0_offset
+    int tid                   # -1 when absent
+    int layer_sync
+    int keyidx                # -1 when absent
+    int header_len
+    int keyframe
+
+
+cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:
+    cdef int off = 1, i_bit, l_bit, t_bit, k_bit
+    if n < 1:
+        return ST_TRUNCATED
+    d.x = (p[0] >> 7) & 1
+    d.n = (p[0] >> 5) & 1
+    d.s = (p[0] >> 4) & 1
+    d.pid = p[0] & 0x07
+    d.picid = -1
+    d.picid_bits = 0
+    d.picid_offset = -1
+    d.tl0picidx = -1
+    d.tl0_offset = -1
+    d.tid = -1
+    d.layer_sync = 0
+    d.keyidx = -1
+    d.keyframe = 0
+    if d.x:
+        if n < 2:
+            return ST_TRUNCATED
+        i_bit = (p[1] >> 7) & 1
+        l_bit = (p[1] >> 6) & 1
+        t_bit = (p[1] >> 5) & 1
+        k_bit = (p[1] >> 4) & 1
+        off = 2
+        if i_bit:
+            if n < off + 1:
+                return ST_TRUNCATED
+            d.picid_offset = off
+            if p[off] & 0x80:          # M bit: 15-bit picture ID
+                if n < off + 2:
+                    return ST_TRUNCATED
+                d.picid = ((p[off] & 0x7f) << 8) | p[off + 1]
+                d.picid_bits = 15
+                off += 2
+            else:
+                d.picid = p[off] & 0x7f
+                d.picid_bits = 7
+                off += 1
+        if l_bit:
+            if n < off + 1:
+                return ST_TRUNCATED
+            d.tl0_offset = off
+            d.tl0picidx = p[off]
+            off += 1
+        if t_bit or k_bit:
+            if n < off + 1:
+                return ST_TRUNCATED
+            if t_bit:
+                d.tid = p[off] >> 6
+                d.layer_sync = (p[off] >> 5) & 1
+            if k_bit:
+                d.keyidx = p[off] & 0x1f
+            off += 1
+    d.header_len = off
+    # RFC 7741 §4.3: the P bit (inverse key frame flag) is in the first byte of partition 0's start
+    if d.s and d.pid == 0 and n > off and (p[off] & 0x01) == 0:
+        d.keyframe = 1
+    return ST_OK
+
+
+cdef void vp8_rewrite(uint8_t *p, const Vp8Desc *d, int picid, int tl0picidx) noexcept nogil:
+    """Write a continuous picture ID / TL0PICIDX after a layer switch (RFC 7741 §4.2)."""
+    if d.picid_offset >= 0:
+        if d.picid_bits == 15:
+            p[d.picid_offset] = 0x80 | ((picid >> 8) & 0x7f)
+            p[d.picid_offset + 1] = picid & 0xff
+        else:
+            p[d.picid_offset] = picid & 0x7f
+    if d.tl0_offset >= 0:
+        p[d.tl0_offset] = tl0picidx & 0xff
+
+
+cdef inline int _h264_key_type(int t) noexcept nogil:
+    return t == 5 or t == 7      # IDR slice or SPS
+
+
+cdef int h264_keyframe(const uint8_t *p, int n) noexcept nogil:
+    """1 if the payload starts/contains a key frame, 0 if not, negative status if malformed."""
+    cdef int t, off, sz
+    if n < 1:
+        return ST_TRUNCATED
+    t = p[0] & 0x1f
+    if 1 <= t <= 23:
+        return _h264_key_type(t)
+    if t == 24:                  # STAP-A: 16-bit size, NAL unit, ...
+        off = 1
+        while off + 2 <= n:
+            sz = rd16(p + off)
+            off += 2
+            if sz == 0 or off + sz > n:
+                return ST_TRUNCATED
+            if _h264_key_type(p[off] & 0x1f):
+                return 1
+            off += sz
+        return 0
+    if t == 28:                  # FU-A: key only on the start fragment
+        if n < 2:
+            return ST_TRUNCATED
+        return 1 if (p[1] & 0x80) and _h264_key_type(p[1] & 0x1f) else 0
+    return 0
+
+
+cdef int payload_keyframe(int codec, const uint8_t *p, int n) noexcept nogil:
+    cdef Vp8Desc d
+    cdef int st
+    if codec == CODEC_VP8:
+        st = vp8_parse(p, n, &d)
+        return st if st < 0 else d.keyframe
+    if codec == CODEC_H264:
+        return h264_keyframe(p, n)
+    return 0
+
+
+def parse_vp8_descriptor(bytes payload):
+    cdef Vp8Desc d
+    if vp8_parse(<const uint8_t *>payload, len(payload), &d) != ST_OK:
+        raise ValueError("VP8 payload descriptor is truncated")
+    return {"x": d.x, "n": d.n, "s": d.s, "pid": d.pid,
+            "picture_id": None if d.picid < 0 else d.picid, "picture_id_bits": d.picid_bits,
+            "tl0picidx": None if d.tl0picidx < 0 else d.tl0picidx,
+            "tid": None if d.tid < 0 else d.tid, "layer_sync": d.layer_sync,
+            "keyidx": None if d.keyidx < 0 else d.keyidx, "header_len": d.header_len,
+            "keyframe": bool(d.keyframe)}
+
+
+def is_keyframe(str codec, bytes payload):
+    """Key frame test for 'vp8', 'h264'; 'opus' is always False. Raises ValueError if malformed."""
+    cdef int c = {"vp8": CODEC_VP8, "h264": CODEC_H264, "opus": CODEC_OPUS}.get(codec.lower(), CODEC_OTHER)
+    cdef int r = payload_keyframe(c, <const uint8_t *>payload, len(payload))
+    if r < 0:
+        raise ValueError(codec + " payload is truncated")
+    return bool(r)
