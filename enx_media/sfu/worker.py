@@ -1,0 +1,130 @@
+"""Python face of the native worker: lifecycle and a drive loop, nothing per packet.
+
+The packet path lives in ``enx_media._native._core.NativeWorker``; this class owns it, runs its
+drain loop (in a thread, or on an asyncio loop via ``add_reader``) and hands STUN/DTLS datagrams and
+events to callbacks, once per batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Callable, Optional
+
+from enx_media._native import _core
+
+log = logging.getLogger(__name__)
+
+ControlHandler = Callable[[bytes, tuple], None]
+EventHandler = Callable[[tuple], None]
+
+
+class Worker:
+    """One UDP socket and its forwarding state (transports, producers, consumers)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, buffer_bytes: int = 8 * 1024 * 1024,
+                 on_control: Optional[ControlHandler] = None, on_event: Optional[EventHandler] = None):
+        self.native = _core.NativeWorker(host, port, buffer_bytes)
+        self.on_control = on_control
+        self.on_event = on_event
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    # control actions delegate to the native worker
+    @property
+    def address(self) -> tuple:
+        return self.native.local_address
+
+    def create_transport(self, profile: str = "none", rx_key: bytes = b"", rx_salt: bytes = b"",
+                         tx_key: bytes = b"", tx_salt: bytes = b"", ext_ids: Optional[dict] = None):
+        return self.native.create_transport(profile, rx_key, rx_salt, tx_key, tx_salt, ext_ids)
+
+    def create_transport_from_keying_material(self, profile: str, material: bytes, is_server: bool = True,
+                                              ext_ids: Optional[dict] = None):
+        """Keys as exported by DTLS-SRTP (RFC 5764 §4.2)."""
+        (lk, ls), (rk, rs) = _core.split_keying_material(material, profile, is_server)
+        return self.native.create_transport(profile, rk, rs, lk, ls, ext_ids)
+
+    def bind_transport(self, transport, host: str, port: int) -> None:
+        self.native.bind_transport(transport, host, port)
+
+    def close_transport(self, transport) -> None:
+        self.native.close_transport(transport)
+
+    def create_producer(self, transport, ssrc: int, codec: str = "vp8"):
+        return self.native.create_producer(transport, ssrc, codec)
+
+    def close_producer(self, producer) -> None:
+        self.native.close_producer(producer)
+
+    def create_consumer(self, transport, producer, ssrc: int, payload_type: int, clock_rate: int = 90000,
+                        wait_keyframe: bool = False):
+        return self.native.create_consumer(transport, producer, ssrc, payload_type, clock_rate, wait_keyframe)
+
+    def close_consumer(self, consumer) -> None:
+        self.native.close_consumer(consumer)
+
+    def switch_producer(self, consumer, producer) -> None:
+        self.native.switch_producer(consumer, producer)
+
+    def request_keyframe(self, producer) -> bool:
+        return self.native.request_keyframe(producer)
+
+    def send(self, data: bytes, addr: tuple) -> None:
+        self.native.send(data, addr[0], addr[1])
+
+    @property
+    def stats(self) -> dict:
+        return self.native.stats
+
+    # driving
+    def poll_once(self, timeout_ms: int = 0) -> int:
+        """Wait up to timeout_ms, drain, dispatch; returns how many control datagrams/events came up."""
+        if timeout_ms and not self.native.wait(timeout_ms):
+            return 0
+        control, events = self.native.drain()
+        self._dispatch(control, events)
+        return len(control) + len(events)
+
+    def _dispatch(self, control, events) -> None:
+        if self.on_control is not None:
+            for data, addr in control:
+                self.on_control(data, addr)
+        if self.on_event is not None:
+            for ev in events:
+                self.on_event(ev)
+
+    def start_thread(self) -> None:
+        """Drain in a background thread; the GIL is released while the core works and waits."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run():
+            while not self._stop.is_set():
+                if self.native.wait(50):
+                    control, events = self.native.drain()
+                    if control or events:
+                        self._dispatch(control, events)
+
+        self._thread = threading.Thread(target=run, name="enx-media-worker", daemon=True)
+        self._thread.start()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain from an asyncio loop whenever the socket is readable (no extra thread)."""
+        self._loop = loop
+        loop.add_reader(self.native.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        control, events = self.native.drain()
+        self._dispatch(control, events)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.native.fileno())
+            self._loop = None
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None

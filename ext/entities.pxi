@@ -1,0 +1,263 @@
+# Transport, producer (with its NACK history ring) and consumer (with its sequence/timestamp mapping):
+# plain C structs the nogil loop walks, each owned by a small cdef class that Python holds.
+
+cdef enum:
+    SLOT = 2048            # one datagram buffer (MTU-size packets + SRTP trailer fit)
+    HIST_SLOTS = 512       # NACK history per producer (~4.6 s of a 1.2 Mbit/s stream)
+    HIST_SLOT = 1536
+    PLI_INTERVAL_NS = 500000000   # at most one key frame request per producer per 500 ms
+
+cdef struct CTransport:
+    uint64_t id
+    sockaddr_in addr
+    int bound
+    SrtpCtx *rx            # NULL for the plain ("none") profile
+    SrtpCtx *tx
+    ExtIds ext
+    Counters c
+    uint64_t drops[DROP_COUNT]
+    uint64_t tcc_feedback
+    uint64_t remb_bitrate
+
+cdef struct CConsumer
+
+cdef struct CProducer:
+    uint64_t id
+    uint32_t ssrc
+    int codec
+    CTransport *transport
+    Counters c
+    uint64_t keyframes
+    uint64_t restarts
+    int have_seq
+    int64_t ext_seq        # highest extended sequence number (RFC 3550 Appendix A.1 style)
+    int64_t ext_ts         # extended timestamp of that packet
+    int64_t hist_seq[HIST_SLOTS]   # extended seq stored in each slot, -1 = empty
+    uint16_t hist_len[HIST_SLOTS]
+    uint8_t *hist
+    CConsumer **consumers
+    int nconsumers
+    int cap_consumers
+    int64_t last_pli_ns
+    uint64_t pli_forwarded
+    uint64_t pli_limited
+    uint64_t sr_ntp
+    uint32_t sr_rtp_ts
+    uint64_t sr_count
+
+cdef struct CConsumer:
+    uint64_t id
+    uint32_t ssrc
+    int payload_type
+    int clock_rate
+    CTransport *transport
+    CProducer *producer
+    int paused
+    int max_temporal_layer      # VP8 TID above this is not forwarded (the layer selector's input)
+    int wait_keyframe
+    int have_out
+    int resync
+    int64_t seq_offset          # out = in + offset, 64-bit extended (SeqManager)
+    int64_t ts_offset
+    int64_t last_out_seq
+    int64_t last_out_ts
+    int64_t last_out_ns
+    Counters c
+    uint64_t drops[DROP_COUNT]
+    uint64_t retransmits
+    uint64_t nacks
+    uint64_t plis
+    # last receiver report about this stream (RFC 3550 §6.4.2)
+    int rr_fraction_lost
+    int32_t rr_packets_lost
+    uint32_t rr_jitter
+    uint32_t rr_highest_seq
+    double rtt_ms
+    uint64_t rr_count
+    uint64_t remb_bitrate
+    uint64_t sr_ntp_mid           # middle 32 bits of the NTP time of our last SR (for RTT)
+
+
+cdef inline int64_t ext_seq16(int64_t ref, uint16_t v) noexcept nogil:
+    """Nearest 64-bit value to ref whose low 16 bits are v."""
+    return ref + <int16_t>(<uint16_t>(v - <uint16_t>ref))
+
+
+cdef inline int64_t ext_ts32(int64_t ref, uint32_t v) noexcept nogil:
+    return ref + <int32_t>(<uint32_t>(v - <uint32_t>ref))
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline uint64_t ntp_now() noexcept nogil:
+    # RFC 3550 §4: seconds since 1900 in 32.32 fixed point
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    cdef uint64_t secs = <uint64_t>ts.tv_sec + <uint64_t>2208988800
+    cdef uint64_t frac = (<uint64_t>ts.tv_nsec << 32) // <uint64_t>1000000000
+    return (secs << 32) | frac
+
+
+_CODECS = {"vp8": CODEC_VP8, "h264": CODEC_H264, "opus": CODEC_OPUS, "other": CODEC_OTHER}
+
+
+cdef class Transport:
+    """A remote peer's 5-tuple and its SRTP keys (rx: theirs, tx: ours)."""
+    cdef CTransport *t
+    cdef readonly SrtpContext rx
+    cdef readonly SrtpContext tx
+    cdef readonly str profile
+    cdef readonly object worker_ref
+
+    def __cinit__(self):
+        self.t = <CTransport *>calloc(1, sizeof(CTransport))
+        if self.t == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.t)
+        self.t = NULL
+
+    @property
+    def id(self):
+        return self.t.id
+
+    @property
+    def stats(self):
+        d = counters_dict(&self.t.c)
+        d["drops"] = drops_dict(self.t.drops)
+        d["transport_cc_feedback"] = self.t.tcc_feedback
+        d["remb_bitrate"] = self.t.remb_bitrate
+        if self.rx is not None:
+            d["srtp_rx"] = self.rx.stats
+        return d
+
+
+cdef class Producer:
+    """An incoming RTP stream (one SSRC) of a transport; keeps the last HIST_SLOTS packets for NACK."""
+    cdef CProducer *p
+    cdef readonly Transport transport
+    cdef readonly str codec
+
+    def __cinit__(self):
+        cdef int i
+        self.p = <CProducer *>calloc(1, sizeof(CProducer))
+        if self.p == NULL:
+            raise MemoryError()
+        self.p.hist = <uint8_t *>malloc(HIST_SLOTS * HIST_SLOT)
+        if self.p.hist == NULL:
+            raise MemoryError()
+        for i in range(HIST_SLOTS):
+            self.p.hist_seq[i] = -1
+        self.p.last_pli_ns = -PLI_INTERVAL_NS
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            free(self.p.hist)
+            free(self.p.consumers)
+            free(self.p)
+            self.p = NULL
+
+    @property
+    def ssrc(self):
+        return self.p.ssrc
+
+    @property
+    def id(self):
+        return self.p.id
+
+    @property
+    def stats(self):
+        d = counters_dict(&self.p.c)
+        d.update(keyframes=self.p.keyframes, restarts=self.p.restarts, consumers=self.p.nconsumers,
+                 pli_forwarded=self.p.pli_forwarded, pli_rate_limited=self.p.pli_limited,
+                 sender_reports=self.p.sr_count, sr_ntp=self.p.sr_ntp, sr_rtp_timestamp=self.p.sr_rtp_ts)
+        return d
+
+    cdef int _attach(self, CConsumer *c) except -1:
+        cdef CConsumer **n
+        if self.p.nconsumers == self.p.cap_consumers:
+            n = <CConsumer **>realloc(self.p.consumers, sizeof(CConsumer *) * (self.p.cap_consumers * 2 + 8))
+            if n == NULL:
+                raise MemoryError()
+            self.p.consumers = n
+            self.p.cap_consumers = self.p.cap_consumers * 2 + 8
+        self.p.consumers[self.p.nconsumers] = c
+        self.p.nconsumers += 1
+        return 0
+
+    cdef void _detach(self, CConsumer *c):
+        cdef int i
+        for i in range(self.p.nconsumers):
+            if self.p.consumers[i] == c:
+                self.p.consumers[i] = self.p.consumers[self.p.nconsumers - 1]
+                self.p.nconsumers -= 1
+                return
+
+
+cdef class Consumer:
+    """One producer's stream as sent to one transport: own SSRC, payload type, seq/ts mapping."""
+    cdef CConsumer *c
+    cdef readonly Transport transport
+    cdef readonly Producer producer
+
+    def __cinit__(self):
+        self.c = <CConsumer *>calloc(1, sizeof(CConsumer))
+        if self.c == NULL:
+            raise MemoryError()
+        self.c.max_temporal_layer = 255
+
+    def __dealloc__(self):
+        free(self.c)
+        self.c = NULL
+
+    @property
+    def ssrc(self):
+        return self.c.ssrc
+
+    @property
+    def id(self):
+        return self.c.id
+
+    @property
+    def paused(self):
+        return bool(self.c.paused)
+
+    def pause(self):
+        self.c.paused = 1
+
+    def resume(self, bint wait_keyframe=True):
+        """Resume; video waits for a key frame so the decoder restarts cleanly."""
+        self.c.paused = 0
+        if wait_keyframe and self.producer.p.codec in (CODEC_VP8, CODEC_H264):
+            self.c.wait_keyframe = 1
+
+    @property
+    def max_temporal_layer(self):
+        return self.c.max_temporal_layer
+
+    @max_temporal_layer.setter
+    def max_temporal_layer(self, int tid):
+        self.c.max_temporal_layer = tid
+
+    @property
+    def seq_offset(self):
+        return self.c.seq_offset
+
+    @property
+    def ts_offset(self):
+        return self.c.ts_offset
+
+    @property
+    def stats(self):
+        d = counters_dict(&self.c.c)
+        d["drops"] = drops_dict(self.c.drops)
+        d.update(retransmits=self.c.retransmits, nacks=self.c.nacks, plis=self.c.plis,
+                 fraction_lost=self.c.rr_fraction_lost / 256.0, packets_lost=self.c.rr_packets_lost,
+                 jitter=self.c.rr_jitter, rtt_ms=self.c.rtt_ms, receiver_reports=self.c.rr_count,
+                 remb_bitrate=self.c.remb_bitrate)
+        return d

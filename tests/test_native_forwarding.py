@@ -1,0 +1,268 @@
+"""The worker on real UDP sockets (127.0.0.1 only): SRTP in, fan-out, SRTP out, NACK, PLI, RR, drops."""
+import os
+import socket
+import time
+
+import pylibsrtp
+import pytest
+
+from enx_media._native import _core
+from enx_media.sfu import Worker
+
+GCM = ("AEAD_AES_128_GCM", pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12)
+CM = ("AES_CM_128_HMAC_SHA1_80", pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14)
+GCM256 = ("AEAD_AES_256_GCM", pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM, 32, 12)
+
+
+def session(prof, key, salt, outbound):
+    pol = pylibsrtp.Policy(key=key + salt, srtp_profile=prof,
+                           ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
+                           else pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    pol.allow_repeat_tx = True
+    return pylibsrtp.Session(policy=pol)
+
+
+class Peer:
+    """A UDP socket on 127.0.0.1 with its own SRTP keys in both directions, and a transport for it."""
+
+    def __init__(self, worker, spec, ext_ids=None):
+        name, prof, kl, sl = spec
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.settimeout(0.01)
+        up = (os.urandom(kl), os.urandom(sl))      # peer -> worker
+        down = (os.urandom(kl), os.urandom(sl))    # worker -> peer
+        self.tx = session(prof, *up, True)
+        self.rx = session(prof, *down, False)
+        self.transport = worker.create_transport(name, up[0], up[1], down[0], down[1], ext_ids)
+        worker.bind_transport(self.transport, *self.sock.getsockname())
+        self.worker = worker
+
+    def send_rtp(self, plain):
+        self.sock.sendto(self.tx.protect(plain), self.worker.address)
+
+    def send_rtcp(self, plain):
+        self.sock.sendto(self.tx.protect_rtcp(plain), self.worker.address)
+
+    def recv_all(self, want, pump, rtcp=False, deadline=3.0, lose=()):
+        """Receive and decrypt `want` datagrams; indexes in `lose` are discarded unread (simulated loss)."""
+        out = []
+        seen = 0
+        end = time.monotonic() + deadline
+        while len(out) < want and time.monotonic() < end:
+            pump()
+            try:
+                while len(out) < want:
+                    d = self.sock.recv(4096)
+                    seen += 1
+                    if seen - 1 in lose:
+                        want -= 1
+                        continue
+                    out.append(self.rx.unprotect_rtcp(d) if rtcp else self.rx.unprotect(d))
+            except (socket.timeout, BlockingIOError):
+                pass
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def worker():
+    w = Worker("127.0.0.1", 0)
+    yield w
+    w.stop()
+
+
+def rtp(seq, ts, ssrc, payload=b"\x10\x00" + b"\x55" * 1000, pt=96, ext=None):
+    kw = {}
+    if ext:
+        prof, val = _core.pack_header_extensions(ext)
+        kw = dict(extension_profile=prof, extension_value=val)
+    return _core.write_rtp(payload_type=pt, sequence_number=seq & 0xffff, timestamp=ts & 0xffffffff,
+                           ssrc=ssrc, payload=payload, **kw)
+
+
+def pump_for(w):
+    return lambda: w.poll_once(5)
+
+
+def test_fanout_srtp_continuous_mapping(worker):
+    prod = Peer(worker, GCM)
+    producer = worker.create_producer(prod.transport, 0xAAAA0001, "vp8")
+    specs = [GCM, CM, GCM256, GCM]
+    cons = [Peer(worker, s) for s in specs]
+    consumers = [worker.create_consumer(c.transport, producer, 0xC0000000 + i, 100 + i)
+                 for i, c in enumerate(cons)]
+    n = 120
+    base_seq, base_ts = 65500, 4294967000   # both wrap during the stream
+    for i in range(n):
+        prod.send_rtp(rtp(base_seq + i, base_ts + 3000 * i, 0xAAAA0001, payload=bytes([0x10, 0]) + bytes([i]) * 900))
+        if i % 20 == 19:
+            worker.poll_once(5)
+    for i, c in enumerate(cons):
+        got = c.recv_all(n, pump_for(worker))
+        assert len(got) == n
+        for k, pkt in enumerate(got):
+            h = _core.parse_rtp(pkt)
+            assert h["ssrc"] == 0xC0000000 + i
+            assert h["payload_type"] == 100 + i
+            assert h["sequence_number"] == (base_seq + k) & 0xffff
+            assert h["timestamp"] == (base_ts + 3000 * k) & 0xffffffff
+            assert h["payload"][2:] == bytes([k]) * 900
+        assert consumers[i].stats["packets_out"] == n
+    assert producer.stats["packets_in"] == n
+    assert prod.transport.stats["packets_in"] == n
+    for c in cons + [prod]:
+        c.close()
+
+
+def test_nack_retransmits_and_pli_is_forwarded_rate_limited(worker):
+    prod = Peer(worker, CM)
+    producer = worker.create_producer(prod.transport, 0xBB01, "vp8")
+    sub = Peer(worker, GCM)
+    consumer = worker.create_consumer(sub.transport, producer, 0xBB02, 97)
+    for i in range(10):
+        prod.send_rtp(rtp(1000 + i, 90000 + i * 3000, 0xBB01, payload=bytes([0x10, 0, i])))
+    got = sub.recv_all(10, pump_for(worker), lose=(3, 5))
+    assert len(got) == 8
+    # the subscriber lost 1003 and 1005: NACK them (plus 2000, never sent: counted, not sent)
+    sub.send_rtcp(_core.write_nack(0x1111, 0xBB02, [1003, 1005, 2000]))
+    rtx = sub.recv_all(2, pump_for(worker))
+    assert [_core.parse_rtp(p)["sequence_number"] for p in rtx] == [1003, 1005]
+    assert [_core.parse_rtp(p)["payload"] for p in rtx] == [bytes([0x10, 0, 3]), bytes([0x10, 0, 5])]
+    st = consumer.stats
+    assert st["retransmits"] == 2 and st["drops"]["nack_not_held"] == 1
+    # PLI from the subscriber reaches the publisher once; a second within 500 ms is held back
+    sub.send_rtcp(_core.write_pli(0x1111, 0xBB02))
+    fb = prod.recv_all(1, pump_for(worker), rtcp=True)
+    assert len(fb) == 1
+    pkt = _core.parse_rtcp(fb[0])[0]
+    assert pkt["type"] == "pli" and pkt["media_ssrc"] == 0xBB01
+    sub.send_rtcp(_core.write_fir(0x1111, 0xBB02, 1))
+    assert prod.recv_all(1, pump_for(worker), rtcp=True, deadline=0.3) == []
+    assert producer.stats["pli_forwarded"] == 1 and producer.stats["pli_rate_limited"] == 1
+    # receiver report about the consumer's stream is kept
+    sub.send_rtcp(_core.write_rr(0x1111, [{"ssrc": 0xBB02, "fraction_lost": 64, "packets_lost": 2,
+                                            "highest_seq": 1009, "jitter": 12}]))
+    for _ in range(20):
+        worker.poll_once(5)
+        if consumer.stats["receiver_reports"]:
+            break
+    st = consumer.stats
+    assert st["receiver_reports"] == 1 and st["fraction_lost"] == 0.25 and st["jitter"] == 12
+    prod.close()
+    sub.close()
+
+
+def test_restart_and_switch_keep_sequence_continuous(worker):
+    a, b = Peer(worker, GCM), Peer(worker, GCM)
+    pa = worker.create_producer(a.transport, 0xA1, "opus")
+    pb = worker.create_producer(b.transport, 0xB1, "opus")
+    sub = Peer(worker, GCM)
+    c = worker.create_consumer(sub.transport, pa, 0xC1, 111, clock_rate=48000)
+    for i in range(5):
+        a.send_rtp(rtp(100 + i, 960 * i, 0xA1, payload=b"\x01" * 50))
+    got = sub.recv_all(5, pump_for(worker))
+    # publisher restarts with new numbering
+    for i in range(5):
+        a.send_rtp(rtp(40000 + i, 7777777 + 960 * i, 0xA1, payload=b"\x02" * 50))
+    got += sub.recv_all(5, pump_for(worker))
+    worker.switch_producer(c, pb)
+    for i in range(5):
+        b.send_rtp(rtp(9000 + i, 123 + 960 * i, 0xB1, payload=b"\x03" * 50))
+    got += sub.recv_all(5, pump_for(worker))
+    seqs = [_core.parse_rtp(p)["sequence_number"] for p in got]
+    assert seqs == list(range(100, 115))
+    ts = [_core.parse_rtp(p)["timestamp"] for p in got]
+    assert all(0 < y - x < 2 ** 31 for x, y in zip(ts, ts[1:]))   # monotonic through both switches
+    assert pa.stats["restarts"] == 1
+    for p in (a, b, sub):
+        p.close()
+
+
+def test_pause_layer_and_drops(worker):
+    prod = Peer(worker, GCM, ext_ids={"mid": 1, "rid": 2})
+    producer = worker.create_producer(prod.transport, 0xD1, "vp8")
+    sub = Peer(worker, GCM)
+    c = worker.create_consumer(sub.transport, producer, 0xD2, 96)
+    c.max_temporal_layer = 0
+    # VP8 descriptor with T bit: TID alternates 0, 1; only TID 0 goes out, with consecutive seq numbers
+    for i in range(8):
+        desc = bytes([0x90, 0x20, (i % 2) << 6, 0x00])
+        prod.send_rtp(rtp(500 + i, 3000 * i, 0xD1, payload=desc + b"\x01" * 100))
+    got = sub.recv_all(4, pump_for(worker))
+    assert [_core.parse_rtp(p)["sequence_number"] for p in got] == [500, 501, 502, 503]
+    assert c.stats["drops"]["layer"] == 4
+    c.pause()
+    prod.send_rtp(rtp(508, 3000 * 8, 0xD1, payload=b"\x90\x20\x00\x00\x01"))
+    assert sub.recv_all(1, pump_for(worker), deadline=0.2) == []
+    assert c.stats["drops"]["paused"] == 1
+    # unknown SSRC: dropped, one event with the MID/RID read from the header extensions
+    events = []
+    worker.on_event = events.append
+    prod.send_rtp(rtp(1, 1, 0xEEEE, ext=[(1, b"v0"), (2, b"h")]))
+    # unknown source address: dropped and counted
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.sendto(b"\x80" + b"\x00" * 40, worker.address)
+        stranger.sendto(b"\xff" * 20, worker.address)
+    for _ in range(20):
+        worker.poll_once(5)
+    assert ("unknown_ssrc", prod.transport.id, 0xEEEE, "v0", "h", "") in events
+    d = worker.stats["drops"]
+    assert d["unknown_source"] == 1 and d["unknown_ssrc"] == 1 and d["not_media"] == 1
+    prod.close()
+    sub.close()
+
+
+def test_stun_and_dtls_go_up_to_python(worker):
+    seen = []
+    worker.on_control = lambda data, addr: seen.append((data, addr))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"x" * 12
+        dtls = b"\x16\xfe\xfd" + b"\x00" * 20
+        s.sendto(stun, worker.address)
+        s.sendto(dtls, worker.address)
+        for _ in range(50):
+            worker.poll_once(5)
+            if len(seen) == 2:
+                break
+        assert seen == [(stun, s.getsockname()), (dtls, s.getsockname())]
+        worker.send(b"reply", s.getsockname())
+        s.settimeout(1)
+        assert s.recv(100) == b"reply"
+
+
+def test_threaded_worker_forwards_plain_transport():
+    w = Worker("127.0.0.1", 0)
+    try:
+        src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        src.bind(("127.0.0.1", 0))
+        dst = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dst.bind(("127.0.0.1", 0))
+        dst.settimeout(2)
+        t_in, t_out = w.create_transport("none"), w.create_transport("none")
+        w.bind_transport(t_in, *src.getsockname())
+        w.bind_transport(t_out, *dst.getsockname())
+        p = w.create_producer(t_in, 5, "opus")
+        w.create_consumer(t_out, p, 6, 111, clock_rate=48000)
+        w.start_thread()
+        src.sendto(rtp(7, 8, 5, payload=b"opus"), w.address)
+        h = _core.parse_rtp(dst.recv(2048))
+        assert (h["ssrc"], h["sequence_number"], h["timestamp"], h["payload"]) == (6, 7, 8, b"opus")
+        src.close()
+        dst.close()
+    finally:
+        w.stop()
+
+
+def test_raw_baseline_sends():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(1)
+        assert _core.raw_sendmmsg_baseline(tx.fileno(), [rx.getsockname()], b"z" * 100, 5) == 5
+        assert [rx.recv(200) for _ in range(5)] == [b"z" * 100] * 5
