@@ -179,7 +179,8 @@ def parse_rtcp(bytes data):
     """Parse a compound RTCP packet into a list of dicts; raises ValueError on a malformed one."""
     cdef const uint8_t *buf = <const uint8_t *>data
     cdef const uint8_t *p
-    cdef int length = len(data), off = 0, st, count, pt, blen, i, pos, n
+    cdef const uint8_t *b
+    cdef int length = len(data), off = 0, st, count, pt, blen, i, pos, n, base
     cdef RtcpReport r
     st = rtcp_check_compound(buf, length)
     if st != ST_OK:
@@ -261,7 +262,7 @@ def parse_rtcp(bytes data):
                     raise ValueError("RTCP: FIR is truncated")
                 d["type"] = "fir"
                 d["entries"] = [(rd32(b + i), b[i + 4]) for i in range(8, blen - 7, 8)]
-            elif pt == RTCP_PSFB and count == 15 and blen >= 16 and b[8:12] == b"REMB":
+            elif pt == RTCP_PSFB and count == 15 and blen >= 16 and memcmp(b + 8, b"REMB", 4) == 0:
                 n = b[12]
                 if blen < 16 + 4 * n:
                     raise ValueError("RTCP: REMB is truncated")
