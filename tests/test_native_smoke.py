@@ -1,0 +1,26 @@
+"""Touch every cdef class and module-level function so a broken build fails loudly (STYLE.md)."""
+from enx_media._native import _core
+import enx_media.sfu as sfu
+
+
+def test_every_class_and_function():
+    ctx = _core.SrtpContext("AEAD_AES_128_GCM", b"\x01" * 16, b"\x02" * 12)
+    assert ctx.profile == "AEAD_AES_128_GCM" and ctx.stats["streams"] == 0
+    w = _core.NativeWorker("127.0.0.1", 0)
+    assert w.local_address[1] > 0 and w.fileno() >= 0
+    t = w.create_transport("none")
+    assert isinstance(t, _core.Transport) and t.stats["packets_in"] == 0
+    w.bind_transport(t, "127.0.0.1", 9)
+    p = w.create_producer(t, 1, "opus")
+    assert isinstance(p, _core.Producer) and p.stats["consumers"] == 0
+    c = w.create_consumer(t, p, 2, 111, 48000)
+    assert isinstance(c, _core.Consumer) and p.stats["consumers"] == 1 and c.stats["packets_out"] == 0
+    assert w.drain() == ([], []) and w.wait(0) is False
+    assert w.latency_histogram() == {}
+    w.close_transport(t)
+    assert w.stats["consumers"] == 0 and w.stats["producers"] == 0 and w.stats["transports"] == 0
+    for fn in ("parse_rtp", "write_rtp", "pack_header_extensions", "parse_rtcp", "write_sr", "write_rr",
+               "write_nack", "write_pli", "write_fir", "write_remb", "parse_vp8_descriptor", "is_keyframe",
+               "split_keying_material", "keying_material_length", "raw_sendmmsg_baseline"):
+        assert callable(getattr(_core, fn))
+    assert sfu.Worker and sfu.Transport is _core.Transport
