@@ -36,8 +36,11 @@ cdef int _sockaddr(str host, int port, sockaddr_in *out) except -1:
 
 
 cdef int _set_bufs(int fd, int size) noexcept nogil:
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int))
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
+    # the *FORCE variants pass net.core.rmem_max when we may (CAP_NET_ADMIN); else the capped request stays
+    if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int)) != 0:
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int))
+    if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int)) != 0:
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int))
     return 0
 
 

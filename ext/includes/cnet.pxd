@@ -29,6 +29,8 @@ cdef extern from "<sys/socket.h>" nogil:
     int SOL_SOCKET
     int SO_RCVBUF
     int SO_SNDBUF
+    int SO_RCVBUFFORCE
+    int SO_SNDBUFFORCE
     int MSG_DONTWAIT
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
@@ -76,3 +78,18 @@ cdef extern from "<time.h>" nogil:
     int CLOCK_MONOTONIC
     int CLOCK_REALTIME
     int clock_gettime(int clk, timespec *ts)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        unsigned long long u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int EPOLLIN
+    int EPOLL_CTL_ADD
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)

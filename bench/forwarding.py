@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Forwarding throughput: one producer of 1200-byte RTP packets fanned out to N consumers.
+
+For each (N, SRTP profile) the worker's receive buffer is filled with a burst of producer packets,
+then the worker drains it (recvmmsg -> unprotect -> rewrite -> protect -> sendmmsg). Only the
+forwarding thread's CPU time (time.thread_time) around drain() is counted; preparing and sending the
+input happens outside the measured window. The baseline is raw_sendmmsg_baseline: the same number of
+same-size datagrams to the same destinations with sendmmsg and nothing else, timed the same way.
+
+Destinations are real UDP sockets bound on 127.0.0.1 that nobody reads: once a socket's queue is full
+the kernel drops at that queue, after doing the whole send path (route, skb, copy, lookup), which is
+the cost we compare against. Engine and baseline send to the same sockets, so both see the same mix.
+
+    python bench/forwarding.py --quick --json bench/forwarding.json
+"""
+import argparse
+import json
+import os
+import resource
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from enx_media._native import _core  # noqa: E402
+
+PROFILES = {"gcm": "AEAD_AES_128_GCM", "sha1_80": "AES_CM_128_HMAC_SHA1_80", "none": "none"}
+KEYS = {"AEAD_AES_128_GCM": (16, 12), "AES_CM_128_HMAC_SHA1_80": (16, 14), "none": (0, 0)}
+PAYLOAD = 1200 - 12
+
+
+def keys(profile):
+    kl, sl = KEYS[profile]
+    return os.urandom(kl), os.urandom(sl)
+
+
+def run_case(n, srtp, sinks, target_out):
+    profile = PROFILES[srtp]
+    w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024)
+    src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src.bind(("127.0.0.1", 0))
+    src.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    up = keys(profile)
+    t_in = w.create_transport(profile, *up, *keys(profile))
+    w.bind_transport(t_in, *src.getsockname())
+    producer = w.create_producer(t_in, 0x1000, "vp8")
+    for i in range(n):
+        t = w.create_transport(profile, *keys(profile), *keys(profile))
+        w.bind_transport(t, *sinks[i].getsockname())
+        w.create_consumer(t, producer, 0x20000 + i, 96)
+    sender = _core.SrtpContext(profile, *up)
+    burst = max(1, min(1500, 20000 // n))
+    seq = 0
+    cpu = 0.0
+    expected_in = 0
+    payload = b"\x10\x00" + b"\x42" * (PAYLOAD - 2)
+    while w.stats["packets_out"] < target_out:
+        pkts = []
+        for _ in range(burst):
+            p = _core.write_rtp(payload_type=96, sequence_number=seq & 0xffff, timestamp=seq * 3000 & 0xffffffff,
+                                ssrc=0x1000, payload=payload)
+            pkts.append(sender.protect(p))
+            seq += 1
+        for p in pkts:
+            src.sendto(p, w.local_address)
+        expected_in += burst
+        t0 = time.thread_time()
+        while w.wait(0):
+            w.drain(1024)
+        cpu += time.thread_time() - t0
+    st = w.stats
+    out_pkts = st["packets_out"]
+    out_size = 1200 + (16 if profile.startswith("AEAD") else 10 if profile != "none" else 0)
+    base_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    base_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    dests = [s.getsockname() for s in sinks[:n]]
+    t0 = time.thread_time()
+    sent = _core.raw_sendmmsg_baseline(base_sock.fileno(), dests, b"\x80" * out_size, out_pkts)
+    base_cpu = time.thread_time() - t0
+    base_sock.close()
+    src.close()
+    engine = out_pkts / cpu
+    baseline = sent / base_cpu
+    return {"consumers": n, "srtp": srtp, "engine_pps_per_cpu_s": round(engine),
+            "baseline_pps_per_cpu_s": round(baseline), "ratio": round(engine / baseline, 3),
+            "packets_in": st["packets_in"], "input_sent": expected_in, "packets_out": out_pkts,
+            "drops": st["drops"]}
+
+
+def plot(cases, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for srtp in PROFILES:
+        cs = [c for c in cases if c["srtp"] == srtp]
+        if cs:
+            ax.plot([c["consumers"] for c in cs], [c["engine_pps_per_cpu_s"] for c in cs], "o-", label="engine, " + srtp)
+    base = {}
+    for c in cases:
+        base.setdefault(c["consumers"], []).append(c["baseline_pps_per_cpu_s"])
+    xs = sorted(base)
+    ax.plot(xs, [sum(base[x]) / len(base[x]) for x in xs], "k--", label="raw sendmmsg baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel("consumers")
+    ax.set_ylabel("packets sent per CPU-second")
+    ax.set_title("enx-media forwarding, 1200-byte packets, loopback")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer packets per case")
+    ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--png", metavar="PATH", help="plot (default: beside --json, or bench/forwarding.png)")
+    ap.add_argument("--consumers", default="1,10,100,1000")
+    ap.add_argument("--srtp", default="gcm,sha1_80,none")
+    args = ap.parse_args()
+    ns = [int(x) for x in args.consumers.split(",")]
+    target = 60000 if args.quick else 400000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, max(ns) + 256)), hard))
+    sinks = []
+    for _ in range(max(ns)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        sinks.append(s)
+    cases = []
+    for srtp in args.srtp.split(","):
+        for n in ns:
+            c = run_case(n, srtp, sinks, target)
+            cases.append(c)
+            print("%5d consumers  srtp=%-7s engine %9d pkt/cpu-s  baseline %9d  ratio %.2f" % (
+                n, srtp, c["engine_pps_per_cpu_s"], c["baseline_pps_per_cpu_s"], c["ratio"]), flush=True)
+    out = {"cases": cases, "packet_bytes": 1200, "quick": args.quick}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else
+                       os.path.join(os.path.dirname(os.path.abspath(__file__)), "forwarding.png"))
+    try:
+        plot(cases, png)
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
