@@ -3,7 +3,7 @@
 
 cdef enum:
     RECV_BATCH = 64
-    SEND_BATCH = 1024          # UIO_MAXIOV: the most sendmmsg takes in one call
+    SEND_BATCH = 256           # batch per sendmmsg; small enough that the buffers stay in L2
     CONTROL_QUEUE = 256        # STUN/DTLS datagrams waiting for Python
     EVENT_QUEUE = 256
     LAT_BUCKET_NS = 10000      # latency histogram: 10 µs buckets up to 100 ms
