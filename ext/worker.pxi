@@ -69,6 +69,7 @@ cdef class NativeWorker:
     cdef uint64_t batches
     cdef uint64_t send_calls
     cdef uint64_t *lat_hist
+    cdef uint64_t lat_pending
     cdef uint64_t next_id
     cdef uint32_t rtcp_ssrc
     cdef dict _transports, _producers, _consumers
@@ -581,13 +582,24 @@ cdef class NativeWorker:
                     c.plis += 1
                     self._request_keyframe(c.producer, now)
 
+    cdef void _flush_recorded(self, int64_t t0) noexcept nogil:
+        """Flush, then count each RTP packet whose fan-out is complete at its receive-to-sent latency."""
+        cdef int64_t bucket
+        self._flush()
+        if self.lat_pending:
+            bucket = (now_ns() - t0) // LAT_BUCKET_NS
+            if bucket >= LAT_BUCKETS:
+                bucket = LAT_BUCKETS - 1
+            self.lat_hist[bucket] += self.lat_pending
+            self.lat_pending = 0
+
     cdef int _drain(self, int max_batches) noexcept nogil:
-        cdef int n, i, b, total = 0, rtp_in
+        cdef int n, i, b, total = 0
         cdef uint8_t *buf
         cdef int length
         cdef uint8_t first
         cdef CTransport *t
-        cdef int64_t t0, t1, bucket
+        cdef int64_t t0
         for b in range(max_batches):
             if self.ncontrol + RECV_BATCH > CONTROL_QUEUE or self.nevents + RECV_BATCH > EVENT_QUEUE:
                 break            # let Python empty its queues first
@@ -599,7 +611,6 @@ cdef class NativeWorker:
             t0 = now_ns()
             self.batches += 1
             total += n
-            rtp_in = 0
             for i in range(n):
                 buf = self.rbuf + i * SLOT
                 length = self.rmsg[i].msg_len
@@ -628,18 +639,14 @@ cdef class NativeWorker:
                     if rtcp_is_rtcp(buf, length):
                         self._rtcp(t, buf, length, t0)
                     else:
-                        rtp_in += 1
                         self._rtp(t, buf, length, t0)
+                        self.lat_pending += 1
+                        if self.nsend >= 128:
+                            # a large fan-out goes out now rather than waiting for the rest of the batch
+                            self._flush_recorded(t0)
                 else:
                     self.drops[DROP_NOT_MEDIA] += 1
-            self._flush()
-            if rtp_in:
-                # receive-to-last-send latency of this batch, counted once per RTP packet in it
-                t1 = now_ns()
-                bucket = (t1 - t0) // LAT_BUCKET_NS
-                if bucket >= LAT_BUCKETS:
-                    bucket = LAT_BUCKETS - 1
-                self.lat_hist[bucket] += rtp_in
+            self._flush_recorded(t0)
         return total
 
     def drain(self, int max_batches=64):

@@ -56,6 +56,7 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+    int usleep(unsigned int usec)
 
 cdef extern from "<errno.h>" nogil:
     int errno
