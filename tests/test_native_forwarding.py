@@ -266,3 +266,24 @@ def test_raw_baseline_sends():
         rx.settimeout(1)
         assert _core.raw_sendmmsg_baseline(tx.fileno(), [rx.getsockname()], b"z" * 100, 5) == 5
         assert [rx.recv(200) for _ in range(5)] == [b"z" * 100] * 5
+
+
+def test_worker_counts_auth_failures_and_replays(worker):
+    prod = Peer(worker, GCM)
+    producer = worker.create_producer(prod.transport, 0xF1, "opus")
+    sub = Peer(worker, CM)
+    worker.create_consumer(sub.transport, producer, 0xF2, 111, clock_rate=48000)
+    good = prod.tx.protect(rtp(10, 0, 0xF1, payload=b"ok"))
+    bad = bytearray(prod.tx.protect(rtp(11, 960, 0xF1, payload=b"no")))
+    bad[-1] ^= 1
+    for d in (good, good, bytes(bad)):
+        prod.sock.sendto(d, worker.address)
+    got = sub.recv_all(1, pump_for(worker))
+    for _ in range(10):
+        worker.poll_once(2)
+    assert [_core.parse_rtp(p)["payload"] for p in got] == [b"ok"]
+    drops = prod.transport.stats["drops"]
+    assert drops["replay"] == 1 and drops["auth_fail"] == 1
+    assert worker.stats["drops"]["replay"] == 1 and producer.stats["packets_in"] == 1
+    prod.close()
+    sub.close()
