@@ -11,6 +11,9 @@ cdef enum:
     EV_UNKNOWN_SSRC = 1
     EV_KEYFRAME_REQUESTED = 2
     EV_PRODUCER_RESTART = 3
+    GSO_MAX_SEGS = 64          # UDP_MAX_SEGMENTS of Linux 4.18-6.x
+    GSO_MAX_BYTES = 60000      # one GSO message stays below the 64 KiB UDP length
+    CMSG_SLOT = 32             # >= CMSG_SPACE(sizeof(uint16_t)), keeps each cmsghdr aligned
 
 cdef struct Event:
     int kind
@@ -20,6 +23,18 @@ cdef struct Event:
     char mid[32]
     char rid[32]
     char rrid[32]
+
+
+cdef struct Pending:
+    # an RTP packet of the current receive batch whose producer side is done, waiting for fan-out
+    CProducer *p                # NULL once fanned out
+    const uint8_t *buf          # in rbuf, valid until the next recvmmsg
+    int length
+    int key
+    int tid
+    int in_order                # it was the producer's newest packet when it arrived
+    int64_t seq
+    int64_t ts
 
 
 cdef inline uint64_t addr_key(const sockaddr_in *a) noexcept nogil:
@@ -57,7 +72,14 @@ cdef class NativeWorker:
     cdef mmsghdr smsg[SEND_BATCH]
     cdef iovec siov[SEND_BATCH]
     cdef uint8_t *sbuf
-    cdef int nsend
+    cdef int nsend             # slots used in sbuf/siov
+    cdef int nmsg              # messages in smsg (a GSO message spans several slots)
+    cdef uint8_t *scmsg        # one UDP_SEGMENT cmsg per message
+    cdef int gso               # 1 while UDP GSO is used; 0 if off or refused by the kernel
+    cdef uint64_t gso_messages, gso_segments, gso_fallbacks
+    cdef Pending pend[RECV_BATCH]
+    cdef int npend
+    cdef int gidx[RECV_BATCH]
     cdef uint8_t *cbuf
     cdef int clen[CONTROL_QUEUE]
     cdef sockaddr_in caddr[CONTROL_QUEUE]
@@ -75,17 +97,19 @@ cdef class NativeWorker:
     cdef dict _transports, _producers, _consumers
     cdef readonly object local_address
 
-    def __cinit__(self, str host="127.0.0.1", int port=0, int buffer_bytes=8 * 1024 * 1024):
+    def __cinit__(self, str host="127.0.0.1", int port=0, int buffer_bytes=8 * 1024 * 1024, bint gso=True):
         cdef sockaddr_in a
         cdef socklen_t alen = sizeof(sockaddr_in)
-        cdef int i
+        cdef int i, v = 0
+        cdef socklen_t vlen = sizeof(int)
         self.fd = -1
         self._transports, self._producers, self._consumers = {}, {}, {}
         self.rbuf = <uint8_t *>malloc(RECV_BATCH * SLOT)
         self.sbuf = <uint8_t *>malloc(SEND_BATCH * SLOT)
         self.cbuf = <uint8_t *>malloc(CONTROL_QUEUE * SLOT)
+        self.scmsg = <uint8_t *>calloc(SEND_BATCH, CMSG_SLOT)
         self.lat_hist = <uint64_t *>calloc(LAT_BUCKETS, sizeof(uint64_t))
-        if not (self.rbuf and self.sbuf and self.cbuf and self.lat_hist):
+        if not (self.rbuf and self.sbuf and self.cbuf and self.scmsg and self.lat_hist):
             raise MemoryError()
         if map_init(&self.by_addr, 64) or map_init(&self.producers, 64) or map_init(&self.consumers, 64):
             raise MemoryError()
@@ -111,6 +135,8 @@ cdef class NativeWorker:
         if bind(self.fd, <sockaddr *>&a, sizeof(sockaddr_in)) != 0:
             raise OSError(errno, "bind() failed")
         getsockname(self.fd, <sockaddr *>&a, &alen)
+        # the kernel knows UDP_SEGMENT (>= 4.18) if it can report it; a refusal at send time also turns it off
+        self.gso = 1 if gso and getsockopt(self.fd, SOL_UDP, UDP_SEGMENT, &v, &vlen) == 0 else 0
         self.local_address = (host, ntohs(a.sin_port))
         self.next_id = 1
         self.rtcp_ssrc = 0x454e5801   # our own SSRC as an RTCP sender (PLI/FIR we originate)
@@ -121,6 +147,7 @@ cdef class NativeWorker:
         free(self.rbuf)
         free(self.sbuf)
         free(self.cbuf)
+        free(self.scmsg)
         free(self.lat_hist)
         map_free(&self.by_addr)
         map_free(&self.producers)
@@ -265,26 +292,111 @@ cdef class NativeWorker:
     # ---------------- the packet path (nogil) ----------------
 
     cdef inline void _queue(self, int n, sockaddr_in *dst) noexcept nogil:
+        """One datagram in the current slot (from _out_slot) as a message of its own."""
+        cdef msghdr *m = &self.smsg[self.nmsg].msg_hdr
         self.siov[self.nsend].iov_len = n
-        self.smsg[self.nsend].msg_hdr.msg_name = dst
+        m.msg_iov = &self.siov[self.nsend]
+        m.msg_iovlen = 1
+        m.msg_name = dst
+        m.msg_control = NULL
+        m.msg_controllen = 0
         self.nsend += 1
+        self.nmsg += 1
         self.c.packets_out += 1
         self.c.bytes_out += n
 
-    cdef void _flush(self) noexcept nogil:
-        cdef int off = 0, r
-        while off < self.nsend:
-            r = sendmmsg(self.fd, &self.smsg[off], self.nsend - off, 0)
+    cdef void _emit(self, int first, int end, sockaddr_in *dst) noexcept nogil:
+        """Turn slots first..end-1 (one destination, in order) into messages: runs of equal size whose
+        last one may be shorter go as one UDP GSO message (UDP_SEGMENT = the run's size), the rest
+        one datagram per message."""
+        cdef int s = first, e, sz, l, total
+        cdef msghdr *m
+        cdef cmsghdr *cm
+        while s < end:
+            sz = <int>self.siov[s].iov_len
+            e = s + 1
+            if self.gso:
+                total = sz
+                while e < end and e - s < GSO_MAX_SEGS:
+                    l = <int>self.siov[e].iov_len
+                    if l > sz or total + l > GSO_MAX_BYTES:
+                        break
+                    total += l
+                    e += 1
+                    if l < sz:
+                        break
+            m = &self.smsg[self.nmsg].msg_hdr
+            m.msg_iov = &self.siov[s]
+            m.msg_iovlen = e - s
+            m.msg_name = dst
+            if e - s > 1:
+                cm = <cmsghdr *>(self.scmsg + self.nmsg * CMSG_SLOT)
+                cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+                cm.cmsg_level = SOL_UDP
+                cm.cmsg_type = UDP_SEGMENT
+                (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>sz
+                m.msg_control = cm
+                m.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+                self.gso_messages += 1
+                self.gso_segments += e - s
+            else:
+                m.msg_control = NULL
+                m.msg_controllen = 0
+            self.nmsg += 1
+            s = e
+
+    cdef void _send_split(self, int k) noexcept nogil:
+        """Send GSO message k as one datagram per segment (GSO refused or switched off)."""
+        cdef mmsghdr one[GSO_MAX_SEGS]
+        cdef msghdr *m = &self.smsg[k].msg_hdr
+        cdef int n = <int>m.msg_iovlen, i, off = 0, r
+        for i in range(n):
+            memset(&one[i], 0, sizeof(mmsghdr))
+            one[i].msg_hdr.msg_iov = &m.msg_iov[i]
+            one[i].msg_hdr.msg_iovlen = 1
+            one[i].msg_hdr.msg_name = m.msg_name
+            one[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        while off < n:
+            r = sendmmsg(self.fd, &one[off], n - off, 0)
             self.send_calls += 1
             if r <= 0:
                 if r < 0 and errno == EINTR:
                     continue
-                # a failed datagram (e.g. ICMP-refused peer) must not stop the rest of the batch
                 self.drops[DROP_SEND_FAILED] += 1
                 off += 1
                 continue
             off += r
+
+    cdef void _flush(self) noexcept nogil:
+        cdef int off = 0, end, r, segs
+        while off < self.nmsg:
+            segs = <int>self.smsg[off].msg_hdr.msg_iovlen
+            if segs > 1 and not self.gso:
+                self._send_split(off)
+                off += 1
+                continue
+            end = self.nmsg
+            if not self.gso:
+                end = off + 1
+                while end < self.nmsg and self.smsg[end].msg_hdr.msg_iovlen == 1:
+                    end += 1
+            r = sendmmsg(self.fd, &self.smsg[off], end - off, 0)
+            self.send_calls += 1
+            if r <= 0:
+                if r < 0 and errno == EINTR:
+                    continue
+                if r < 0 and segs > 1 and (errno == EIO or errno == EINVAL):
+                    # the kernel or the route refuses UDP GSO: plain datagrams from now on
+                    self.gso = 0
+                    self.gso_fallbacks += 1
+                    continue
+                # a failed datagram (e.g. ICMP-refused peer) must not stop the rest of the batch
+                self.drops[DROP_SEND_FAILED] += segs
+                off += 1
+                continue
+            off += r
         self.nsend = 0
+        self.nmsg = 0
 
     cdef inline uint8_t *_out_slot(self) noexcept nogil:
         if self.nsend == SEND_BATCH:
@@ -339,20 +451,22 @@ cdef class NativeWorker:
         self._event(EV_KEYFRAME_REQUESTED, t.id, p.ssrc, 0, NULL, NULL, NULL)
         return 1
 
-    cdef inline void _consumer_drop(self, CConsumer *c, int reason, int64_t in_seq) noexcept nogil:
+    cdef inline void _consumer_drop(self, CConsumer *c, int reason, int in_order) noexcept nogil:
         c.drops[reason] += 1
         # skip the dropped number so the consumer sees no gap (in-order case; SeqManager)
-        if c.have_out and in_seq == c.producer.ext_seq:
+        if c.have_out and in_order:
             c.seq_offset -= 1
 
-    cdef void _send_to_consumer(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                                int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+    cdef int _protect_copy(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
+                           int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+        """Rewrite + protect one copy into the next free slot (the caller made sure there is one and
+        turns the slots into messages with _emit). Returns 1 if a slot was used."""
         cdef uint8_t *out
         cdef int n
         cdef int64_t out_seq, out_ts, elapsed
         if not c.transport.bound:
             c.drops[DROP_UNKNOWN_SOURCE] += 1
-            return
+            return 0
         if not c.have_out or c.resync:
             if not c.have_out:
                 c.seq_offset = 0
@@ -366,7 +480,7 @@ cdef class NativeWorker:
             c.resync = 0
         out_seq = in_seq + c.seq_offset
         out_ts = in_ts + c.ts_offset
-        out = self._out_slot()
+        out = self.sbuf + self.nsend * SLOT
         memcpy(out, buf, length)
         rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
         n = length
@@ -374,8 +488,11 @@ cdef class NativeWorker:
             n = srtp_protect(c.transport.tx, out, length, SLOT)
             if n < 0:
                 c.drops[drop_reason(n)] += 1
-                return
-        self._queue(n, &c.transport.addr)
+                return 0
+        self.siov[self.nsend].iov_len = n
+        self.nsend += 1
+        self.c.packets_out += 1
+        self.c.bytes_out += n
         c.c.packets_out += 1
         c.c.bytes_out += n
         c.transport.c.packets_out += 1
@@ -386,12 +503,25 @@ cdef class NativeWorker:
             c.last_out_seq = out_seq
             c.last_out_ts = out_ts
             c.last_out_ns = now
+        return 1
 
-    cdef void _rtp(self, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
+    cdef void _send_to_consumer(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
+                                int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+        cdef int first
+        if self.nsend == SEND_BATCH:
+            self._flush()
+        first = self.nsend
+        if self._protect_copy(c, buf, length, in_seq, in_ts, now, is_rtx):
+            self._emit(first, self.nsend, &c.transport.addr)
+
+    cdef int _rtp(self, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
+        """Producer side of one RTP packet (unprotect, numbering, key frame, NACK history); the packet
+        then waits in pend[] so that the batch's packets of one producer fan out together (GSO).
+        Returns 1 if it was queued for fan-out."""
         cdef RtpHeader h
         cdef CProducer *p
-        cdef CConsumer *c
         cdef Vp8Desc vp8
+        cdef Pending *e
         cdef int st, i, key = 0, tid = -1, slot
         cdef int64_t seq, ts
         if t.rx != NULL:
@@ -399,23 +529,23 @@ cdef class NativeWorker:
             if st < 0:
                 t.drops[drop_reason(st)] += 1
                 self.drops[drop_reason(st)] += 1
-                return
+                return 0
             length = st
         st = rtp_parse(buf, length, &h)
         if st != ST_OK:
             t.drops[drop_reason(st)] += 1
             self.drops[drop_reason(st)] += 1
-            return
+            return 0
         p = <CProducer *>map_get(&self.producers, h.ssrc)
         if p == NULL:
             t.drops[DROP_UNKNOWN_SSRC] += 1
             self.drops[DROP_UNKNOWN_SSRC] += 1
             self._event(EV_UNKNOWN_SSRC, t.id, h.ssrc, 0, buf, &h, &t.ext)
-            return
+            return 0
         if p.transport != t:
             t.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
             self.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
-            return
+            return 0
         p.c.packets_in += 1
         p.c.bytes_in += length
         if not p.have_seq:
@@ -428,7 +558,9 @@ cdef class NativeWorker:
             seq = ext_seq16(p.ext_seq, h.seq)
             ts = ext_ts32(p.ext_ts, h.timestamp)
             if seq - p.ext_seq > 3000 or p.ext_seq - seq > 3000:
-                # the source restarted with new numbering: consumers continue from where they were
+                # the source restarted with new numbering: what is queued goes out with the old mapping,
+                # then consumers continue from where they were
+                self._fanout_pending(now)
                 p.restarts += 1
                 p.ext_seq = seq
                 p.ext_ts = ts
@@ -453,21 +585,63 @@ cdef class NativeWorker:
             memcpy(p.hist + slot * HIST_SLOT, buf, length)
             p.hist_len[slot] = length
             p.hist_seq[slot] = seq
-        for i in range(p.nconsumers):
-            c = p.consumers[i]
-            # decide first, then apply (the simulcast layer selector plugs in here)
-            if c.paused:
-                self._consumer_drop(c, DROP_PAUSED, seq)
+        e = &self.pend[self.npend]
+        self.npend += 1
+        e.p = p
+        e.buf = buf
+        e.length = length
+        e.seq = seq
+        e.ts = ts
+        e.key = key
+        e.tid = tid
+        e.in_order = seq == p.ext_seq
+        return 1
+
+    cdef void _fanout_pending(self, int64_t t0) noexcept nogil:
+        """Fan out the queued RTP packets, per producer: each consumer's copies of them go into
+        consecutive slots and out as one GSO message when their sizes allow (_emit)."""
+        cdef int j, k, g, i, first, sent
+        cdef CProducer *p
+        cdef CConsumer *c
+        cdef Pending *e
+        for j in range(self.npend):
+            p = self.pend[j].p
+            if p == NULL:
                 continue
-            if tid > c.max_temporal_layer:
-                self._consumer_drop(c, DROP_LAYER, seq)
-                continue
-            if c.wait_keyframe:
-                if not key:
-                    self._consumer_drop(c, DROP_LAYER, seq)
-                    continue
-                c.wait_keyframe = 0
-            self._send_to_consumer(c, buf, length, seq, ts, now, 0)
+            k = 0
+            for g in range(j, self.npend):
+                if self.pend[g].p == p:
+                    self.gidx[k] = g
+                    k += 1
+            for i in range(p.nconsumers):
+                c = p.consumers[i]
+                if self.nsend + k > SEND_BATCH:
+                    self._flush()
+                first = self.nsend
+                for g in range(k):
+                    e = &self.pend[self.gidx[g]]
+                    # decide first, then apply (the simulcast layer selector plugs in here)
+                    if c.paused:
+                        self._consumer_drop(c, DROP_PAUSED, e.in_order)
+                        continue
+                    if e.tid > c.max_temporal_layer:
+                        self._consumer_drop(c, DROP_LAYER, e.in_order)
+                        continue
+                    if c.wait_keyframe:
+                        if not e.key:
+                            self._consumer_drop(c, DROP_LAYER, e.in_order)
+                            continue
+                        c.wait_keyframe = 0
+                    self._protect_copy(c, e.buf, e.length, e.seq, e.ts, t0, 0)
+                if self.nsend > first:
+                    self._emit(first, self.nsend, &c.transport.addr)
+            for g in range(k):
+                self.pend[self.gidx[g]].p = NULL
+            self.lat_pending += k
+            if self.nsend >= 128:
+                # a large fan-out goes out now rather than waiting for the rest of the batch
+                self._flush_recorded(t0)
+        self.npend = 0
 
     cdef void _nack(self, CConsumer *c, const uint8_t *fci, int n, int64_t now) noexcept nogil:
         cdef int i, b
@@ -637,15 +811,13 @@ cdef class NativeWorker:
                     t.c.packets_in += 1
                     t.c.bytes_in += length
                     if rtcp_is_rtcp(buf, length):
+                        self._fanout_pending(t0)      # feedback acts on what came before it
                         self._rtcp(t, buf, length, t0)
-                    else:
-                        self._rtp(t, buf, length, t0)
-                        self.lat_pending += 1
-                        if self.nsend >= 128:
-                            # a large fan-out goes out now rather than waiting for the rest of the batch
-                            self._flush_recorded(t0)
+                    elif not self._rtp(t, buf, length, t0):
+                        self.lat_pending += 1         # refused: done with it
                 else:
                     self.drops[DROP_NOT_MEDIA] += 1
+            self._fanout_pending(t0)
             self._flush_recorded(t0)
         return total
 
@@ -704,6 +876,8 @@ cdef class NativeWorker:
     def stats(self):
         d = counters_dict(&self.c)
         d.update(drops=drops_dict(self.drops), batches=self.batches, send_calls=self.send_calls,
+                 gso=bool(self.gso), gso_messages=self.gso_messages, gso_segments=self.gso_segments,
+                 gso_fallbacks=self.gso_fallbacks,
                  transports=len(self._transports), producers=len(self._producers),
                  consumers=len(self._consumers))
         return d
@@ -724,6 +898,21 @@ cdef class NativeWorker:
         memset(self.lat_hist, 0, LAT_BUCKETS * sizeof(uint64_t))
         self.batches = 0
         self.send_calls = 0
+        self.gso_messages = 0
+        self.gso_segments = 0
+        self.gso_fallbacks = 0
+
+    @property
+    def gso(self):
+        """True while same-size copies to one destination go out as one UDP GSO message."""
+        return bool(self.gso)
+
+    @gso.setter
+    def gso(self, bint on):
+        cdef int v = 0
+        cdef socklen_t vlen = sizeof(int)
+        self._flush()
+        self.gso = 1 if on and getsockopt(self.fd, SOL_UDP, UDP_SEGMENT, &v, &vlen) == 0 else 0
 
 
 def raw_sendmmsg_baseline(int fd, list dests, bytes payload, long count):

@@ -38,6 +38,19 @@ cdef extern from "<sys/socket.h>" nogil:
     int socket(int domain, int type, int protocol)
     int bind(int fd, const sockaddr *addr, socklen_t len)
     int getsockname(int fd, sockaddr *addr, socklen_t *len)
+    int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
+    unsigned char *CMSG_DATA(cmsghdr *c)
+
+cdef extern from "<netinet/udp.h>" nogil:
+    # UDP GSO (Linux >= 4.18): one send of several equal-size datagrams to one destination
+    int SOL_UDP
+    int UDP_SEGMENT
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
@@ -63,6 +76,8 @@ cdef extern from "<errno.h>" nogil:
     int EAGAIN
     int EWOULDBLOCK
     int EINTR
+    int EIO
+    int EINVAL
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:

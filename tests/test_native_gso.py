@@ -1,0 +1,156 @@
+"""UDP GSO in the worker's send path (127.0.0.1 only): a receive batch's packets of one producer go to
+each consumer as one sendmsg with UDP_SEGMENT; the consumer must still see separate, correct datagrams."""
+import os
+import socket
+import time
+
+import pylibsrtp
+import pytest
+
+from enx_media._native import _core
+
+GCM = ("AEAD_AES_128_GCM", pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12)
+CM = ("AES_CM_128_HMAC_SHA1_80", pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14)
+SO_NO_CHECK = 11   # Linux: a UDP socket without TX checksums may not use GSO (udp_send_skb: -EINVAL)
+
+
+def session(prof, key, salt, outbound):
+    pol = pylibsrtp.Policy(key=key + salt, srtp_profile=prof,
+                           ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
+                           else pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    return pylibsrtp.Session(policy=pol)
+
+
+class Peer:
+    def __init__(self, w, spec):
+        name, prof, kl, sl = spec
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.settimeout(1.0)
+        up = (os.urandom(kl), os.urandom(sl))
+        down = (os.urandom(kl), os.urandom(sl))
+        self.tx = session(prof, *up, True)
+        self.rx = session(prof, *down, False)
+        self.transport = w.create_transport(name, up[0], up[1], down[0], down[1])
+        w.bind_transport(self.transport, *self.sock.getsockname())
+
+    def recv(self, n):
+        """n datagrams as they arrive (raw, still protected)."""
+        return [self.sock.recv(65536) for _ in range(n)]
+
+    def close(self):
+        self.sock.close()
+
+
+def rtp(seq, ts, ssrc, payload):
+    return _core.write_rtp(payload_type=96, sequence_number=seq & 0xffff, timestamp=ts & 0xffffffff,
+                           ssrc=ssrc, payload=payload)
+
+
+def send_burst(w, prod, packets):
+    """All packets reach the worker's socket before one drain, so they share a receive batch."""
+    for p in packets:
+        prod.sock.sendto(prod.tx.protect(p), w.local_address)
+    time.sleep(0.05)
+    w.drain(1)
+
+
+@pytest.fixture
+def w():
+    return _core.NativeWorker("127.0.0.1", 0)
+
+
+def vp8(i, size):
+    return bytes([0x10, 0]) + bytes([i & 0xff]) * (size - 2)
+
+
+def check_stream(peer, raw, base_seq, base_ts, ssrc, sizes):
+    assert len(raw) == len(sizes)
+    for k, d in enumerate(raw):
+        h = _core.parse_rtp(peer.rx.unprotect(d))
+        assert h["ssrc"] == ssrc
+        assert h["sequence_number"] == (base_seq + k) & 0xffff
+        assert h["timestamp"] == (base_ts + 3000 * (k // 3)) & 0xffffffff
+        assert h["payload"] == vp8(k, sizes[k])
+
+
+def test_gso_burst_arrives_as_separate_datagrams(w):
+    assert w.gso
+    prod = Peer(w, GCM)
+    producer = w.create_producer(prod.transport, 0xAB01, "vp8")
+    subs = [Peer(w, s) for s in (GCM, CM, GCM)]
+    consumers = [w.create_consumer(s.transport, producer, 0xC100 + i, 96) for i, s in enumerate(subs)]
+    # two frames of equal-size packets whose last is shorter, then one of mixed sizes; seq wraps
+    sizes = [1100, 1100, 700, 1100, 1100, 1100, 900, 1100, 400]
+    base_seq, base_ts = 65530, 90000
+    send_burst(w, prod, [rtp(base_seq + k, base_ts + 3000 * (k // 3), 0xAB01, vp8(k, sizes[k]))
+                         for k in range(len(sizes))])
+    st = w.stats
+    # per consumer: [1100 1100 700] [1100 1100 1100 900] [1100 400] -> 3 GSO messages of 3, 4 and 2
+    assert st["gso_messages"] == 9 and st["gso_segments"] == 27 and st["gso_fallbacks"] == 0
+    assert st["send_calls"] == 1
+    raws = []
+    for i, s in enumerate(subs):
+        raw = s.recv(len(sizes))
+        raws.append(raw)
+        check_stream(s, raw, base_seq, base_ts, 0xC100 + i, sizes)
+        cs = consumers[i].stats
+        assert cs["packets_out"] == len(sizes) and cs["bytes_out"] == sum(len(d) for d in raw)
+        with pytest.raises(socket.timeout):
+            s.sock.settimeout(0.05)
+            s.recv(1)
+    assert st["packets_out"] == 3 * len(sizes)
+    # NACK from the history still works after a GSO send (single datagram, continuous numbering)
+    nack = _core.write_nack(0x1234, 0xC100, [(base_seq + 4) & 0xffff])
+    subs[0].sock.settimeout(1.0)
+    subs[0].sock.sendto(subs[0].tx.protect_rtcp(nack), w.local_address)
+    time.sleep(0.05)
+    w.drain(1)
+    again = subs[0].recv(1)[0]       # a replay for the receiver's SRTP window: check it with a fresh one
+    assert len(again) == len(raws[0][4])
+    h = _core.parse_rtp(again)       # GCM leaves the header in the clear
+    assert h["sequence_number"] == (base_seq + 4) & 0xffff and h["ssrc"] == 0xC100
+    assert consumers[0].stats["retransmits"] == 1
+    for p in subs + [prod]:
+        p.close()
+
+
+def test_gso_refused_falls_back_to_plain_datagrams(w):
+    # a socket without UDP checksums makes the kernel refuse UDP_SEGMENT with EINVAL at send time
+    s = socket.socket(fileno=os.dup(w.fileno()))
+    s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    s.close()
+    assert w.gso
+    prod = Peer(w, GCM)
+    producer = w.create_producer(prod.transport, 0xAB02, "vp8")
+    subs = [Peer(w, GCM) for _ in range(2)]
+    for i, s in enumerate(subs):
+        w.create_consumer(s.transport, producer, 0xC200 + i, 96)
+    sizes = [1000] * 6
+    send_burst(w, prod, [rtp(100 + k, 3000 * (k // 3), 0xAB02, vp8(k, 1000)) for k in range(6)])
+    st = w.stats
+    assert not w.gso and st["gso"] is False and st["gso_fallbacks"] == 1
+    for i, s in enumerate(subs):
+        check_stream(s, s.recv(6), 100, 0, 0xC200 + i, sizes)
+    assert st["packets_out"] == 12 and not st["drops"].get("send_failed")
+    # later batches go out plain from the start
+    send_burst(w, prod, [rtp(106 + k, 6000 + 3000 * (k // 3), 0xAB02, vp8(k, 1000)) for k in range(3)])
+    assert w.stats["gso_fallbacks"] == 1 and w.stats["gso_messages"] == st["gso_messages"]
+    for s in subs:
+        assert len(s.recv(3)) == 3
+    for p in subs + [prod]:
+        p.close()
+
+
+def test_gso_off_sends_one_datagram_per_message():
+    w = _core.NativeWorker("127.0.0.1", 0, gso=False)
+    prod = Peer(w, GCM)
+    producer = w.create_producer(prod.transport, 0xAB03, "vp8")
+    sub = Peer(w, GCM)
+    w.create_consumer(sub.transport, producer, 0xC300, 96)
+    send_burst(w, prod, [rtp(7 + k, 3000 * (k // 3), 0xAB03, vp8(k, 800)) for k in range(5)])
+    assert w.stats["gso_messages"] == 0 and w.stats["packets_out"] == 5
+    check_stream(sub, sub.recv(5), 7, 0, 0xC300, [800] * 5)
+    sub.close()
+    prod.close()
