@@ -30,6 +30,35 @@ class Engine:
                                    max_ttl=self.settings.token_max_ttl,
                                    scheduled_lead=self.settings.scheduled_token_lead)
 
+    # -- media plane ----------------------------------------------------------------------------------
+    webrtc = None
+    signaling = None
+
+    async def start_media(self) -> None:
+        """Open the media UDP port and the signaling hub (needs a running asyncio loop)."""
+        from .signaling import SignalingHub
+        from .webrtc.server import WebRtcServer
+
+        if self.signaling is not None:
+            return
+        s = self.settings
+        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip)
+        self.webrtc.start()
+        self.signaling = SignalingHub(self, self.webrtc)
+        closed = self.signaling.sessions.close_dangling()
+        if closed:
+            log.info("ended %d session(s) left open by a previous run", closed)
+        log.info("media worker on udp %s:%d announced as %s", s.media_host, self.webrtc.port, s.announced_ip)
+
+    async def stop_media(self) -> None:
+        if self.signaling is not None:
+            for runtime in list(self.signaling.rooms.values()):
+                await self.signaling.end_session(runtime, "node-stopped")
+            self.signaling = None
+        if self.webrtc is not None:
+            await self.webrtc.stop()
+            self.webrtc = None
+
     def ensure_first_app(self) -> AppCredentials | None:
         """Create an app on first start so a fresh node is usable at once; None if apps exist."""
         if self.apps.count():

@@ -69,6 +69,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, participant_id)
     );
     """,
+    """
+    CREATE TABLE chat_messages (
+        message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        sender_ref TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        recipients TEXT,
+        text TEXT NOT NULL,
+        sent REAL NOT NULL
+    );
+    CREATE INDEX chat_by_session ON chat_messages(session_id, message_id);
+    ALTER TABLE participants ADD COLUMN leave_reason TEXT;
+    """,
 )
 
 

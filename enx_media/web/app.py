@@ -4,26 +4,34 @@ Endpoints stay thin: read and check the request, call the engine, shape the resp
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import errors as E
 from ..apps import App
 from ..config import Settings
 from ..engine import Engine
 from ..rooms import iso
+from ..signaling import JOIN_TIMEOUT
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,16 @@ def envelope_error(code: int, reason: str, desc: str, status: int, headers: dict
     return JSONResponse({"result": code, "error": reason, "desc": desc}, status_code=status, headers=headers)
 
 
+def _flatten(stats: dict, prefix: str = ""):
+    """Numeric leaves of a nested stats dict as (dotted_name, value)."""
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield name, value
+
+
 class Metrics:
     """Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
 
@@ -78,6 +96,26 @@ class Metrics:
                 t = GaugeMetricFamily("enx_tokens", "Tokens stored, all apps")
                 t.add_metric([], engine_ref.tokens.count())
                 yield t
+                server = engine_ref.webrtc
+                if server is not None:
+                    c = CounterMetricFamily("enx_media_handshake", "ICE/DTLS outcomes on the media port",
+                                            labels=["outcome"])
+                    for name, value in server.counters.items():
+                        c.add_metric([name], value)
+                    yield c
+                    w = CounterMetricFamily("enx_media_worker", "Native worker counters (packets, bytes, drops)",
+                                            labels=["counter"])
+                    for name, value in _flatten(server.worker.stats):
+                        w.add_metric([name], value)
+                    yield w
+                    g = GaugeMetricFamily("enx_media_transports", "Open WebRTC transports")
+                    g.add_metric([], len(server.by_ufrag))
+                    yield g
+                hub = engine_ref.signaling
+                if hub is not None:
+                    g = GaugeMetricFamily("enx_live_participants", "Participants connected, all rooms")
+                    g.add_metric([], sum(len(r.participants) for r in hub.rooms.values()))
+                    yield g
 
         self.registry.register(StoreCollector())
 
@@ -150,7 +188,10 @@ class ApiMiddleware:
         self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, engine: Engine | None = None, *,
+               start_media: bool = True) -> Starlette:
+    """The node's ASGI app. Its lifespan starts the engine's media plane unless the embedding server
+    already did (or start_media=False)."""
     settings = settings or (engine.settings if engine else Settings())
     engine = engine or Engine(settings)
     metrics = Metrics(engine)
@@ -254,6 +295,44 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         engine.tokens.revoke(app.app_id, room_id, request.path_params["token_id"])
         return ok({"token_id": request.path_params["token_id"], "revoked": True})
 
+    async def signaling_ws(websocket: WebSocket):
+        await websocket.accept()
+        hub = engine.signaling
+        if hub is None:
+            await websocket.send_json({"type": "error", "code": 1409, "error": "media not started",
+                                       "desc": "this node runs without its media plane"})
+            await websocket.close(1011)
+            return
+
+        async def close(code: int, reason: str) -> None:
+            await websocket.close(code, reason)
+
+        conn = hub.connect(websocket.send_json, close)
+        try:
+            while not conn.closed:
+                try:
+                    # A connection that never joins does not hold a socket for long.
+                    timeout = None if conn.participant is not None else JOIN_TIMEOUT
+                    message = await asyncio.wait_for(websocket.receive(), timeout)
+                except asyncio.TimeoutError:
+                    await conn.error(E.Conflict("no join within %d s" % JOIN_TIMEOUT, reason="join timeout"))
+                    await conn.close(4008, "join timeout")
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is not None:
+                    await conn.handle_text(message["text"])
+                else:
+                    await conn.error(E.InvalidRequest("binary frames are not accepted; send JSON text"))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            conn.closed = True
+            await conn.disconnected()
+
+    async def demo_page(request: Request):
+        return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
+
     async def healthz(request: Request):
         return JSONResponse({"status": "ok"})
 
@@ -270,7 +349,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
     ]
-    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"]),
+              WebSocketRoute("/signaling", signaling_ws), Route("/demo", demo_page, methods=["GET"]),
+              Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")]
     routes += [Mount(prefix, routes=api_routes) for prefix in API_PREFIXES]
 
     # -- error mapping: the only place that turns engine errors into HTTP ------------------------------
@@ -284,7 +365,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
         return envelope_error(1000 + exc.status_code, reason, desc, exc.status_code, getattr(exc, "headers", None))
 
-    app = Starlette(routes=routes, exception_handlers={E.EnxError: enx_error, HTTPException: http_error})
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        started_here = engine.signaling is None and start_media
+        if started_here:
+            await engine.start_media()
+        try:
+            yield
+        finally:
+            if started_here:
+                await engine.stop_media()
+
+    app = Starlette(routes=routes, exception_handlers={E.EnxError: enx_error, HTTPException: http_error},
+                    lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
     app.state.metrics = metrics

@@ -1,0 +1,211 @@
+"""A Python client for an enx-media node, on aiortc: join with a token, publish tracks, receive the
+others' tracks, chat, floor control.
+
+    client = RoomClient("ws://127.0.0.1:8080/signaling", token)
+    await client.join()
+    await client.publish([VideoStreamTrack(), AudioStreamTrack()])
+    await client.subscribe()                 # follow every stream, now and later
+    track = await client.wait_track(stream_id)
+    await client.leave()
+
+Two peer connections, like the node's two transports: one sendonly to publish, one that receives the
+node's offers. No STUN server is configured: the node announces a host candidate and is ICE-lite.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import Any
+
+import websockets
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+
+class SignalingError(Exception):
+    def __init__(self, message: dict):
+        super().__init__(f"{message.get('code')} {message.get('error')}: {message.get('desc')}")
+        self.code = message.get("code")
+        self.reason = message.get("error")
+        self.message = message
+
+
+def use_loopback_candidates() -> None:
+    """Make aioice gather 127.0.0.1 host candidates (it leaves loopback out by default), and only those,
+    so every media packet of a test stays on loopback."""
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"] if use_ipv4 else []
+
+
+class RoomClient:
+    def __init__(self, url: str, token: str, *, loopback: bool = True, timeout: float = 20.0):
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        if loopback:
+            use_loopback_candidates()
+        self.ws = None
+        self.joined: dict[str, Any] | None = None
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.received: dict[str, MediaStreamTrack] = {}     # stream_id -> remote track
+        self.stream_info: dict[str, dict] = {}
+        self.publish_pcs: list[RTCPeerConnection] = []
+        self.subscribe_pc: RTCPeerConnection | None = None
+        self._ids = itertools.count(1)
+        self._waiters: dict[Any, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+        self._track_waiters: dict[str, asyncio.Future] = {}
+        self._mid_to_stream: dict[str, str] = {}
+        self._offer_lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+
+    @property
+    def participant_id(self) -> str | None:
+        return self.joined["participant_id"] if self.joined else None
+
+    # -- signaling plumbing -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.ws = await websockets.connect(self.url, max_size=2 ** 20)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for text in self.ws:
+                msg = json.loads(text)
+                waiter = self._waiters.pop(msg.get("id"), None) if "id" in msg else None
+                if waiter is not None and not waiter.done():
+                    if msg.get("type") == "error":
+                        waiter.set_exception(SignalingError(msg))
+                    else:
+                        waiter.set_result(msg)
+                    continue
+                if msg.get("type") == "offer":
+                    asyncio.ensure_future(self._on_offer(msg))
+                elif msg.get("type") == "stream-added":
+                    self.stream_info[msg["stream"]["stream_id"]] = msg["stream"]
+                elif msg.get("type") == "stream-removed":
+                    self.stream_info.pop(msg["stream_id"], None)
+                self.events.put_nowait(msg)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            for w in self._waiters.values():
+                if not w.done():
+                    w.set_exception(ConnectionError("signaling connection closed"))
+
+    async def request(self, msg_type: str, **fields) -> dict:
+        request_id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = fut
+        await self.ws.send(json.dumps({"type": msg_type, "id": request_id, **fields}))
+        return await asyncio.wait_for(fut, self.timeout)
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict:
+        """The next event (of that type, skipping others) from the node."""
+        deadline = asyncio.get_running_loop().time() + (timeout or self.timeout)
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            msg = await asyncio.wait_for(self.events.get(), max(remaining, 0.001))
+            if msg_type is None or msg.get("type") == msg_type:
+                return msg
+
+    # -- room actions --------------------------------------------------------------------------------
+    async def join(self) -> dict:
+        if self.ws is None:
+            await self.connect()
+        self.joined = await self.request("join", token=self.token)
+        for s in self.joined.get("streams", []):
+            self.stream_info[s["stream_id"]] = s
+        return self.joined
+
+    def _config(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[])  # aiortc would otherwise default to a public STUN server
+
+    async def publish(self, tracks: list[MediaStreamTrack]) -> RTCPeerConnection:
+        pc = RTCPeerConnection(self._config())
+        for track in tracks:
+            pc.addTransceiver(track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await self.request("publish", sdp=pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        self.publish_pcs.append(pc)
+        return pc
+
+    async def subscribe(self, streams: list[str] | None = None) -> None:
+        if self.subscribe_pc is None:
+            pc = RTCPeerConnection(self._config())
+
+            @pc.on("track")
+            def on_track(track):
+                mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
+                stream_id = self._mid_to_stream.get(mid)
+                if stream_id:
+                    self.received[stream_id] = track
+                    fut = self._track_waiters.pop(stream_id, None)
+                    if fut and not fut.done():
+                        fut.set_result(track)
+
+            self.subscribe_pc = pc
+        fields = {} if streams is None else {"streams": streams}
+        request_id = next(self._ids)
+        await self.ws.send(json.dumps({"type": "subscribe", "id": request_id, **fields}))
+
+    async def _on_offer(self, msg: dict) -> None:
+        async with self._offer_lock:
+            pc = self.subscribe_pc
+            if pc is None:
+                return
+            for s in msg.get("streams", []):
+                self._mid_to_stream[s["mid"]] = s["stream_id"]
+                self.stream_info[s["stream_id"]] = s
+            await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self.request("answer", sdp=pc.localDescription.sdp)
+
+    async def wait_track(self, stream_id: str, timeout: float | None = None) -> MediaStreamTrack:
+        if stream_id in self.received:
+            return self.received[stream_id]
+        fut = self._track_waiters.setdefault(stream_id, asyncio.get_running_loop().create_future())
+        return await asyncio.wait_for(fut, timeout or self.timeout)
+
+    async def wait_stream(self, participant_id: str, kind: str, timeout: float | None = None) -> str:
+        """The stream_id of a participant's live stream of that kind, once the node has announced it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
+        while True:
+            for sid, info in list(self.stream_info.items()):
+                if info["participant_id"] == participant_id and info["kind"] == kind:
+                    return sid
+            if loop.time() > deadline:
+                raise asyncio.TimeoutError(f"no {kind} stream from {participant_id}")
+            await asyncio.sleep(0.05)
+
+    async def chat(self, text: str, to: list[str] | None = None) -> dict:
+        return await self.request("chat", text=text, **({"to": to} if to else {}))
+
+    async def leave(self) -> None:
+        try:
+            if self.ws is not None and not self.closed.is_set():
+                await self.request("leave")
+        except (ConnectionError, asyncio.TimeoutError, websockets.ConnectionClosed):
+            pass
+        await self.close()
+
+    async def close(self) -> None:
+        for pc in self.publish_pcs:
+            await pc.close()
+        if self.subscribe_pc is not None:
+            await self.subscribe_pc.close()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)

@@ -1,0 +1,210 @@
+"""WebRtcServer: the worker's one UDP port shared by every transport (ICE-lite, like mediasoup's
+WebRtcServer). STUN and DTLS datagrams come up from the native drain in batches; a transport whose DTLS
+handshake completes gets a native SRTP transport bound to its 5-tuple, and from then on its media never
+reaches Python.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Callable
+
+from ..sfu import Worker
+from . import ice
+from .dtls import DtlsError, DtlsServer, NodeCertificate
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 20.0   # a transport that does not finish ICE+DTLS in this time is closed
+
+
+class WebRtcTransport:
+    """One ICE/DTLS association on the shared port (a participant has one to publish, one to subscribe)."""
+
+    def __init__(self, server: "WebRtcServer", direction: str, ext_ids: dict[str, int] | None = None):
+        self.server = server
+        self.id = secrets.token_hex(6)
+        self.direction = direction
+        self.ufrag, self.pwd = ice.new_credentials()
+        self.remote_ufrag: str | None = None
+        self.remote_fingerprint: tuple[str, str] | None = None
+        self.ext_ids = dict(ext_ids or {})
+        self.addr: tuple[str, int] | None = None
+        self.dtls: DtlsServer | None = None
+        self.native = None
+        self.profile: str | None = None
+        self.state = "new"             # new -> connecting -> connected -> closed
+        self.close_reason: str | None = None
+        self.created = time.monotonic()
+        self.last_consent = self.created
+        self.stun_errors = 0
+        self.on_connected: Callable[["WebRtcTransport"], None] | None = None
+        self.on_closed: Callable[["WebRtcTransport", str], None] | None = None
+
+    def set_remote(self, ufrag: str, fingerprint: tuple[str, str]) -> None:
+        self.remote_ufrag = ufrag
+        self.remote_fingerprint = fingerprint
+
+    def close(self, reason: str = "closed") -> None:
+        self.server.close_transport(self, reason)
+
+
+class WebRtcServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, announced_ip: str = "127.0.0.1",
+                 worker: Worker | None = None):
+        self.worker = worker or Worker(host, port, on_control=self._on_control, on_event=self._on_event)
+        self.worker.on_control = self._on_control
+        self.worker.on_event = self._on_event
+        self.announced_ip = announced_ip
+        self.certificate = NodeCertificate()
+        self._ssl_ctx = self.certificate.context()
+        self.by_ufrag: dict[str, WebRtcTransport] = {}
+        self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
+        self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "dtls_unknown_source": 0,
+                         "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0}
+        self.event_handlers: list[Callable[[tuple], None]] = []
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def port(self) -> int:
+        return self.worker.address[1]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.certificate.fingerprint
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self.worker.attach(self._loop)
+        self._task = self._loop.create_task(self._housekeeping())
+
+    async def stop(self) -> None:
+        for t in list(self.by_ufrag.values()):
+            self.close_transport(t, "server stopped")
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.worker.stop()
+
+    def create_transport(self, direction: str, ext_ids: dict[str, int] | None = None) -> WebRtcTransport:
+        t = WebRtcTransport(self, direction, ext_ids)
+        self.by_ufrag[t.ufrag] = t
+        return t
+
+    def close_transport(self, t: WebRtcTransport, reason: str) -> None:
+        if t.state == "closed":
+            return
+        t.state = "closed"
+        t.close_reason = reason
+        self.by_ufrag.pop(t.ufrag, None)
+        if t.addr is not None and self.by_addr.get(t.addr) is t:
+            del self.by_addr[t.addr]
+        if t.native is not None:
+            self.worker.close_transport(t.native)
+        log.info("transport closed id=%s direction=%s reason=%s", t.id, t.direction, reason)
+        if t.on_closed:
+            t.on_closed(t, reason)
+
+    # -- datagrams from the native drain --------------------------------------------------------------
+    def _on_control(self, data: bytes, addr: tuple[str, int]) -> None:
+        first = data[0] if data else 255
+        if first < 4:
+            self._on_stun(data, addr)
+        elif 20 <= first <= 63:
+            self._on_dtls(data, addr)
+
+    def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg, ufrag, error = ice.local_ufrag_of(data)
+        if msg is None:
+            self.counters["stun_malformed"] += 1
+            return
+        t = self.by_ufrag.get(ufrag) if ufrag else None
+        if t is None or t.state == "closed":
+            self.counters["stun_refused"] += 1
+            return
+        outcome = ice.answer_binding(msg, t.ufrag, t.pwd, t.remote_ufrag, addr)
+        if outcome.response is not None:
+            self.worker.send(outcome.response, addr)
+        if outcome.error:
+            self.counters["stun_refused"] += 1
+            t.stun_errors += 1
+            log.debug("stun refused transport=%s addr=%s: %s", t.id, addr, outcome.error)
+            return
+        self.counters["stun_ok"] += 1
+        t.last_consent = time.monotonic()
+        if t.addr is None or (outcome.nominated and t.addr != addr):
+            self._bind(t, addr)
+        if t.state == "new":
+            t.state = "connecting"
+
+    def _bind(self, t: WebRtcTransport, addr: tuple[str, int]) -> None:
+        if t.addr is not None and self.by_addr.get(t.addr) is t:
+            del self.by_addr[t.addr]
+        other = self.by_addr.get(addr)
+        if other is not None and other is not t:
+            self.close_transport(other, "5-tuple taken over")
+        t.addr = addr
+        self.by_addr[addr] = t
+        if t.native is not None:
+            self.worker.bind_transport(t.native, addr[0], addr[1])
+
+    def _on_dtls(self, data: bytes, addr: tuple[str, int]) -> None:
+        t = self.by_addr.get(addr)
+        if t is None or t.state == "closed":
+            self.counters["dtls_unknown_source"] += 1
+            return
+        if t.dtls is None:
+            t.dtls = DtlsServer(self._ssl_ctx, t.remote_fingerprint)
+        try:
+            out = t.dtls.feed(data)
+        except DtlsError as exc:
+            self.counters["dtls_failed"] += 1
+            self.close_transport(t, f"dtls: {exc.reason}")
+            return
+        for d in out:
+            self.worker.send(d, addr)
+        if t.dtls.done and t.native is None:
+            keys = t.dtls.keys
+            t.profile = keys.profile
+            t.native = self.worker.create_transport_from_keying_material(keys.profile, keys.material, True,
+                                                                          t.ext_ids)
+            self.worker.bind_transport(t.native, addr[0], addr[1])
+            t.state = "connected"
+            self.counters["dtls_connected"] += 1
+            log.info("transport connected id=%s direction=%s profile=%s addr=%s", t.id, t.direction,
+                     keys.profile, addr)
+            if t.on_connected:
+                t.on_connected(t)
+
+    def _on_event(self, event: tuple) -> None:
+        for handler in self.event_handlers:
+            handler(event)
+
+    # -- timers ---------------------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        last_sr = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for t in list(self.by_ufrag.values()):
+                if t.state in ("new", "connecting") and now - t.created > HANDSHAKE_TIMEOUT:
+                    self.counters["handshake_timeout"] += 1
+                    self.close_transport(t, "ICE/DTLS did not complete in time")
+                elif t.state == "connected" and now - t.last_consent > ice.CONSENT_TIMEOUT:
+                    self.counters["consent_expired"] += 1
+                    self.close_transport(t, "consent expired")
+                elif t.dtls is not None and t.addr is not None:
+                    timeout = t.dtls.timeout()
+                    if timeout is not None and timeout <= 0:
+                        for d in t.dtls.handle_timeout():
+                            self.worker.send(d, t.addr)
+            if now - last_sr >= 1.0:
+                last_sr = now
+                self.worker.native.send_sender_reports()
