@@ -7,6 +7,8 @@ cdef enum:
     HIST_SLOT = 1536
     PLI_INTERVAL_NS = 500000000   # at most one key frame request per producer per 500 ms
 
+cdef struct CConsumer
+
 cdef struct CTransport:
     uint64_t id
     sockaddr_in addr
@@ -18,8 +20,9 @@ cdef struct CTransport:
     uint64_t drops[DROP_COUNT]
     uint64_t tcc_feedback
     uint64_t remb_bitrate
-
-cdef struct CConsumer
+    CConsumer **consumers       # the consumers sending on it: a batch's copies to it share messages (GSO)
+    int nconsumers
+    int cap_consumers
 
 cdef struct CProducer:
     uint64_t id
@@ -76,6 +79,7 @@ cdef struct CConsumer:
     uint64_t rr_count
     uint64_t remb_bitrate
     uint64_t sr_ntp_mid           # middle 32 bits of the NTP time of our last SR (for RTT)
+    uint64_t fan_mark             # the worker's fan-out round that last sent its copies
 
 
 cdef inline int64_t ext_seq16(int64_t ref, uint16_t v) noexcept nogil:
@@ -119,8 +123,30 @@ cdef class Transport:
             raise MemoryError()
 
     def __dealloc__(self):
+        if self.t != NULL:
+            free(self.t.consumers)
         free(self.t)
         self.t = NULL
+
+    cdef int _attach(self, CConsumer *c) except -1:
+        cdef CConsumer **n
+        if self.t.nconsumers == self.t.cap_consumers:
+            n = <CConsumer **>realloc(self.t.consumers, sizeof(CConsumer *) * (self.t.cap_consumers * 2 + 4))
+            if n == NULL:
+                raise MemoryError()
+            self.t.consumers = n
+            self.t.cap_consumers = self.t.cap_consumers * 2 + 4
+        self.t.consumers[self.t.nconsumers] = c
+        self.t.nconsumers += 1
+        return 0
+
+    cdef void _detach(self, CConsumer *c):
+        cdef int i
+        for i in range(self.t.nconsumers):
+            if self.t.consumers[i] == c:
+                self.t.consumers[i] = self.t.consumers[self.t.nconsumers - 1]
+                self.t.nconsumers -= 1
+                return
 
     @property
     def id(self):

@@ -79,7 +79,12 @@ cdef class NativeWorker:
     cdef uint64_t gso_messages, gso_segments, gso_fallbacks
     cdef Pending pend[RECV_BATCH]
     cdef int npend
-    cdef int gidx[RECV_BATCH]
+    cdef int gidx[RECV_BATCH]      # pend[] indexes grouped by producer: group g is gidx[goff[g]:goff[g]+gcnt[g]]
+    cdef CProducer *gprod[RECV_BATCH]
+    cdef int goff[RECV_BATCH]
+    cdef int gcnt[RECV_BATCH]
+    cdef int gorder[RECV_BATCH]    # groups, larger packets first (GSO: only the last segment may be shorter)
+    cdef uint64_t fan_serial
     cdef uint8_t *cbuf
     cdef int clen[CONTROL_QUEUE]
     cdef sockaddr_in caddr[CONTROL_QUEUE]
@@ -234,6 +239,7 @@ cdef class NativeWorker:
         c.c.id = self.next_id
         self.next_id += 1
         producer._attach(c.c)
+        transport._attach(c.c)
         map_put(&self.consumers, ssrc, c.c)
         self._consumers[c.c.id] = c
         return c
@@ -242,6 +248,7 @@ cdef class NativeWorker:
         if self._consumers.pop(c.c.id, None) is None:
             return
         c.producer._detach(c.c)
+        c.transport._detach(c.c)
         map_del(&self.consumers, c.c.ssrc)
 
     def switch_producer(self, Consumer c, Producer p):
@@ -597,47 +604,90 @@ cdef class NativeWorker:
         e.in_order = seq == p.ext_seq
         return 1
 
+    cdef void _fan_consumer(self, CConsumer *c, int g, int64_t t0) noexcept nogil:
+        """Consumer c's copies of group g's packets into the next slots (the caller reserved them)."""
+        cdef int k
+        cdef Pending *e
+        c.fan_mark = self.fan_serial
+        for k in range(self.goff[g], self.goff[g] + self.gcnt[g]):
+            e = &self.pend[self.gidx[k]]
+            # decide first, then apply (the simulcast layer selector plugs in here)
+            if c.paused:
+                self._consumer_drop(c, DROP_PAUSED, e.in_order)
+                continue
+            if e.tid > c.max_temporal_layer:
+                self._consumer_drop(c, DROP_LAYER, e.in_order)
+                continue
+            if c.wait_keyframe:
+                if not e.key:
+                    self._consumer_drop(c, DROP_LAYER, e.in_order)
+                    continue
+                c.wait_keyframe = 0
+            self._protect_copy(c, e.buf, e.length, e.seq, e.ts, t0, 0)
+
     cdef void _fanout_pending(self, int64_t t0) noexcept nogil:
-        """Fan out the queued RTP packets, per producer: each consumer's copies of them go into
-        consecutive slots and out as one GSO message when their sizes allow (_emit)."""
-        cdef int j, k, g, i, first, sent
+        """Fan out the queued RTP packets. Per destination (transport) all its copies of them, of every
+        producer in the batch (a video frame's packets, an audio packet), go into consecutive slots,
+        larger packets first, and _emit makes them one GSO message when the sizes allow."""
+        cdef int j, g, h, x, y, i, ng = 0, first
         cdef CProducer *p
         cdef CConsumer *c
-        cdef Pending *e
+        cdef CConsumer *c2
+        cdef CTransport *t
+        if self.npend == 0:
+            return
         for j in range(self.npend):
             p = self.pend[j].p
-            if p == NULL:
-                continue
-            k = 0
-            for g in range(j, self.npend):
-                if self.pend[g].p == p:
-                    self.gidx[k] = g
-                    k += 1
+            for g in range(ng):
+                if self.gprod[g] == p:
+                    break
+            else:
+                g = ng
+                ng += 1
+                self.gprod[g] = p
+                self.gcnt[g] = 0
+            self.gcnt[g] += 1
+        x = 0
+        for g in range(ng):
+            self.goff[g] = x
+            x += self.gcnt[g]
+            self.gcnt[g] = 0
+        for j in range(self.npend):
+            for g in range(ng):
+                if self.gprod[g] == self.pend[j].p:
+                    break
+            self.gidx[self.goff[g] + self.gcnt[g]] = j
+            self.gcnt[g] += 1
+        for g in range(ng):       # insertion sort by first packet size, largest first
+            x = g
+            while x > 0 and self.pend[self.gidx[self.goff[self.gorder[x - 1]]]].length < \
+                    self.pend[self.gidx[self.goff[g]]].length:
+                self.gorder[x] = self.gorder[x - 1]
+                x -= 1
+            self.gorder[x] = g
+        self.fan_serial += 1
+        for x in range(ng):
+            g = self.gorder[x]
+            p = self.gprod[g]
             for i in range(p.nconsumers):
                 c = p.consumers[i]
-                if self.nsend + k > SEND_BATCH:
+                if c.fan_mark == self.fan_serial:
+                    continue      # went out with an earlier group's copies to its transport
+                t = c.transport
+                if self.nsend + self.npend > SEND_BATCH:
                     self._flush()
                 first = self.nsend
-                for g in range(k):
-                    e = &self.pend[self.gidx[g]]
-                    # decide first, then apply (the simulcast layer selector plugs in here)
-                    if c.paused:
-                        self._consumer_drop(c, DROP_PAUSED, e.in_order)
-                        continue
-                    if e.tid > c.max_temporal_layer:
-                        self._consumer_drop(c, DROP_LAYER, e.in_order)
-                        continue
-                    if c.wait_keyframe:
-                        if not e.key:
-                            self._consumer_drop(c, DROP_LAYER, e.in_order)
-                            continue
-                        c.wait_keyframe = 0
-                    self._protect_copy(c, e.buf, e.length, e.seq, e.ts, t0, 0)
+                self._fan_consumer(c, g, t0)
+                if x + 1 < ng and t.nconsumers > 1:
+                    for y in range(x + 1, ng):
+                        h = self.gorder[y]
+                        for j in range(t.nconsumers):
+                            c2 = t.consumers[j]
+                            if c2.producer == self.gprod[h] and c2.fan_mark != self.fan_serial:
+                                self._fan_consumer(c2, h, t0)
                 if self.nsend > first:
-                    self._emit(first, self.nsend, &c.transport.addr)
-            for g in range(k):
-                self.pend[self.gidx[g]].p = NULL
-            self.lat_pending += k
+                    self._emit(first, self.nsend, &t.addr)
+            self.lat_pending += self.gcnt[g]
             if self.nsend >= 128:
                 # a large fan-out goes out now rather than waiting for the rest of the batch
                 self._flush_recorded(t0)

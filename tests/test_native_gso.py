@@ -154,3 +154,26 @@ def test_gso_off_sends_one_datagram_per_message():
     check_stream(sub, sub.recv(5), 7, 0, 0xC300, [800] * 5)
     sub.close()
     prod.close()
+
+
+def test_gso_groups_audio_and_video_of_one_batch_per_destination(w):
+    prod = Peer(w, GCM)
+    video = w.create_producer(prod.transport, 0xAB04, "vp8")
+    audio = w.create_producer(prod.transport, 0xAB05, "opus")
+    subs = [Peer(w, GCM) for _ in range(2)]
+    for i, s in enumerate(subs):
+        w.create_consumer(s.transport, video, 0xC400 + i, 96)
+        w.create_consumer(s.transport, audio, 0xC500 + i, 111, 48000)
+    opus = _core.write_rtp(payload_type=111, sequence_number=50, timestamp=960, ssrc=0xAB05, payload=b"\xfc" * 60)
+    # the audio packet arrives first; the video frame's copies still lead, so that the shorter audio
+    # copy can be the last segment of the same GSO message
+    send_burst(w, prod, [opus] + [rtp(300 + k, 0, 0xAB04, vp8(k, 1000)) for k in range(3)])
+    st = w.stats
+    assert st["gso_messages"] == 2 and st["gso_segments"] == 8 and st["send_calls"] == 1
+    for i, s in enumerate(subs):
+        got = [_core.parse_rtp(s.rx.unprotect(d)) for d in s.recv(4)]
+        assert [(h["ssrc"], h["sequence_number"]) for h in got] == \
+            [(0xC400 + i, 300), (0xC400 + i, 301), (0xC400 + i, 302), (0xC500 + i, 50)]
+        assert got[3]["payload"] == b"\xfc" * 60 and got[3]["payload_type"] == 111
+    for p in subs + [prod]:
+        p.close()
