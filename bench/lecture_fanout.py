@@ -41,7 +41,7 @@ def raise_nofile(n):
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
 
 
-def sink_main(n, down_keys, conn, max_seconds):
+def sink_main(n, down_keys, conn, max_seconds, gro=False):
     raise_nofile(n + 256)
     socks = []
     for _ in range(n):
@@ -50,7 +50,9 @@ def sink_main(n, down_keys, conn, max_seconds):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
         socks.append(s)
     conn.send([s.getsockname()[1] for s in socks])
-    counts, samples = _core.sink_count([s.fileno() for s in socks], max_seconds, 2.0, SAMPLE_EVERY, POLL_US)
+    counts, samples = _core.sink_count([s.fileno() for s in socks], max_seconds, 2.0, SAMPLE_EVERY, POLL_US,
+                                      gro)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     import pylibsrtp
     ok = 0
     for i, data in samples.items():
@@ -61,7 +63,7 @@ def sink_main(n, down_keys, conn, max_seconds):
         h = _core.parse_rtp(plain)
         if h["ssrc"] in (0x100000 + i, 0x200000 + i):
             ok += 1
-    conn.send((counts, len(samples), ok))
+    conn.send((counts, len(samples), ok, ru.ru_utime + ru.ru_stime))
 
 
 def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop):
@@ -105,6 +107,9 @@ def main():
     ap.add_argument("--subscribers", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--sink-gro", action="store_true",
+                    help="UDP_GRO on the sink sockets: GSO messages are queued whole, as with a NIC that segments "
+                         "(USO); the sink still counts every datagram")
     args = ap.parse_args()
     n = args.subscribers
     seconds = 10.0 if args.quick else args.seconds
@@ -115,7 +120,7 @@ def main():
     src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     src.bind(("127.0.0.1", 0))
     sink_parent, sink_child = mp_ctx.Pipe()
-    sink = mp_ctx.Process(target=sink_main, args=(n, down_keys, sink_child, seconds + 120))
+    sink = mp_ctx.Process(target=sink_main, args=(n, down_keys, sink_child, seconds + 120, args.sink_gro))
     sink.start()
     ports = sink_parent.recv()
     fwd_parent, fwd_child = mp_ctx.Pipe()
@@ -164,15 +169,18 @@ def main():
     stop.set()
     cpu, hist, wstats = fwd_parent.recv()
     fwd.join()
-    counts, sampled, sample_ok = sink_parent.recv()
+    counts, sampled, sample_ok, sink_cpu = sink_parent.recv()
     sink.join()
     expected = sent * n
     received = sum(counts)
     out = {"subscribers": n, "seconds": round(media_seconds, 2), "sent": expected, "received": received,
            "lost": expected - received, "cpu_s_per_media_s": round(cpu / media_seconds, 3),
            "latency_p50_ms": percentile(hist, 0.5), "latency_p99_ms": percentile(hist, 0.99),
-           "source_packets": sent, "forwarder_packets_out": wstats["packets_out"],
-           "forwarder_drops": wstats["drops"], "samples_decrypted_ok": "%d/%d" % (sample_ok, sampled)}
+           "sink_gro": args.sink_gro, "sink_cpu_s": round(sink_cpu, 2), "source_packets": sent, "forwarder_packets_out": wstats["packets_out"],
+           "forwarder_drops": wstats["drops"], "forwarder_batches": wstats["batches"],
+           "forwarder_send_calls": wstats["send_calls"], "gso": wstats["gso"],
+           "gso_messages": wstats["gso_messages"], "gso_segments": wstats["gso_segments"],
+           "gso_fallbacks": wstats["gso_fallbacks"], "samples_decrypted_ok": "%d/%d" % (sample_ok, sampled)}
     print(json.dumps(out, indent=1))
     if args.json:
         with open(args.json, "w") as f:

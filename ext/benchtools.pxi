@@ -1,7 +1,13 @@
 # Benchmark helpers (bench/): a native packet sink, so the measuring side costs little and adds no
 # Python call per datagram.
 
-def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=0, int poll_interval_us=0):
+cdef enum:
+    GRO_BUF = 65536
+    GRO_CMSG = 32
+
+
+def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=0, int poll_interval_us=0,
+               bint gro=False):
     """Count datagrams per socket until idle_stop seconds pass without one (after the first) or
     max_seconds pass. Keeps the last datagram of every sample_every-th socket. With poll_interval_us the
     sink sleeps between polls instead of blocking in epoll_wait: on loopback a blocked receiver makes the
@@ -10,13 +16,21 @@ def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=
     datagram the sender queues run the epoll callback (its lock and ready list) on the sender's CPU,
     another cost a remote subscriber does not put on it.
 
+    gro=True enables UDP_GRO on the sockets: the kernel then queues a sender's UDP GSO message whole
+    instead of cutting it into one skb per datagram on the sender's CPU (what a NIC with UDP segmentation
+    offload spares the sender); each message still counts as the datagrams it carries (its length over
+    the UDP_GRO segment size, the last one shorter) and the sample is its last datagram.
+
     Returns (counts, {index: last_datagram})."""
     cdef int n = len(fds), ep, i, k, r, idx, got
     cdef epoll_event ev
     cdef epoll_event evs[256]
     cdef uint64_t *counts = <uint64_t *>calloc(n, sizeof(uint64_t))
     cdef int *fdv = <int *>malloc(n * sizeof(int))
-    cdef uint8_t *bufs = <uint8_t *>malloc(64 * SLOT)
+    cdef int bufsize = GRO_BUF if gro else SLOT, one = 1, seg, off
+    cdef uint8_t *bufs = <uint8_t *>malloc(64 * bufsize)
+    cdef uint8_t *ctl = <uint8_t *>calloc(64, GRO_CMSG)
+    cdef cmsghdr *cm
     cdef uint8_t *last = NULL
     cdef int *last_len = <int *>calloc(n, sizeof(int))
     cdef mmsghdr msgs[64]
@@ -28,10 +42,12 @@ def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=
         last = <uint8_t *>malloc(<size_t>n * SLOT)
     ep = epoll_create1(0)
     try:
-        if counts == NULL or fdv == NULL or bufs == NULL or pfds == NULL or ready == NULL or ep < 0:
+        if counts == NULL or fdv == NULL or bufs == NULL or ctl == NULL or pfds == NULL or ready == NULL or ep < 0:
             raise MemoryError()
         for i in range(n):
             fdv[i] = fds[i]
+            if gro and setsockopt(fdv[i], SOL_UDP, UDP_GRO, &one, sizeof(int)) != 0:
+                raise OSError(errno, "UDP_GRO refused")
             pfds[i].fd = fdv[i]
             pfds[i].events = POLLIN
             if poll_interval_us > 0:
@@ -41,8 +57,8 @@ def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=
             if epoll_ctl(ep, EPOLL_CTL_ADD, fdv[i], &ev) != 0:
                 raise OSError(errno, "epoll_ctl failed")
         for i in range(64):
-            iov[i].iov_base = bufs + i * SLOT
-            iov[i].iov_len = SLOT
+            iov[i].iov_base = bufs + i * bufsize
+            iov[i].iov_len = bufsize
             memset(&msgs[i], 0, sizeof(mmsghdr))
             msgs[i].msg_hdr.msg_iov = &iov[i]
             msgs[i].msg_hdr.msg_iovlen = 1
@@ -67,13 +83,31 @@ def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=
                 for k in range(got):
                     idx = ready[k]
                     while True:
+                        if gro:
+                            for i in range(64):
+                                msgs[i].msg_hdr.msg_control = ctl + i * GRO_CMSG
+                                msgs[i].msg_hdr.msg_controllen = GRO_CMSG
                         r = recvmmsg(fdv[idx], msgs, 64, MSG_DONTWAIT, NULL)
                         if r <= 0:
                             break
-                        counts[idx] += r
+                        off = 0
+                        seg = <int>msgs[r - 1].msg_len
+                        if gro:
+                            for i in range(r):
+                                cm = <cmsghdr *>(ctl + i * GRO_CMSG)
+                                if msgs[i].msg_hdr.msg_controllen >= CMSG_LEN(sizeof(int)) and \
+                                        cm.cmsg_level == SOL_UDP and cm.cmsg_type == UDP_GRO:
+                                    seg = (<int *>CMSG_DATA(cm))[0]
+                                    counts[idx] += (msgs[i].msg_len + seg - 1) // seg
+                                else:
+                                    seg = <int>msgs[i].msg_len
+                                    counts[idx] += 1
+                            off = ((<int>msgs[r - 1].msg_len - 1) // seg) * seg
+                        else:
+                            counts[idx] += r
                         if last != NULL and idx % sample_every == 0:
-                            memcpy(last + <size_t>idx * SLOT, bufs + (r - 1) * SLOT, msgs[r - 1].msg_len)
-                            last_len[idx] = msgs[r - 1].msg_len
+                            memcpy(last + <size_t>idx * SLOT, bufs + (r - 1) * bufsize + off, msgs[r - 1].msg_len - off)
+                            last_len[idx] = msgs[r - 1].msg_len - off
                         if r < 64:
                             break
                 if got > 0:
@@ -90,6 +124,7 @@ def sink_count(list fds, double max_seconds, double idle_stop, int sample_every=
         free(counts)
         free(fdv)
         free(bufs)
+        free(ctl)
         free(last)
         free(last_len)
         free(pfds)

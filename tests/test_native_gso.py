@@ -177,3 +177,21 @@ def test_gso_groups_audio_and_video_of_one_batch_per_destination(w):
         assert got[3]["payload"] == b"\xfc" * 60 and got[3]["payload_type"] == 111
     for p in subs + [prod]:
         p.close()
+
+
+def test_bench_sink_counts_datagrams_of_gro_messages(w):
+    """bench/lecture_fanout.py --sink-gro: a GSO message queued whole still counts as its datagrams."""
+    prod = Peer(w, GCM)
+    producer = w.create_producer(prod.transport, 0xAB06, "vp8")
+    sub = Peer(w, GCM)
+    w.create_consumer(sub.transport, producer, 0xC600, 96)
+    fd = sub.sock.fileno()
+    sub.sock.setsockopt(socket.SOL_UDP, 104, 1)   # UDP_GRO before the burst: it is queued as one skb
+    send_burst(w, prod, [rtp(10 + k, 0, 0xAB06, vp8(k, 900 if k < 4 else 300)) for k in range(5)])
+    counts, samples = _core.sink_count([fd], 0.3, 0.1, 1, 1000, True)
+    assert w.stats["gso_messages"] == 1
+    assert counts == [5]
+    h = _core.parse_rtp(sub.rx.unprotect(samples[0]))
+    assert h["sequence_number"] == 14 and h["payload"] == vp8(4, 300)
+    sub.close()
+    prod.close()

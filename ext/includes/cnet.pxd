@@ -51,6 +51,7 @@ cdef extern from "<netinet/udp.h>" nogil:
     # UDP GSO (Linux >= 4.18): one send of several equal-size datagrams to one destination
     int SOL_UDP
     int UDP_SEGMENT
+    int UDP_GRO
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
