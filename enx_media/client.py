@@ -52,6 +52,7 @@ class RoomClient:
         self.ws = None
         self.joined: dict[str, Any] | None = None
         self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self._backlog: list[dict] = []
         self.received: dict[str, MediaStreamTrack] = {}     # stream_id -> remote track
         self.stream_info: dict[str, dict] = {}
         self.publish_pcs: list[RTCPeerConnection] = []
@@ -110,13 +111,18 @@ class RoomClient:
         await self.ws.send(text)
 
     async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict:
-        """The next event (of that type, skipping others) from the node."""
-        deadline = asyncio.get_running_loop().time() + (timeout or self.timeout)
+        """The oldest unread event of that type (any type when None). Events of other types stay
+        queued for later calls, in order."""
+        for i, msg in enumerate(self._backlog):
+            if msg_type is None or msg.get("type") == msg_type:
+                return self._backlog.pop(i)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            msg = await asyncio.wait_for(self.events.get(), max(remaining, 0.001))
+            msg = await asyncio.wait_for(self.events.get(), max(deadline - loop.time(), 0.001))
             if msg_type is None or msg.get("type") == msg_type:
                 return msg
+            self._backlog.append(msg)
 
     # -- room actions --------------------------------------------------------------------------------
     async def join(self) -> dict:
@@ -155,9 +161,7 @@ class RoomClient:
                         fut.set_result(track)
 
             self.subscribe_pc = pc
-        fields = {} if streams is None else {"streams": streams}
-        request_id = next(self._ids)
-        await self.ws.send(json.dumps({"type": "subscribe", "id": request_id, **fields}))
+        await self.request("subscribe", **({} if streams is None else {"streams": streams}))
 
     async def _on_offer(self, msg: dict) -> None:
         async with self._offer_lock:

@@ -611,7 +611,7 @@ class Connection:
                 raise E.InvalidRequest("message must be a JSON object")
             request_id = msg.get("id") if isinstance(msg.get("id"), (str, int)) else None
             msg_type = msg.get("type")
-            if msg_type not in MESSAGE_TYPES:
+            if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
                 raise E.ValidationFailed(f"unknown message type {str(msg_type)[:40]!r}")
             problems = sorted(_VALIDATORS[msg_type].iter_errors(msg), key=lambda e: list(e.path))
             if problems:
@@ -661,7 +661,8 @@ class Connection:
             return {"type": "answer", "sdp": answer}
         if msg_type == "subscribe":
             await hub.subscribe(runtime, p, msg.get("streams"))
-            return None  # the reply is the offer
+            # The offer (if there is anything to receive yet) is a message of its own.
+            return {"type": "ok", "request": "subscribe"}
         if msg_type == "answer":
             await hub.answer(runtime, p, msg["sdp"])
             return {"type": "ok", "request": "answer"}

@@ -1,0 +1,78 @@
+"""Lecture room: one moderator publishes to 20 subscribers; floor control lets a participant publish."""
+import asyncio
+
+import pytest
+
+from enx_media.client import SignalingError
+from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
+
+SUBSCRIBERS = 20
+
+
+def test_lecture_fanout_and_floor(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 1, "participants": 100})
+
+    async def scenario():
+        teacher = api.client(room["room_id"], "teacher", "moderator")
+        await teacher.join()
+        await teacher.publish([ColorTrack(COLORS[2]), ToneTrack()])
+        students = [api.client(room["room_id"], f"student{i}", "participant") for i in range(SUBSCRIBERS)]
+        try:
+            for s in students:
+                await s.join()
+                await s.subscribe()
+            tracks = [await s.wait_track(await s.wait_stream(teacher.participant_id, "video")) for s in students]
+            matched = await asyncio.gather(*(receive_video(t, COLORS[2], 10, timeout=40) for t in tracks))
+            assert all(m >= 9 for m in matched), matched
+
+            # A participant may not publish without the floor.
+            asker = students[0]
+            with pytest.raises(SignalingError) as refused:
+                await asker.publish([ColorTrack(COLORS[0])])
+            assert refused.value.code == 1403 and "request the floor" in refused.value.message["desc"]
+            with pytest.raises(SignalingError) as not_mod:
+                await students[1].request("floor-grant", participant_id=asker.participant_id)
+            assert not_mod.value.code == 1403
+
+            # request -> the moderator hears of it -> grant -> its media reaches the others
+            await teacher.subscribe()
+            await asker.request("floor-request")
+            req = await teacher.next_event("floor-requested")
+            assert req["participant"]["participant_id"] == asker.participant_id
+            await teacher.request("floor-grant", participant_id=asker.participant_id)
+            granted = await asker.next_event("floor-granted")
+            assert granted["participant_id"] == asker.participant_id
+            asker.publish_pcs.clear()
+            await asker.publish([ColorTrack(COLORS[0])])
+            for viewer in (teacher, students[5], students[6]):
+                sid = await viewer.wait_stream(asker.participant_id, "video")
+                assert await receive_video(await viewer.wait_track(sid), COLORS[0], 8) >= 7
+
+            # revoke stops it: the stream is removed for everyone and publishing is refused again
+            sid = await students[5].wait_stream(asker.participant_id, "video")
+            await teacher.request("floor-revoke", participant_id=asker.participant_id)
+            removed = await students[5].next_event("stream-removed")
+            assert removed["stream_id"] == sid
+            with pytest.raises(SignalingError):
+                await asker.publish([ColorTrack(COLORS[0])])
+        finally:
+            for c in [teacher, *students]:
+                await c.leave()
+
+    asyncio.run(scenario())
+
+
+def test_viewer_never_publishes(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group"})
+
+    async def scenario():
+        viewer = api.client(room["room_id"], "watcher", "viewer")
+        await viewer.join()
+        with pytest.raises(SignalingError) as refused:
+            await viewer.publish([ColorTrack(COLORS[1])])
+        assert refused.value.code == 1403
+        await viewer.leave()
+
+    asyncio.run(scenario())
