@@ -66,9 +66,9 @@ def sink_main(n, down_keys, conn, max_seconds, gro=False):
     conn.send((counts, len(samples), ok, ru.ru_utime + ru.ru_stime))
 
 
-def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop):
+def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop, gso=True):
     raise_nofile(n + 256)
-    w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024)
+    w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024, gso)
     t_in = w.create_transport(PROFILE, *up_key, *up_key)
     w.bind_transport(t_in, *src_addr)
     video = w.create_producer(t_in, VIDEO_SSRC, "vp8")
@@ -107,6 +107,8 @@ def main():
     ap.add_argument("--subscribers", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--gso", choices=("on", "off"), default="on",
+                    help="UDP GSO in the forwarder (off: one datagram per sendmmsg entry, the old path)")
     ap.add_argument("--sink-gro", action="store_true",
                     help="UDP_GRO on the sink sockets: GSO messages are queued whole, as with a NIC that segments "
                          "(USO); the sink still counts every datagram")
@@ -126,7 +128,8 @@ def main():
     fwd_parent, fwd_child = mp_ctx.Pipe()
     stop = mp_ctx.Event()
     fwd = mp_ctx.Process(target=forwarder_main,
-                         args=(n, up_key, down_keys, ports, src.getsockname(), fwd_child, stop))
+                         args=(n, up_key, down_keys, ports, src.getsockname(), fwd_child, stop,
+                               args.gso == "on"))
     fwd.start()
     worker_addr = fwd_parent.recv()
 
