@@ -41,6 +41,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds before a scheduled room's window when tokens start being issued"),
     Setting("max_body_bytes", "ENX_MAX_BODY_BYTES", int, 64 * 1024, "largest accepted request body (413 above)"),
     Setting("log_level", "ENX_LOG_LEVEL", str, "info", "logging level: debug, info, warning, error"),
+    Setting("demo", "ENX_DEMO", str, "auto",
+            "token endpoint of the /demo page (anyone who knows a room ID may join it): on, off, or auto = on "
+            "only while the HTTP server binds a loopback address"),
 )
 
 
@@ -57,7 +60,14 @@ class Settings:
     scheduled_token_lead: int = 900
     max_body_bytes: int = 64 * 1024
     log_level: str = "info"
+    demo: str = "auto"
     config_file: str | None = field(default=None)
+
+    @property
+    def demo_enabled(self) -> bool:
+        if self.demo == "auto":
+            return self.http_host in ("127.0.0.1", "localhost", "::1") or self.http_host.startswith("127.")
+        return self.demo == "on"
 
     @property
     def db_path(self) -> Path:
@@ -72,6 +82,8 @@ class Settings:
             raise ValueError("token_ttl must be between 60 and token_max_ttl")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.demo not in ("on", "off", "auto"):
+            raise ValueError("demo must be on, off or auto")
         return self
 
 

@@ -10,6 +10,7 @@ import binascii
 import contextlib
 import json
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -333,6 +334,26 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def demo_page(request: Request):
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
+    async def demo_token(request: Request):
+        """Tokens for the demo page: a person types a room ID and a name. Off unless settings.demo allows."""
+        if not settings.demo_enabled:
+            raise E.Forbidden("the demo token endpoint is off on this node (setting demo)")
+        body = await read_json(request)
+        if not isinstance(body, dict) or set(body) - {"room_id", "name", "role"}:
+            raise E.ValidationFailed("expected {room_id, name, role}")
+        room_id, name, role = body.get("room_id"), body.get("name"), body.get("role", "participant")
+        if not isinstance(room_id, str) or not room_id or len(room_id) > 64:
+            raise E.ValidationFailed("room_id is required")
+        room = engine.rooms.find(room_id)
+        if room is None:
+            raise E.NotFound(f"no room {room_id!r}", reason="room not found")
+        app = engine.apps.get(room.app_id)
+        issued = engine.tokens.issue(app, room, {"user_id": f"demo-{secrets.token_hex(4)}", "user_name": name,
+                                                 "role": role, "ttl": 4 * 3600})
+        metrics.tokens_issued.labels(issued.claims.role).inc()
+        return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
+                   "expires": iso(issued.claims.expires)})
+
     async def healthz(request: Request):
         return JSONResponse({"status": "ok"})
 
@@ -351,6 +372,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     ]
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"]),
               WebSocketRoute("/signaling", signaling_ws), Route("/demo", demo_page, methods=["GET"]),
+              Route("/demo/token", demo_token, methods=["POST"]),
               Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")]
     routes += [Mount(prefix, routes=api_routes) for prefix in API_PREFIXES]
 

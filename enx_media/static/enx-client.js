@@ -1,0 +1,131 @@
+// enx-media browser client: join a room with a token, publish camera/microphone, receive the others.
+// Same protocol as enx_media.client (Python): api/signaling.schema.json.
+// Two peer connections, like the node's two transports: one sendonly to publish, one that answers
+// the node's offers to receive. The node is ICE-lite and announces its own candidate: no STUN server.
+"use strict";
+
+class EnxRoom extends EventTarget {
+  constructor(wsUrl, token) {
+    super();
+    this.wsUrl = wsUrl;
+    this.token = token;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.joined = null;
+    this.publishPc = null;
+    this.subscribePc = null;
+    this.midToStream = new Map();
+    this.streams = new Map();        // stream_id -> {participant_id, kind, ...}
+    this.participants = new Map();   // participant_id -> {name, role, ...}
+    this.remoteTracks = new Map();   // stream_id -> MediaStreamTrack
+    this.offerChain = Promise.resolve();
+  }
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(this.wsUrl);
+      this.ws.onopen = () => resolve();
+      this.ws.onerror = (e) => reject(new Error("signaling connection failed"));
+      this.ws.onclose = (e) => {
+        for (const [, p] of this.pending) p.reject(new Error("signaling closed"));
+        this.pending.clear();
+        this.emit("closed", { code: e.code, reason: e.reason });
+      };
+      this.ws.onmessage = (e) => this.onMessage(JSON.parse(e.data));
+    });
+  }
+
+  request(type, fields = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify({ type, id, ...fields }));
+    });
+  }
+
+  onMessage(msg) {
+    if (msg.id !== undefined && this.pending.has(msg.id)) {
+      const p = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      if (msg.type === "error") p.reject(Object.assign(new Error(msg.desc), { code: msg.code, reason: msg.error }));
+      else p.resolve(msg);
+      return;
+    }
+    switch (msg.type) {
+      case "offer": this.offerChain = this.offerChain.then(() => this.onOffer(msg)).catch((e) => this.emit("error", e)); break;
+      case "stream-added": this.streams.set(msg.stream.stream_id, msg.stream); break;
+      case "stream-removed": this.streams.delete(msg.stream_id); this.remoteTracks.delete(msg.stream_id); break;
+      case "participant-joined": this.participants.set(msg.participant.participant_id, msg.participant); break;
+      case "participant-left": this.participants.delete(msg.participant_id); break;
+    }
+    this.emit(msg.type, msg);
+    this.emit("message", msg);
+  }
+
+  async join() {
+    await this.connect();
+    this.joined = await this.request("join", { token: this.token });
+    for (const p of this.joined.participants) this.participants.set(p.participant_id, p);
+    for (const s of this.joined.streams) this.streams.set(s.stream_id, s);
+    return this.joined;
+  }
+
+  async publish(mediaStream) {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    for (const track of mediaStream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [mediaStream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const reply = await this.request("publish", { sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    this.publishPc = pc;
+    return pc;
+  }
+
+  async unpublish() {
+    await this.request("unpublish");
+    if (this.publishPc) { this.publishPc.close(); this.publishPc = null; }
+  }
+
+  async subscribe() {
+    if (!this.subscribePc) {
+      const pc = new RTCPeerConnection({ iceServers: [] });
+      pc.ontrack = (e) => {
+        const streamId = this.midToStream.get(e.transceiver.mid);
+        if (!streamId) return;
+        this.remoteTracks.set(streamId, e.track);
+        this.emit("track", { stream: this.streams.get(streamId) || { stream_id: streamId }, track: e.track });
+      };
+      this.subscribePc = pc;
+    }
+    return this.request("subscribe");
+  }
+
+  async onOffer(msg) {
+    for (const s of msg.streams) { this.midToStream.set(s.mid, s.stream_id); this.streams.set(s.stream_id, s); }
+    const pc = this.subscribePc;
+    await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this.request("answer", { sdp: pc.localDescription.sdp });
+  }
+
+  chat(text, to) { return this.request("chat", to ? { text, to } : { text }); }
+  requestFloor() { return this.request("floor-request"); }
+
+  async framesDecoded() {
+    if (!this.subscribePc) return 0;
+    let frames = 0;
+    (await this.subscribePc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video") frames += r.framesDecoded || 0;
+    });
+    return frames;
+  }
+
+  async leave() {
+    try { await this.request("leave"); } catch (e) { /* already closed */ }
+    for (const pc of [this.publishPc, this.subscribePc]) if (pc) pc.close();
+    this.ws.close();
+  }
+}
+
+window.EnxRoom = EnxRoom;

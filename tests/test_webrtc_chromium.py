@@ -1,0 +1,110 @@
+"""Headless Chromium (Debian's package, fake camera) joins through the demo page.
+
+ICE stays on loopback because the node announces only 127.0.0.1 and Chromium is started with
+--allow-loopback-in-peer-connection (without it Chromium gathers no loopback candidate and never
+reaches the node); WebRtcHideLocalIpsWithMdns is disabled so its host candidates are plain addresses.
+"""
+import asyncio
+import shutil
+import time
+
+import pytest
+
+from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
+
+
+async def open_browser():
+    from playwright.async_api import async_playwright
+
+    pw = await async_playwright().start()
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+    return pw, browser
+
+
+def test_chromium_publishes_and_subscribes(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        pw, browser = await open_browser()
+        page = await browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        watcher = api.client(room["room_id"], "watcher", "moderator")
+        try:
+            await watcher.join()
+            await watcher.subscribe()
+            token = api.token(room["room_id"], "chrome", "participant")
+            started = time.monotonic()
+            await page.goto(f"{node.base}/demo?token={token}")
+            await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+            chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+            # Chromium publishes: the aiortc subscriber decodes its fake camera's frames.
+            track = await watcher.wait_track(await watcher.wait_stream(chrome_id, "video"))
+            first = await asyncio.wait_for(track.recv(), 20)
+            first_frame_s = time.monotonic() - started
+            frames = [first] + [await asyncio.wait_for(track.recv(), 10) for _ in range(14)]
+            assert all(f.width >= 320 and f.height >= 240 for f in frames)
+            pixels = [f.to_ndarray(format="gray") for f in (frames[0], frames[-1])]
+            assert (pixels[0] != pixels[1]).any(), "the fake camera's picture moves; decoded frames must differ"
+            audio = await watcher.wait_track(await watcher.wait_stream(chrome_id, "audio"))
+            assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
+
+            # Chromium subscribes: an aiortc publisher's frames are decoded in the page (getStats).
+            await watcher.publish([ColorTrack(COLORS[1]), ToneTrack()])
+            await page.wait_for_function("window.enxDemo.framesDecoded > 10", timeout=20000)
+            tiles = await page.evaluate("document.querySelectorAll('#videos video').length")
+            assert tiles >= 2  # own preview + the watcher's video
+            assert not errors, errors
+            print(f"chromium join->first frame at an aiortc subscriber: {first_frame_s:.2f} s")
+        finally:
+            await watcher.leave()
+            await browser.close()
+            await pw.stop()
+
+    asyncio.run(scenario())
+
+
+def test_demo_page_join_form(node, creds):
+    """A person types a room ID and a name: the page fetches a demo token and joins."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        pw, browser = await open_browser()
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{node.base}/demo")
+            await page.fill("#roomId", room["room_id"])
+            await page.fill("#userName", "Dana")
+            await page.click("button[type=submit]")
+            await page.wait_for_function("window.enxDemo.joined && window.enxDemo.published", timeout=20000)
+            users = api.http.get(f"/rooms/{room['room_id']}/users").json()["users"]
+            assert [u["name"] for u in users] == ["Dana"]
+            await page.fill("#chatText", "hi from the page")
+            await page.click("#chatForm button")
+            await page.wait_for_function("document.querySelector('#chat').textContent.includes('hi from the page')")
+            await page.click("#leaveBtn")
+            for _ in range(50):
+                if not api.http.get(f"/rooms/{room['room_id']}/users").json()["users"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert api.http.get(f"/rooms/{room['room_id']}/users").json()["users"] == []
+            bad = await page.evaluate("""fetch('/demo/token', {method: 'POST', body: JSON.stringify({room_id: 'nope', name: 'x'})})
+                                          .then(r => r.json())""")
+            assert bad["result"] == 1404
+        finally:
+            await browser.close()
+            await pw.stop()
+
+    asyncio.run(scenario())
