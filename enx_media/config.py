@@ -35,6 +35,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("media_host", "ENX_MEDIA_HOST", str, "127.0.0.1", "address the media UDP socket binds"),
     Setting("announced_ip", "ENX_ANNOUNCED_IP", str, "127.0.0.1",
             "IP announced in ICE candidates (the address clients send media to)"),
+    Setting("consent_timeout", "ENX_CONSENT_TIMEOUT", int, 30,
+            "seconds without a valid STUN check before a WebRTC transport is closed (RFC 7675: 30)"),
     Setting("token_ttl", "ENX_TOKEN_TTL", int, 86400, "default token lifetime in seconds"),
     Setting("token_max_ttl", "ENX_TOKEN_MAX_TTL", int, 7 * 86400, "longest token lifetime a request may ask for"),
     Setting("scheduled_token_lead", "ENX_SCHEDULED_TOKEN_LEAD", int, 900,
@@ -55,6 +57,7 @@ class Settings:
     media_port: int = 7882
     media_host: str = "127.0.0.1"
     announced_ip: str = "127.0.0.1"
+    consent_timeout: int = 30
     token_ttl: int = 86400
     token_max_ttl: int = 7 * 86400
     scheduled_token_lead: int = 900
@@ -82,6 +85,8 @@ class Settings:
             raise ValueError("token_ttl must be between 60 and token_max_ttl")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if not 2 <= self.consent_timeout <= 300:
+            raise ValueError("consent_timeout must be 2..300 seconds")
         if self.demo not in ("on", "off", "auto"):
             raise ValueError("demo must be on, off or auto")
         return self

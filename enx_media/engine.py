@@ -42,7 +42,7 @@ class Engine:
         if self.signaling is not None:
             return
         s = self.settings
-        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip)
+        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout)
         self.webrtc.start()
         self.signaling = SignalingHub(self, self.webrtc)
         closed = self.signaling.sessions.close_dangling()

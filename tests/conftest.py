@@ -30,7 +30,8 @@ def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.Comple
 class Node:
     """A node process under test. `restart()` stops and starts it on the same data directory."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, **env: str):
+        self.extra_env = env
         self.data_dir = data_dir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -41,6 +42,7 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENX_")}
         env.update(ENX_DATA_DIR=str(self.data_dir), ENX_HTTP_PORT=str(self.port), ENX_LOG_LEVEL=os.environ.get("ENX_TEST_NODE_LOG", "warning"),
                    ENX_MEDIA_PORT=str(free_port()))
+        env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "enx_media", "serve"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -396,3 +396,66 @@ def test_client_that_vanishes_is_cleaned_up(node, creds):
         await stay.leave()
 
     run(scenario())
+
+
+# --- transports that fail or die ------------------------------------------------------------------------
+def test_fingerprint_mismatch_closes_transport_with_reason(node, creds):
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    api = Api(node, creds)
+    room = api.room()
+
+    async def scenario():
+        c = api.client(room["room_id"], "mallory", "moderator")
+        await c.join()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver(ColorTrack(COLORS[0]), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        lines = pc.localDescription.sdp.splitlines()
+        forged = "\r\n".join(("a=fingerprint:sha-256 " + ":".join(["AB"] * 32)) if l.startswith("a=fingerprint:")
+                             else l for l in lines) + "\r\n"
+        reply = await c.request("publish", sdp=forged)
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        err = await c.next_event("error", timeout=20)
+        assert err["transport"] == "publish" and "fingerprint mismatch" in err["desc"]
+        assert api.metric("enx_media_handshake_total", 'outcome="dtls_failed"') >= 1
+        await pc.close()
+        await c.leave()
+
+    run(scenario())
+
+
+def test_dead_peer_times_out_on_consent(tmp_path):
+    """Peer connections stop but the WebSocket stays: consent freshness (here 3 s) closes the transports."""
+    from conftest import Node
+
+    node = Node(tmp_path, ENX_CONSENT_TIMEOUT="3")
+    node.start()
+    try:
+        creds = node.create_app()
+        api = Api(node, creds)
+        room = api.room(settings={"moderators": 1, "participants": 5})
+
+        async def scenario():
+            pub = api.client(room["room_id"], "pub", "moderator")
+            sub = api.client(room["room_id"], "sub", "participant")
+            await pub.join()
+            await sub.join()
+            await pub.publish([ColorTrack(COLORS[2])])
+            await sub.subscribe()
+            sid = await sub.wait_stream(pub.participant_id, "video")
+            assert await receive_video(await sub.wait_track(sid), COLORS[2], 3) >= 2
+            # The media side goes silent (its ICE sockets close; no DTLS close_notify) while signaling stays up.
+            for pc in pub.publish_pcs:
+                await pc.getTransceivers()[0].sender.transport.transport._connection.close()
+            err = await pub.next_event("error", timeout=15)
+            assert err["transport"] == "publish" and "consent expired" in err["desc"]
+            removed = await sub.next_event("stream-removed", timeout=5)
+            assert removed["stream_id"] == sid
+            assert api.metric("enx_media_handshake_total", 'outcome="consent_expired"') >= 1
+            await pub.leave()
+            await sub.leave()
+
+        run(scenario())
+    finally:
+        node.stop()

@@ -39,3 +39,33 @@ def test_three_publishers_see_and_hear_each_other(node, creds):
     assert api.http.get(f"/rooms/{room['room_id']}/users").json()["total"] == 0
     # 3 publishers x 2 streams x 2 receivers went through the native worker.
     assert api.metric("enx_media_worker_total", 'counter="packets_out"') > 0
+
+
+def test_h264_when_the_client_offers_only_h264(node, creds):
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        pub = api.client(room["room_id"], "h264-pub", "moderator")
+        sub = api.client(room["room_id"], "h264-sub", "participant")
+        await pub.join()
+        await sub.join()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        tr = pc.addTransceiver(ColorTrack(COLORS[3]), direction="sendonly")
+        tr.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"])
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await pub.request("publish", sdp=pc.localDescription.sdp)
+        assert "H264/90000" in reply["sdp"] and "VP8" not in reply["sdp"]
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await sub.subscribe()
+        sid = await sub.wait_stream(pub.participant_id, "video")
+        assert sub.stream_info[sid]["codec"] == "h264"
+        assert await receive_video(await sub.wait_track(sid), COLORS[3], 10) >= 9
+        await pc.close()
+        await pub.leave()
+        await sub.leave()
+
+    asyncio.run(scenario())

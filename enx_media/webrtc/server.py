@@ -53,11 +53,12 @@ class WebRtcTransport:
 
 class WebRtcServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, announced_ip: str = "127.0.0.1",
-                 worker: Worker | None = None):
+                 worker: Worker | None = None, consent_timeout: float = ice.CONSENT_TIMEOUT):
         self.worker = worker or Worker(host, port, on_control=self._on_control, on_event=self._on_event)
         self.worker.on_control = self._on_control
         self.worker.on_event = self._on_event
         self.announced_ip = announced_ip
+        self.consent_timeout = consent_timeout
         self.certificate = NodeCertificate()
         self._ssl_ctx = self.certificate.context()
         self.by_ufrag: dict[str, WebRtcTransport] = {}
@@ -197,7 +198,7 @@ class WebRtcServer:
                 if t.state in ("new", "connecting") and now - t.created > HANDSHAKE_TIMEOUT:
                     self.counters["handshake_timeout"] += 1
                     self.close_transport(t, "ICE/DTLS did not complete in time")
-                elif t.state == "connected" and now - t.last_consent > ice.CONSENT_TIMEOUT:
+                elif t.state == "connected" and now - t.last_consent > self.consent_timeout:
                     self.counters["consent_expired"] += 1
                     self.close_transport(t, "consent expired")
                 elif t.dtls is not None and t.addr is not None:
