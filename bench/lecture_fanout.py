@@ -66,9 +66,9 @@ def sink_main(n, down_keys, conn, max_seconds, gro=False):
     conn.send((counts, len(samples), ok, ru.ru_utime + ru.ru_stime))
 
 
-def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop, gso=True):
+def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop, gso=True, threads=1):
     raise_nofile(n + 256)
-    w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024, gso)
+    w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024, gso, threads)
     t_in = w.create_transport(PROFILE, *up_key, *up_key)
     w.bind_transport(t_in, *src_addr)
     video = w.create_producer(t_in, VIDEO_SSRC, "vp8")
@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--gso", choices=("on", "off"), default="on",
                     help="UDP GSO in the forwarder (off: one datagram per sendmmsg entry, the old path)")
+    ap.add_argument("--fanout-threads", type=int, default=1, metavar="N",
+                    help="the forwarder fans each batch out on N threads (subscriber transports spread over them)")
     ap.add_argument("--sink-gro", action="store_true",
                     help="UDP_GRO on the sink sockets: GSO messages are queued whole, as with a NIC that segments "
                          "(USO); the sink still counts every datagram")
@@ -129,7 +131,7 @@ def main():
     stop = mp_ctx.Event()
     fwd = mp_ctx.Process(target=forwarder_main,
                          args=(n, up_key, down_keys, ports, src.getsockname(), fwd_child, stop,
-                               args.gso == "on"))
+                               args.gso == "on", args.fanout_threads))
     fwd.start()
     worker_addr = fwd_parent.recv()
 
@@ -179,7 +181,7 @@ def main():
     out = {"subscribers": n, "seconds": round(media_seconds, 2), "sent": expected, "received": received,
            "lost": expected - received, "cpu_s_per_media_s": round(cpu / media_seconds, 3),
            "latency_p50_ms": percentile(hist, 0.5), "latency_p99_ms": percentile(hist, 0.99),
-           "sink_gro": args.sink_gro, "sink_cpu_s": round(sink_cpu, 2), "source_packets": sent, "forwarder_packets_out": wstats["packets_out"],
+           "fanout_threads": args.fanout_threads, "sink_gro": args.sink_gro, "sink_cpu_s": round(sink_cpu, 2), "source_packets": sent, "forwarder_packets_out": wstats["packets_out"],
            "forwarder_drops": wstats["drops"], "forwarder_batches": wstats["batches"],
            "forwarder_send_calls": wstats["send_calls"], "gso": wstats["gso"],
            "gso_messages": wstats["gso_messages"], "gso_segments": wstats["gso_segments"],

@@ -20,6 +20,7 @@ cdef struct CTransport:
     uint64_t drops[DROP_COUNT]
     uint64_t tcc_feedback
     uint64_t remb_bitrate
+    int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     CConsumer **consumers       # the consumers sending on it: a batch's copies to it share messages (GSO)
     int nconsumers
     int cap_consumers

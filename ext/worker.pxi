@@ -59,6 +59,334 @@ cdef int _set_bufs(int fd, int size) noexcept nogil:
     return 0
 
 
+# ---------------- the send path: module-level and nogil, so fan-out helper threads can run it ----------------
+
+cdef struct SendCtx:
+    # one thread's outgoing batch: slots (sbuf/siov), messages (smsg; a GSO message spans several slots)
+    int fd
+    int *gso                   # the worker's flag: 1 while UDP GSO is used, 0 if off or refused
+    int nsend                  # slots used
+    int nmsg                   # messages queued
+    uint8_t *sbuf
+    uint8_t *scmsg             # one UDP_SEGMENT cmsg per message
+    iovec *siov
+    mmsghdr *smsg
+    uint64_t packets_out, bytes_out, send_calls, send_failed
+    uint64_t gso_messages, gso_segments, gso_fallbacks
+
+
+cdef SendCtx *ctx_new(int fd, int *gso) noexcept nogil:
+    cdef SendCtx *x = <SendCtx *>calloc(1, sizeof(SendCtx))
+    cdef int i
+    if x == NULL:
+        return NULL
+    x.fd = fd
+    x.gso = gso
+    x.sbuf = <uint8_t *>malloc(SEND_BATCH * SLOT)
+    x.scmsg = <uint8_t *>calloc(SEND_BATCH, CMSG_SLOT)
+    x.siov = <iovec *>calloc(SEND_BATCH, sizeof(iovec))
+    x.smsg = <mmsghdr *>calloc(SEND_BATCH, sizeof(mmsghdr))
+    if x.sbuf == NULL or x.scmsg == NULL or x.siov == NULL or x.smsg == NULL:
+        ctx_free(x)
+        return NULL
+    for i in range(SEND_BATCH):
+        x.siov[i].iov_base = x.sbuf + i * SLOT
+        x.smsg[i].msg_hdr.msg_iov = &x.siov[i]
+        x.smsg[i].msg_hdr.msg_iovlen = 1
+        x.smsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    return x
+
+
+cdef void ctx_free(SendCtx *x) noexcept nogil:
+    if x != NULL:
+        free(x.sbuf)
+        free(x.scmsg)
+        free(x.siov)
+        free(x.smsg)
+        free(x)
+
+
+cdef void ctx_zero(SendCtx *x) noexcept nogil:
+    x.packets_out = x.bytes_out = x.send_calls = x.send_failed = 0
+    x.gso_messages = x.gso_segments = x.gso_fallbacks = 0
+
+
+cdef inline uint8_t *ctx_slot(SendCtx *x) noexcept nogil:
+    if x.nsend == SEND_BATCH:
+        ctx_flush(x)
+    return x.sbuf + x.nsend * SLOT
+
+
+cdef inline void ctx_queue(SendCtx *x, int n, sockaddr_in *dst) noexcept nogil:
+    """One datagram in the current slot (from ctx_slot) as a message of its own."""
+    cdef msghdr *m = &x.smsg[x.nmsg].msg_hdr
+    x.siov[x.nsend].iov_len = n
+    m.msg_iov = &x.siov[x.nsend]
+    m.msg_iovlen = 1
+    m.msg_name = dst
+    m.msg_control = NULL
+    m.msg_controllen = 0
+    x.nsend += 1
+    x.nmsg += 1
+    x.packets_out += 1
+    x.bytes_out += n
+
+
+cdef void ctx_emit(SendCtx *x, int first, int end, sockaddr_in *dst) noexcept nogil:
+    """Turn slots first..end-1 (one destination, in order) into messages: runs of equal size whose
+    last one may be shorter go as one UDP GSO message (UDP_SEGMENT = the run's size), the rest
+    one datagram per message."""
+    cdef int s = first, e, sz, l, total
+    cdef msghdr *m
+    cdef cmsghdr *cm
+    while s < end:
+        sz = <int>x.siov[s].iov_len
+        e = s + 1
+        if x.gso[0]:
+            total = sz
+            while e < end and e - s < GSO_MAX_SEGS:
+                l = <int>x.siov[e].iov_len
+                if l > sz or total + l > GSO_MAX_BYTES:
+                    break
+                total += l
+                e += 1
+                if l < sz:
+                    break
+        m = &x.smsg[x.nmsg].msg_hdr
+        m.msg_iov = &x.siov[s]
+        m.msg_iovlen = e - s
+        m.msg_name = dst
+        if e - s > 1:
+            cm = <cmsghdr *>(x.scmsg + x.nmsg * CMSG_SLOT)
+            cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+            cm.cmsg_level = SOL_UDP
+            cm.cmsg_type = UDP_SEGMENT
+            (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>sz
+            m.msg_control = cm
+            m.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+            x.gso_messages += 1
+            x.gso_segments += e - s
+        else:
+            m.msg_control = NULL
+            m.msg_controllen = 0
+        x.nmsg += 1
+        s = e
+
+
+cdef void ctx_send_split(SendCtx *x, int k) noexcept nogil:
+    """Send GSO message k as one datagram per segment (GSO refused or switched off)."""
+    cdef mmsghdr one[GSO_MAX_SEGS]
+    cdef msghdr *m = &x.smsg[k].msg_hdr
+    cdef int n = <int>m.msg_iovlen, i, off = 0, r
+    for i in range(n):
+        memset(&one[i], 0, sizeof(mmsghdr))
+        one[i].msg_hdr.msg_iov = &m.msg_iov[i]
+        one[i].msg_hdr.msg_iovlen = 1
+        one[i].msg_hdr.msg_name = m.msg_name
+        one[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    while off < n:
+        r = sendmmsg(x.fd, &one[off], n - off, 0)
+        x.send_calls += 1
+        if r <= 0:
+            if r < 0 and errno == EINTR:
+                continue
+            x.send_failed += 1
+            off += 1
+            continue
+        off += r
+
+
+cdef void ctx_flush(SendCtx *x) noexcept nogil:
+    cdef int off = 0, end, r, segs
+    while off < x.nmsg:
+        segs = <int>x.smsg[off].msg_hdr.msg_iovlen
+        if segs > 1 and not x.gso[0]:
+            ctx_send_split(x, off)
+            off += 1
+            continue
+        end = x.nmsg
+        if not x.gso[0]:
+            end = off + 1
+            while end < x.nmsg and x.smsg[end].msg_hdr.msg_iovlen == 1:
+                end += 1
+        r = sendmmsg(x.fd, &x.smsg[off], end - off, 0)
+        x.send_calls += 1
+        if r <= 0:
+            if r < 0 and errno == EINTR:
+                continue
+            if r < 0 and segs > 1 and (errno == EIO or errno == EINVAL):
+                # the kernel or the route refuses UDP GSO: plain datagrams from now on
+                x.gso[0] = 0
+                x.gso_fallbacks += 1
+                continue
+            # a failed datagram (e.g. ICMP-refused peer) must not stop the rest of the batch
+            x.send_failed += segs
+            off += 1
+            continue
+        off += r
+    x.nsend = 0
+    x.nmsg = 0
+
+
+cdef inline void consumer_drop(CConsumer *c, int reason, int in_order) noexcept nogil:
+    c.drops[reason] += 1
+    # skip the dropped number so the consumer sees no gap (in-order case; SeqManager)
+    if c.have_out and in_order:
+        c.seq_offset -= 1
+
+
+cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
+                      int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+    """Rewrite + protect one copy into the next free slot (the caller made sure there is one and
+    turns the slots into messages with ctx_emit). Returns 1 if a slot was used."""
+    cdef uint8_t *out
+    cdef int n
+    cdef int64_t out_seq, out_ts, elapsed
+    if not c.transport.bound:
+        c.drops[DROP_UNKNOWN_SOURCE] += 1
+        return 0
+    if not c.have_out or c.resync:
+        if not c.have_out:
+            c.seq_offset = 0
+            c.ts_offset = 0
+        else:
+            # continue right after the last packet sent, advancing the clock by the real gap
+            elapsed = (now - c.last_out_ns) * c.clock_rate // 1000000000
+            c.seq_offset = c.last_out_seq + 1 - in_seq
+            c.ts_offset = c.last_out_ts + (elapsed if elapsed > 0 else 1) - in_ts
+        c.have_out = 1
+        c.resync = 0
+    out_seq = in_seq + c.seq_offset
+    out_ts = in_ts + c.ts_offset
+    out = x.sbuf + x.nsend * SLOT
+    memcpy(out, buf, length)
+    rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
+    n = length
+    if c.transport.tx != NULL:
+        n = srtp_protect(c.transport.tx, out, length, SLOT)
+        if n < 0:
+            c.drops[drop_reason(n)] += 1
+            return 0
+    x.siov[x.nsend].iov_len = n
+    x.nsend += 1
+    x.packets_out += 1
+    x.bytes_out += n
+    c.c.packets_out += 1
+    c.c.bytes_out += n
+    c.transport.c.packets_out += 1
+    c.transport.c.bytes_out += n
+    if is_rtx:
+        c.retransmits += 1
+    elif out_seq > c.last_out_seq or c.c.packets_out == 1:
+        c.last_out_seq = out_seq
+        c.last_out_ts = out_ts
+        c.last_out_ns = now
+    return 1
+
+
+cdef struct Fan:
+    # one receive batch's RTP packets waiting for fan-out, grouped by producer; read-only while the
+    # fan-out threads run
+    Pending pend[RECV_BATCH]
+    int npend
+    int gidx[RECV_BATCH]       # pend[] indexes grouped by producer: group g is gidx[goff[g]:goff[g]+gcnt[g]]
+    CProducer *gprod[RECV_BATCH]
+    int goff[RECV_BATCH]
+    int gcnt[RECV_BATCH]
+    int gorder[RECV_BATCH]     # groups, larger packets first (GSO: only the last segment may be shorter)
+    int ng
+    uint64_t serial            # fan-out round, marks the consumers already served
+    int64_t t0
+
+
+cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
+    """Consumer c's copies of group g's packets into the next slots (the caller reserved them)."""
+    cdef int k
+    cdef Pending *e
+    c.fan_mark = f.serial
+    for k in range(f.goff[g], f.goff[g] + f.gcnt[g]):
+        e = &f.pend[f.gidx[k]]
+        # decide first, then apply (the simulcast layer selector plugs in here)
+        if c.paused:
+            consumer_drop(c, DROP_PAUSED, e.in_order)
+            continue
+        if e.tid > c.max_temporal_layer:
+            consumer_drop(c, DROP_LAYER, e.in_order)
+            continue
+        if c.wait_keyframe:
+            if not e.key:
+                consumer_drop(c, DROP_LAYER, e.in_order)
+                continue
+            c.wait_keyframe = 0
+        protect_copy(x, c, e.buf, e.length, e.seq, e.ts, f.t0, 0)
+
+
+cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
+    """Fan out the xg-th group (in size order) to its consumers on transports of this shard (-1: all).
+    Per destination, all its copies of the batch's packets of this and later groups (a video frame's
+    packets, then an audio packet) go into consecutive slots and ctx_emit makes them GSO messages."""
+    cdef int g = f.gorder[xg], i, y, h, j, first
+    cdef CProducer *p = f.gprod[g]
+    cdef CConsumer *c
+    cdef CConsumer *c2
+    cdef CTransport *t
+    for i in range(p.nconsumers):
+        c = p.consumers[i]
+        t = c.transport
+        if c.fan_mark == f.serial or (shard >= 0 and t.shard != shard):
+            continue      # sent with an earlier group's copies to its transport, or another thread's
+        if x.nsend + f.npend > SEND_BATCH:
+            ctx_flush(x)
+        first = x.nsend
+        fan_consumer(x, f, c, g)
+        if xg + 1 < f.ng and t.nconsumers > 1:
+            for y in range(xg + 1, f.ng):
+                h = f.gorder[y]
+                for j in range(t.nconsumers):
+                    c2 = t.consumers[j]
+                    if c2.producer == f.gprod[h] and c2.fan_mark != f.serial:
+                        fan_consumer(x, f, c2, h)
+        if x.nsend > first:
+            ctx_emit(x, first, x.nsend, &t.addr)
+
+
+cdef struct Helper:
+    # a fan-out thread: serves the transports of its shard for each batch the worker hands it
+    pthread_t thread
+    pthread_mutex_t mu
+    pthread_cond_t cv_go
+    pthread_cond_t cv_done
+    uint64_t go
+    uint64_t done
+    int stop
+    int shard
+    int started
+    Fan *fan
+    SendCtx *ctx
+
+
+cdef void *helper_main(void *arg) noexcept nogil:
+    cdef Helper *hp = <Helper *>arg
+    cdef uint64_t job
+    cdef int xg
+    while True:
+        pthread_mutex_lock(&hp.mu)
+        while hp.go == hp.done and not hp.stop:
+            pthread_cond_wait(&hp.cv_go, &hp.mu)
+        if hp.stop:
+            pthread_mutex_unlock(&hp.mu)
+            return NULL
+        job = hp.go
+        pthread_mutex_unlock(&hp.mu)
+        for xg in range(hp.fan.ng):
+            fan_group(hp.ctx, hp.fan, xg, hp.shard)
+        ctx_flush(hp.ctx)
+        pthread_mutex_lock(&hp.mu)
+        hp.done = job
+        pthread_cond_signal(&hp.cv_done)
+        pthread_mutex_unlock(&hp.mu)
+
+
 cdef class NativeWorker:
     """Owns one UDP socket and the packet path. Python drives it with drain() once per readiness."""
     cdef int fd
@@ -69,22 +397,12 @@ cdef class NativeWorker:
     cdef iovec riov[RECV_BATCH]
     cdef sockaddr_in raddr[RECV_BATCH]
     cdef uint8_t *rbuf
-    cdef mmsghdr smsg[SEND_BATCH]
-    cdef iovec siov[SEND_BATCH]
-    cdef uint8_t *sbuf
-    cdef int nsend             # slots used in sbuf/siov
-    cdef int nmsg              # messages in smsg (a GSO message spans several slots)
-    cdef uint8_t *scmsg        # one UDP_SEGMENT cmsg per message
+    cdef SendCtx *tx           # the calling thread's outgoing batch (shard 0, RTCP, retransmissions)
     cdef int gso               # 1 while UDP GSO is used; 0 if off or refused by the kernel
-    cdef uint64_t gso_messages, gso_segments, gso_fallbacks
-    cdef Pending pend[RECV_BATCH]
-    cdef int npend
-    cdef int gidx[RECV_BATCH]      # pend[] indexes grouped by producer: group g is gidx[goff[g]:goff[g]+gcnt[g]]
-    cdef CProducer *gprod[RECV_BATCH]
-    cdef int goff[RECV_BATCH]
-    cdef int gcnt[RECV_BATCH]
-    cdef int gorder[RECV_BATCH]    # groups, larger packets first (GSO: only the last segment may be shorter)
-    cdef uint64_t fan_serial
+    cdef Fan *fan
+    cdef int nshards           # fan-out threads: the caller's + nshards - 1 helpers
+    cdef Helper *helpers
+    cdef uint64_t ntransports
     cdef uint8_t *cbuf
     cdef int clen[CONTROL_QUEUE]
     cdef sockaddr_in caddr[CONTROL_QUEUE]
@@ -94,7 +412,6 @@ cdef class NativeWorker:
     cdef Counters c
     cdef uint64_t drops[DROP_COUNT]
     cdef uint64_t batches
-    cdef uint64_t send_calls
     cdef uint64_t *lat_hist
     cdef uint64_t lat_pending
     cdef uint64_t next_id
@@ -102,20 +419,23 @@ cdef class NativeWorker:
     cdef dict _transports, _producers, _consumers
     cdef readonly object local_address
 
-    def __cinit__(self, str host="127.0.0.1", int port=0, int buffer_bytes=8 * 1024 * 1024, bint gso=True):
+    def __cinit__(self, str host="127.0.0.1", int port=0, int buffer_bytes=8 * 1024 * 1024, bint gso=True,
+                  int fanout_threads=1):
         cdef sockaddr_in a
         cdef socklen_t alen = sizeof(sockaddr_in)
         cdef int i, v = 0
         cdef socklen_t vlen = sizeof(int)
+        cdef Helper *h
         self.fd = -1
         self._transports, self._producers, self._consumers = {}, {}, {}
         self.rbuf = <uint8_t *>malloc(RECV_BATCH * SLOT)
-        self.sbuf = <uint8_t *>malloc(SEND_BATCH * SLOT)
         self.cbuf = <uint8_t *>malloc(CONTROL_QUEUE * SLOT)
-        self.scmsg = <uint8_t *>calloc(SEND_BATCH, CMSG_SLOT)
+        self.fan = <Fan *>calloc(1, sizeof(Fan))
         self.lat_hist = <uint64_t *>calloc(LAT_BUCKETS, sizeof(uint64_t))
-        if not (self.rbuf and self.sbuf and self.cbuf and self.scmsg and self.lat_hist):
+        if not (self.rbuf and self.cbuf and self.fan and self.lat_hist):
             raise MemoryError()
+        if not 1 <= fanout_threads <= 16:
+            raise ValueError("fanout_threads: 1 to 16")
         if map_init(&self.by_addr, 64) or map_init(&self.producers, 64) or map_init(&self.consumers, 64):
             raise MemoryError()
         for i in range(RECV_BATCH):
@@ -125,12 +445,6 @@ cdef class NativeWorker:
             self.rmsg[i].msg_hdr.msg_iov = &self.riov[i]
             self.rmsg[i].msg_hdr.msg_iovlen = 1
             self.rmsg[i].msg_hdr.msg_name = &self.raddr[i]
-        for i in range(SEND_BATCH):
-            self.siov[i].iov_base = self.sbuf + i * SLOT
-            memset(&self.smsg[i], 0, sizeof(mmsghdr))
-            self.smsg[i].msg_hdr.msg_iov = &self.siov[i]
-            self.smsg[i].msg_hdr.msg_iovlen = 1
-            self.smsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
         _sockaddr(host, port, &a)
         self.fd = socket(AF_INET, SOCK_DGRAM, 0)
         if self.fd < 0:
@@ -142,17 +456,55 @@ cdef class NativeWorker:
         getsockname(self.fd, <sockaddr *>&a, &alen)
         # the kernel knows UDP_SEGMENT (>= 4.18) if it can report it; a refusal at send time also turns it off
         self.gso = 1 if gso and getsockopt(self.fd, SOL_UDP, UDP_SEGMENT, &v, &vlen) == 0 else 0
+        self.tx = ctx_new(self.fd, &self.gso)
+        if self.tx == NULL:
+            raise MemoryError()
+        self.helpers = <Helper *>calloc(fanout_threads, sizeof(Helper))
+        if self.helpers == NULL:
+            raise MemoryError()
+        self.nshards = 1
+        for i in range(fanout_threads - 1):
+            # one more shard per helper thread; transports are spread over the shards
+            h = &self.helpers[i]
+            h.ctx = ctx_new(self.fd, &self.gso)
+            if h.ctx == NULL:
+                raise MemoryError()
+            h.fan = self.fan
+            h.shard = i + 1
+            pthread_mutex_init(&h.mu, NULL)
+            pthread_cond_init(&h.cv_go, NULL)
+            pthread_cond_init(&h.cv_done, NULL)
+            if pthread_create(&h.thread, NULL, helper_main, h) != 0:
+                raise OSError(errno, "pthread_create failed")
+            h.started = 1
+            self.nshards += 1
         self.local_address = (host, ntohs(a.sin_port))
         self.next_id = 1
         self.rtcp_ssrc = 0x454e5801   # our own SSRC as an RTCP sender (PLI/FIR we originate)
 
     def __dealloc__(self):
+        cdef int i
+        cdef Helper *h
+        if self.helpers != NULL:
+            for i in range(self.nshards - 1):
+                h = &self.helpers[i]
+                if h.started:
+                    pthread_mutex_lock(&h.mu)
+                    h.stop = 1
+                    pthread_cond_signal(&h.cv_go)
+                    pthread_mutex_unlock(&h.mu)
+                    pthread_join(h.thread, NULL)
+                    pthread_mutex_destroy(&h.mu)
+                    pthread_cond_destroy(&h.cv_go)
+                    pthread_cond_destroy(&h.cv_done)
+                ctx_free(h.ctx)
+            free(self.helpers)
         if self.fd >= 0:
             close(self.fd)
+        ctx_free(self.tx)
+        free(self.fan)
         free(self.rbuf)
-        free(self.sbuf)
         free(self.cbuf)
-        free(self.scmsg)
         free(self.lat_hist)
         map_free(&self.by_addr)
         map_free(&self.producers)
@@ -178,6 +530,8 @@ cdef class NativeWorker:
         t.t.ext = _ext_ids_from(ext_ids)
         t.t.id = self.next_id
         self.next_id += 1
+        t.t.shard = <int>(self.ntransports % self.nshards)
+        self.ntransports += 1
         self._transports[t.t.id] = t
         return t
 
@@ -279,9 +633,7 @@ cdef class NativeWorker:
             c = <Consumer>obj
             if not c.c.have_out or not c.c.transport.bound:
                 continue
-            if self.nsend == SEND_BATCH:
-                self._flush()
-            b = self.sbuf + self.nsend * SLOT
+            b = self._out_slot()
             ntp = ntp_now()
             rtcp_header(b, 0, RTCP_SR, 28)
             wr32(b + 4, c.c.ssrc)
@@ -299,116 +651,13 @@ cdef class NativeWorker:
     # ---------------- the packet path (nogil) ----------------
 
     cdef inline void _queue(self, int n, sockaddr_in *dst) noexcept nogil:
-        """One datagram in the current slot (from _out_slot) as a message of its own."""
-        cdef msghdr *m = &self.smsg[self.nmsg].msg_hdr
-        self.siov[self.nsend].iov_len = n
-        m.msg_iov = &self.siov[self.nsend]
-        m.msg_iovlen = 1
-        m.msg_name = dst
-        m.msg_control = NULL
-        m.msg_controllen = 0
-        self.nsend += 1
-        self.nmsg += 1
-        self.c.packets_out += 1
-        self.c.bytes_out += n
-
-    cdef void _emit(self, int first, int end, sockaddr_in *dst) noexcept nogil:
-        """Turn slots first..end-1 (one destination, in order) into messages: runs of equal size whose
-        last one may be shorter go as one UDP GSO message (UDP_SEGMENT = the run's size), the rest
-        one datagram per message."""
-        cdef int s = first, e, sz, l, total
-        cdef msghdr *m
-        cdef cmsghdr *cm
-        while s < end:
-            sz = <int>self.siov[s].iov_len
-            e = s + 1
-            if self.gso:
-                total = sz
-                while e < end and e - s < GSO_MAX_SEGS:
-                    l = <int>self.siov[e].iov_len
-                    if l > sz or total + l > GSO_MAX_BYTES:
-                        break
-                    total += l
-                    e += 1
-                    if l < sz:
-                        break
-            m = &self.smsg[self.nmsg].msg_hdr
-            m.msg_iov = &self.siov[s]
-            m.msg_iovlen = e - s
-            m.msg_name = dst
-            if e - s > 1:
-                cm = <cmsghdr *>(self.scmsg + self.nmsg * CMSG_SLOT)
-                cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
-                cm.cmsg_level = SOL_UDP
-                cm.cmsg_type = UDP_SEGMENT
-                (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>sz
-                m.msg_control = cm
-                m.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-                self.gso_messages += 1
-                self.gso_segments += e - s
-            else:
-                m.msg_control = NULL
-                m.msg_controllen = 0
-            self.nmsg += 1
-            s = e
-
-    cdef void _send_split(self, int k) noexcept nogil:
-        """Send GSO message k as one datagram per segment (GSO refused or switched off)."""
-        cdef mmsghdr one[GSO_MAX_SEGS]
-        cdef msghdr *m = &self.smsg[k].msg_hdr
-        cdef int n = <int>m.msg_iovlen, i, off = 0, r
-        for i in range(n):
-            memset(&one[i], 0, sizeof(mmsghdr))
-            one[i].msg_hdr.msg_iov = &m.msg_iov[i]
-            one[i].msg_hdr.msg_iovlen = 1
-            one[i].msg_hdr.msg_name = m.msg_name
-            one[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        while off < n:
-            r = sendmmsg(self.fd, &one[off], n - off, 0)
-            self.send_calls += 1
-            if r <= 0:
-                if r < 0 and errno == EINTR:
-                    continue
-                self.drops[DROP_SEND_FAILED] += 1
-                off += 1
-                continue
-            off += r
+        ctx_queue(self.tx, n, dst)
 
     cdef void _flush(self) noexcept nogil:
-        cdef int off = 0, end, r, segs
-        while off < self.nmsg:
-            segs = <int>self.smsg[off].msg_hdr.msg_iovlen
-            if segs > 1 and not self.gso:
-                self._send_split(off)
-                off += 1
-                continue
-            end = self.nmsg
-            if not self.gso:
-                end = off + 1
-                while end < self.nmsg and self.smsg[end].msg_hdr.msg_iovlen == 1:
-                    end += 1
-            r = sendmmsg(self.fd, &self.smsg[off], end - off, 0)
-            self.send_calls += 1
-            if r <= 0:
-                if r < 0 and errno == EINTR:
-                    continue
-                if r < 0 and segs > 1 and (errno == EIO or errno == EINVAL):
-                    # the kernel or the route refuses UDP GSO: plain datagrams from now on
-                    self.gso = 0
-                    self.gso_fallbacks += 1
-                    continue
-                # a failed datagram (e.g. ICMP-refused peer) must not stop the rest of the batch
-                self.drops[DROP_SEND_FAILED] += segs
-                off += 1
-                continue
-            off += r
-        self.nsend = 0
-        self.nmsg = 0
+        ctx_flush(self.tx)
 
     cdef inline uint8_t *_out_slot(self) noexcept nogil:
-        if self.nsend == SEND_BATCH:
-            self._flush()
-        return self.sbuf + self.nsend * SLOT
+        return ctx_slot(self.tx)
 
     cdef void _event(self, int kind, uint64_t tid, uint32_t ssrc, uint32_t ssrc2,
                      const uint8_t *buf, const RtpHeader *h, const ExtIds *ext) noexcept nogil:
@@ -458,68 +707,15 @@ cdef class NativeWorker:
         self._event(EV_KEYFRAME_REQUESTED, t.id, p.ssrc, 0, NULL, NULL, NULL)
         return 1
 
-    cdef inline void _consumer_drop(self, CConsumer *c, int reason, int in_order) noexcept nogil:
-        c.drops[reason] += 1
-        # skip the dropped number so the consumer sees no gap (in-order case; SeqManager)
-        if c.have_out and in_order:
-            c.seq_offset -= 1
-
-    cdef int _protect_copy(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                           int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
-        """Rewrite + protect one copy into the next free slot (the caller made sure there is one and
-        turns the slots into messages with _emit). Returns 1 if a slot was used."""
-        cdef uint8_t *out
-        cdef int n
-        cdef int64_t out_seq, out_ts, elapsed
-        if not c.transport.bound:
-            c.drops[DROP_UNKNOWN_SOURCE] += 1
-            return 0
-        if not c.have_out or c.resync:
-            if not c.have_out:
-                c.seq_offset = 0
-                c.ts_offset = 0
-            else:
-                # continue right after the last packet sent, advancing the clock by the real gap
-                elapsed = (now - c.last_out_ns) * c.clock_rate // 1000000000
-                c.seq_offset = c.last_out_seq + 1 - in_seq
-                c.ts_offset = c.last_out_ts + (elapsed if elapsed > 0 else 1) - in_ts
-            c.have_out = 1
-            c.resync = 0
-        out_seq = in_seq + c.seq_offset
-        out_ts = in_ts + c.ts_offset
-        out = self.sbuf + self.nsend * SLOT
-        memcpy(out, buf, length)
-        rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
-        n = length
-        if c.transport.tx != NULL:
-            n = srtp_protect(c.transport.tx, out, length, SLOT)
-            if n < 0:
-                c.drops[drop_reason(n)] += 1
-                return 0
-        self.siov[self.nsend].iov_len = n
-        self.nsend += 1
-        self.c.packets_out += 1
-        self.c.bytes_out += n
-        c.c.packets_out += 1
-        c.c.bytes_out += n
-        c.transport.c.packets_out += 1
-        c.transport.c.bytes_out += n
-        if is_rtx:
-            c.retransmits += 1
-        elif out_seq > c.last_out_seq or c.c.packets_out == 1:
-            c.last_out_seq = out_seq
-            c.last_out_ts = out_ts
-            c.last_out_ns = now
-        return 1
-
     cdef void _send_to_consumer(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
                                 int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+        cdef SendCtx *x = self.tx
         cdef int first
-        if self.nsend == SEND_BATCH:
-            self._flush()
-        first = self.nsend
-        if self._protect_copy(c, buf, length, in_seq, in_ts, now, is_rtx):
-            self._emit(first, self.nsend, &c.transport.addr)
+        if x.nsend == SEND_BATCH:
+            ctx_flush(x)
+        first = x.nsend
+        if protect_copy(x, c, buf, length, in_seq, in_ts, now, is_rtx):
+            ctx_emit(x, first, x.nsend, &c.transport.addr)
 
     cdef int _rtp(self, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
         """Producer side of one RTP packet (unprotect, numbering, key frame, NACK history); the packet
@@ -592,8 +788,8 @@ cdef class NativeWorker:
             memcpy(p.hist + slot * HIST_SLOT, buf, length)
             p.hist_len[slot] = length
             p.hist_seq[slot] = seq
-        e = &self.pend[self.npend]
-        self.npend += 1
+        e = &self.fan.pend[self.fan.npend]
+        self.fan.npend += 1
         e.p = p
         e.buf = buf
         e.length = length
@@ -604,94 +800,72 @@ cdef class NativeWorker:
         e.in_order = seq == p.ext_seq
         return 1
 
-    cdef void _fan_consumer(self, CConsumer *c, int g, int64_t t0) noexcept nogil:
-        """Consumer c's copies of group g's packets into the next slots (the caller reserved them)."""
-        cdef int k
-        cdef Pending *e
-        c.fan_mark = self.fan_serial
-        for k in range(self.goff[g], self.goff[g] + self.gcnt[g]):
-            e = &self.pend[self.gidx[k]]
-            # decide first, then apply (the simulcast layer selector plugs in here)
-            if c.paused:
-                self._consumer_drop(c, DROP_PAUSED, e.in_order)
-                continue
-            if e.tid > c.max_temporal_layer:
-                self._consumer_drop(c, DROP_LAYER, e.in_order)
-                continue
-            if c.wait_keyframe:
-                if not e.key:
-                    self._consumer_drop(c, DROP_LAYER, e.in_order)
-                    continue
-                c.wait_keyframe = 0
-            self._protect_copy(c, e.buf, e.length, e.seq, e.ts, t0, 0)
-
     cdef void _fanout_pending(self, int64_t t0) noexcept nogil:
-        """Fan out the queued RTP packets. Per destination (transport) all its copies of them, of every
-        producer in the batch (a video frame's packets, an audio packet), go into consecutive slots,
-        larger packets first, and _emit makes them one GSO message when the sizes allow."""
-        cdef int j, g, h, x, y, i, ng = 0, first
+        """Fan out the queued RTP packets: group them by producer (larger packets first), then each
+        fan-out thread serves the transports of its shard (fan_group)."""
+        cdef Fan *f = self.fan
+        cdef int j, g, x, ng = 0
         cdef CProducer *p
-        cdef CConsumer *c
-        cdef CConsumer *c2
-        cdef CTransport *t
-        if self.npend == 0:
+        cdef Helper *h
+        if f.npend == 0:
             return
-        for j in range(self.npend):
-            p = self.pend[j].p
+        for j in range(f.npend):
+            p = f.pend[j].p
             for g in range(ng):
-                if self.gprod[g] == p:
+                if f.gprod[g] == p:
                     break
             else:
                 g = ng
                 ng += 1
-                self.gprod[g] = p
-                self.gcnt[g] = 0
-            self.gcnt[g] += 1
+                f.gprod[g] = p
+                f.gcnt[g] = 0
+            f.gcnt[g] += 1
         x = 0
         for g in range(ng):
-            self.goff[g] = x
-            x += self.gcnt[g]
-            self.gcnt[g] = 0
-        for j in range(self.npend):
+            f.goff[g] = x
+            x += f.gcnt[g]
+            f.gcnt[g] = 0
+        for j in range(f.npend):
             for g in range(ng):
-                if self.gprod[g] == self.pend[j].p:
+                if f.gprod[g] == f.pend[j].p:
                     break
-            self.gidx[self.goff[g] + self.gcnt[g]] = j
-            self.gcnt[g] += 1
+            f.gidx[f.goff[g] + f.gcnt[g]] = j
+            f.gcnt[g] += 1
         for g in range(ng):       # insertion sort by first packet size, largest first
             x = g
-            while x > 0 and self.pend[self.gidx[self.goff[self.gorder[x - 1]]]].length < \
-                    self.pend[self.gidx[self.goff[g]]].length:
-                self.gorder[x] = self.gorder[x - 1]
+            while x > 0 and f.pend[f.gidx[f.goff[f.gorder[x - 1]]]].length < f.pend[f.gidx[f.goff[g]]].length:
+                f.gorder[x] = f.gorder[x - 1]
                 x -= 1
-            self.gorder[x] = g
-        self.fan_serial += 1
-        for x in range(ng):
-            g = self.gorder[x]
-            p = self.gprod[g]
-            for i in range(p.nconsumers):
-                c = p.consumers[i]
-                if c.fan_mark == self.fan_serial:
-                    continue      # went out with an earlier group's copies to its transport
-                t = c.transport
-                if self.nsend + self.npend > SEND_BATCH:
-                    self._flush()
-                first = self.nsend
-                self._fan_consumer(c, g, t0)
-                if x + 1 < ng and t.nconsumers > 1:
-                    for y in range(x + 1, ng):
-                        h = self.gorder[y]
-                        for j in range(t.nconsumers):
-                            c2 = t.consumers[j]
-                            if c2.producer == self.gprod[h] and c2.fan_mark != self.fan_serial:
-                                self._fan_consumer(c2, h, t0)
-                if self.nsend > first:
-                    self._emit(first, self.nsend, &t.addr)
-            self.lat_pending += self.gcnt[g]
-            if self.nsend >= 128:
-                # a large fan-out goes out now rather than waiting for the rest of the batch
-                self._flush_recorded(t0)
-        self.npend = 0
+            f.gorder[x] = g
+        f.ng = ng
+        f.t0 = t0
+        f.serial += 1
+        if self.nshards == 1:
+            for x in range(ng):
+                fan_group(self.tx, f, x, -1)
+                self.lat_pending += f.gcnt[f.gorder[x]]
+                if self.tx.nsend >= 128:
+                    # a large fan-out goes out now rather than waiting for the rest of the batch
+                    self._flush_recorded(t0)
+        else:
+            for j in range(self.nshards - 1):
+                h = &self.helpers[j]
+                pthread_mutex_lock(&h.mu)
+                h.go += 1
+                pthread_cond_signal(&h.cv_go)
+                pthread_mutex_unlock(&h.mu)
+            for x in range(ng):
+                fan_group(self.tx, f, x, 0)
+            ctx_flush(self.tx)
+            for j in range(self.nshards - 1):
+                h = &self.helpers[j]
+                pthread_mutex_lock(&h.mu)
+                while h.done != h.go:
+                    pthread_cond_wait(&h.cv_done, &h.mu)
+                pthread_mutex_unlock(&h.mu)
+            self.lat_pending += f.npend
+            self._flush_recorded(t0)
+        f.npend = 0
 
     cdef void _nack(self, CConsumer *c, const uint8_t *fci, int n, int64_t now) noexcept nogil:
         cdef int i, b
@@ -924,10 +1098,23 @@ cdef class NativeWorker:
 
     @property
     def stats(self):
+        cdef uint64_t drops[DROP_COUNT]
+        cdef SendCtx *x
+        cdef int i
+        memcpy(drops, self.drops, sizeof(drops))
         d = counters_dict(&self.c)
-        d.update(drops=drops_dict(self.drops), batches=self.batches, send_calls=self.send_calls,
-                 gso=bool(self.gso), gso_messages=self.gso_messages, gso_segments=self.gso_segments,
-                 gso_fallbacks=self.gso_fallbacks,
+        s = dict(send_calls=0, gso_messages=0, gso_segments=0, gso_fallbacks=0)
+        for i in range(self.nshards):
+            x = self.tx if i == 0 else self.helpers[i - 1].ctx
+            d["packets_out"] += x.packets_out
+            d["bytes_out"] += x.bytes_out
+            drops[DROP_SEND_FAILED] += x.send_failed
+            s["send_calls"] += x.send_calls
+            s["gso_messages"] += x.gso_messages
+            s["gso_segments"] += x.gso_segments
+            s["gso_fallbacks"] += x.gso_fallbacks
+        d.update(s)
+        d.update(drops=drops_dict(drops), batches=self.batches, gso=bool(self.gso), fanout_threads=self.nshards,
                  transports=len(self._transports), producers=len(self._producers),
                  consumers=len(self._consumers))
         return d
@@ -943,14 +1130,13 @@ cdef class NativeWorker:
         return out
 
     def reset_stats(self):
+        cdef int i
         memset(&self.c, 0, sizeof(Counters))
         memset(self.drops, 0, sizeof(self.drops))
         memset(self.lat_hist, 0, LAT_BUCKETS * sizeof(uint64_t))
         self.batches = 0
-        self.send_calls = 0
-        self.gso_messages = 0
-        self.gso_segments = 0
-        self.gso_fallbacks = 0
+        for i in range(self.nshards):
+            ctx_zero(self.tx if i == 0 else self.helpers[i - 1].ctx)
 
     @property
     def gso(self):
