@@ -41,7 +41,7 @@ class Node:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENX_")}
         env.update(ENX_DATA_DIR=str(self.data_dir), ENX_HTTP_PORT=str(self.port), ENX_LOG_LEVEL=os.environ.get("ENX_TEST_NODE_LOG", "warning"),
-                   ENX_MEDIA_PORT=str(free_port()))
+                   ENX_MEDIA_PORT="0")  # the kernel picks a free UDP port; clients learn it from SDP
         env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "enx_media", "serve"], env=env, stdout=self.log,
