@@ -69,3 +69,34 @@ def test_h264_when_the_client_offers_only_h264(node, creds):
         await sub.leave()
 
     asyncio.run(scenario())
+
+
+def test_publisher_without_ssrc_lines_is_learned_from_mid(node, creds):
+    """Chromium's simulcast offers and Firefox name no a=ssrc: the node learns the SSRC from the MID
+    header extension of the first packets (an unknown-SSRC event from the native core)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        pub = api.client(room["room_id"], "nossrc", "moderator")
+        sub = api.client(room["room_id"], "watch", "participant")
+        await pub.join()
+        await sub.join()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver(ColorTrack(COLORS[5]), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = "\r\n".join(l for l in pc.localDescription.sdp.splitlines()
+                            if not l.startswith(("a=ssrc:", "a=ssrc-group:"))) + "\r\n"
+        assert "urn:ietf:params:rtp-hdrext:sdes:mid" in offer
+        reply = await pub.request("publish", sdp=offer)
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await sub.subscribe()
+        sid = await sub.wait_stream(pub.participant_id, "video")
+        assert await receive_video(await sub.wait_track(sid), COLORS[5], 8) >= 7
+        await pc.close()
+        await pub.leave()
+        await sub.leave()
+
+    asyncio.run(scenario())
