@@ -111,7 +111,9 @@ def _serve(settings) -> int:
     print(f"enx-media {__version__} serving http://{settings.http_host}:{settings.http_port} "
           f"(data {settings.data_dir})", flush=True)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, loop=loop,
-                            log_level=settings.log_level, access_log=False, lifespan="on")
+                            log_level=settings.log_level, access_log=False, lifespan="on",
+                            # signaling messages are small (an SDP is a few KiB); pings find dead clients
+                            ws_max_size=1024 * 1024, ws_ping_interval=15.0, ws_ping_timeout=15.0)
     uvicorn.Server(config).run()
     engine.close()
     return 0

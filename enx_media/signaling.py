@@ -126,6 +126,19 @@ class RoomRuntime:
     def moderators(self) -> set[str]:
         return {pid for pid, p in self.participants.items() if p.role == "moderator"}
 
+    def audience_of(self, p: Participant) -> set[str] | None:
+        """Who hears about p joining or leaving. In a lecture an audience member is announced to the
+        moderators only: 2000 people announcing themselves to each other would be 4 million messages."""
+        if self.room.mode == "lecture" and p.role != "moderator" and not p.floor:
+            return self.moderators()
+        return None
+
+    def visible_to(self, viewer: Participant) -> list[Participant]:
+        if self.room.mode == "lecture" and viewer.role != "moderator":
+            return [x for x in self.participants.values()
+                    if x.role == "moderator" or x.floor or x is viewer]
+        return list(self.participants.values())
+
     async def _duration_limit(self, seconds: int) -> None:
         # Warn a minute before the end (a fifth of the session if shorter), then end it.
         warn_before = min(60, seconds // 5)
@@ -233,7 +246,7 @@ class SignalingHub:
         log.info("left room=%s participant=%s reason=%s", runtime.room.room_id, p.participant_id, reason)
         if announce:
             await runtime.broadcast({"type": "participant-left", "participant_id": p.participant_id,
-                                     "reason": reason})
+                                     "reason": reason}, only=runtime.audience_of(p))
 
     # -- publish --------------------------------------------------------------------------------------
     def may_publish(self, runtime: RoomRuntime, p: Participant) -> None:
@@ -565,6 +578,10 @@ class SignalingHub:
 
 # --- one client connection ---------------------------------------------------------------------------
 class Connection:
+    # A client that stops reading is dropped once this many messages wait for it, so one slow socket
+    # never holds up a room's broadcasts.
+    MAX_QUEUED = 2000
+
     def __init__(self, hub: SignalingHub, send: Send, close: Close):
         self.hub = hub
         self._send = send
@@ -573,22 +590,44 @@ class Connection:
         self.participant: Participant | None = None
         self.closed = False
         self.errors = 0
+        self._outbox: asyncio.Queue = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, tuple):  # (code, reason): close after everything queued before it
+                try:
+                    await self._close(*item)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                return
+            try:
+                await self._send(item)
+            except Exception:  # noqa: BLE001 - a vanished peer; its disconnect handler cleans up
+                log.debug("send failed", exc_info=True)
+                return
 
     async def send(self, message: dict) -> None:
         if self.closed:
             return
-        try:
-            await self._send(message)
-        except Exception:  # noqa: BLE001 - a vanished peer; its disconnect handler cleans up
-            log.debug("send failed", exc_info=True)
+        if self._outbox.qsize() >= self.MAX_QUEUED:
+            log.warning("dropping a client that does not read its messages")
+            await self.close(4009, "too slow")
+            return
+        self._outbox.put_nowait(message)
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:
             self.closed = True
-            try:
-                await self._close(code, reason)
-            except Exception:  # noqa: BLE001
-                pass
+            self._outbox.put_nowait((code, reason))
+
+    async def flushed(self, timeout: float = 5.0) -> None:
+        """Wait until the writer has sent (or given up on) everything queued."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._writer.cancel()
 
     async def error(self, exc: E.EnxError, request_id: Any = None) -> None:
         self.errors += 1
@@ -641,12 +680,12 @@ class Connection:
             runtime, p = await hub.join(self, msg["token"], msg.get("room_id"))
             self.runtime, self.participant = runtime, p
             await runtime.broadcast({"type": "participant-joined", "participant": p.describe()},
-                                    exclude=p.participant_id)
+                                    exclude=p.participant_id, only=runtime.audience_of(p))
             room = runtime.room
             return {"type": "joined", "participant_id": p.participant_id, "session_id": runtime.session_id,
                     "role": p.role, "room": {"room_id": room.room_id, "name": room.name, "mode": room.mode,
                                              "duration": room.duration_s},
-                    "participants": [x.describe() for x in runtime.participants.values()],
+                    "participants": [x.describe() for x in runtime.visible_to(p)],
                     "streams": [s.describe() for s in runtime.streams.values() if s.producer is not None]}
         runtime, p = self.runtime, self.participant
         if runtime is None or p is None:
@@ -689,9 +728,12 @@ class Connection:
 
     async def disconnected(self) -> None:
         """The socket is gone (left, closed, or vanished): clean up as a leave."""
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self._outbox.put_nowait((1001, "gone"))
         if self.runtime is not None and self.participant is not None:
             await self.hub.leave(self.runtime, self.participant, "disconnected")
+        self._writer.cancel()
 
 
 def msg_type_is_join(text: str) -> bool:

@@ -22,6 +22,12 @@ def test_lecture_fanout_and_floor(node, creds):
             for s in students:
                 await s.join()
                 await s.subscribe()
+            # The audience is announced to moderators only; a student sees the teacher and itself.
+            assert {p["name"] for p in students[-1].joined["participants"]} == {"teacher", f"student{SUBSCRIBERS - 1}"}
+            joined_events = [await teacher.next_event("participant-joined") for _ in range(SUBSCRIBERS)]
+            assert len({e["participant"]["participant_id"] for e in joined_events}) == SUBSCRIBERS
+            with pytest.raises(asyncio.TimeoutError):
+                await students[0].next_event("participant-joined", timeout=0.3)
             tracks = [await s.wait_track(await s.wait_stream(teacher.participant_id, "video")) for s in students]
             matched = await asyncio.gather(*(receive_video(t, COLORS[2], 10, timeout=40) for t in tracks))
             assert all(m >= 9 for m in matched), matched

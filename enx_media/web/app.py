@@ -325,10 +325,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
                     await conn.handle_text(message["text"])
                 else:
                     await conn.error(E.InvalidRequest("binary frames are not accepted; send JSON text"))
+            # Let queued messages (a last error, "removed", "session-ended") go out before the close.
+            await conn.flushed()
         except WebSocketDisconnect:
             pass
         finally:
-            conn.closed = True
             await conn.disconnected()
 
     async def demo_page(request: Request):
