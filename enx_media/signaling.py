@@ -638,7 +638,7 @@ class Connection:
 
     async def handle_text(self, text: str) -> None:
         """One incoming frame. Never raises: problems become error messages."""
-        request_id = None
+        request_id = msg_type = None
         try:
             if len(text) > MAX_MESSAGE_CHARS:
                 raise E.PayloadTooLarge(f"messages are limited to {MAX_MESSAGE_CHARS} characters")
@@ -663,8 +663,8 @@ class Connection:
                 await self.send(reply)
         except E.EnxError as exc:
             await self.error(exc, request_id)
-            if isinstance(exc, E.TokenError) or (self.participant is None and msg_type_is_join(text)):
-                await self.close(4003, exc.reason)
+            if self.participant is None and msg_type == "join":
+                await self.close(4003, exc.reason)  # a refused join ends the connection
         except Exception:  # noqa: BLE001 - never let one message kill the connection or the room
             log.exception("signaling handler failed")
             await self.error(E.EnxError("the node failed to handle this message", reason="internal error",
@@ -735,9 +735,3 @@ class Connection:
             await self.hub.leave(self.runtime, self.participant, "disconnected")
         self._writer.cancel()
 
-
-def msg_type_is_join(text: str) -> bool:
-    try:
-        return json.loads(text).get("type") == "join"
-    except Exception:  # noqa: BLE001
-        return False
