@@ -72,6 +72,7 @@ cdef class NativeWorker:
     cdef uint64_t next_id
     cdef uint32_t rtcp_ssrc
     cdef dict _transports, _producers, _consumers
+    cdef dict _extra_addrs      # transport id -> {addr key}: other ICE pairs it is accepted from
     cdef readonly object local_address
 
     def __cinit__(self, str host="127.0.0.1", int port=0, int buffer_bytes=8 * 1024 * 1024, bint gso=True,
@@ -83,6 +84,7 @@ cdef class NativeWorker:
         cdef Helper *h
         self.fd = -1
         self._transports, self._producers, self._consumers = {}, {}, {}
+        self._extra_addrs = {}
         self.rbuf = <uint8_t *>malloc(RECV_BATCH * SLOT)
         self.cbuf = <uint8_t *>malloc(CONTROL_QUEUE * SLOT)
         self.fan = <Fan *>calloc(1, sizeof(Fan))
@@ -191,22 +193,55 @@ cdef class NativeWorker:
         return t
 
     def bind_transport(self, Transport t, str host, int port):
-        """Route datagrams from host:port (ICE-selected 5-tuple) to this transport."""
+        """Send this transport's packets to host:port (the ICE-selected pair) and accept datagrams from
+        it. An address bound before stays accepted: RFC 8445 lets media arrive on any pair that passed
+        a check, and a browser may switch pairs when it nominates."""
+        cdef sockaddr_in a
+        cdef uint64_t key, old
+        _sockaddr(host, port, &a)
+        key = addr_key(&a)
+        extras = self._extra_addrs.setdefault(t.t.id, set())
         if t.t.bound:
-            map_del(&self.by_addr, addr_key(&t.t.addr))
-        _sockaddr(host, port, &t.t.addr)
-        if map_put(&self.by_addr, addr_key(&t.t.addr), t.t) != 0:
+            old = addr_key(&t.t.addr)
+            if old != key:
+                extras.add(old)
+        extras.discard(key)
+        t.t.addr = a
+        if map_put(&self.by_addr, key, t.t) != 0:
             raise MemoryError()
         t.t.bound = 1
 
+    def accept_from(self, Transport t, str host, int port):
+        """Also accept datagrams from host:port (another ICE pair that passed a check) without sending
+        there; the first address given to a transport becomes its send address."""
+        cdef sockaddr_in a
+        cdef uint64_t key
+        if not t.t.bound:
+            self.bind_transport(t, host, port)
+            return
+        _sockaddr(host, port, &a)
+        key = addr_key(&a)
+        if key == addr_key(&t.t.addr):
+            return
+        if map_put(&self.by_addr, key, t.t) != 0:
+            raise MemoryError()
+        self._extra_addrs.setdefault(t.t.id, set()).add(key)
+
     def close_transport(self, Transport t):
+        cdef uint64_t key
         for c in [c for c in self._consumers.values() if (<Consumer>c).transport is t]:
             self.close_consumer(c)
         for p in [p for p in self._producers.values() if (<Producer>p).transport is t]:
             self.close_producer(p)
+        keys = self._extra_addrs.pop(t.t.id, set())
         if t.t.bound:
-            map_del(&self.by_addr, addr_key(&t.t.addr))
+            keys.add(addr_key(&t.t.addr))
             t.t.bound = 0
+        for k in keys:
+            key = k
+            # an address another transport has taken over since is left to that transport
+            if map_get(&self.by_addr, key) == <void *>t.t:
+                map_del(&self.by_addr, key)
         self._transports.pop(t.t.id, None)
 
     def create_producer(self, Transport transport, unsigned int ssrc, str codec="vp8"):

@@ -66,6 +66,8 @@ def test_chromium_publishes_and_subscribes(node, creds):
             tiles = await page.evaluate("document.querySelectorAll('#videos video').length")
             assert tiles >= 2  # own preview + the watcher's video
             assert not errors, errors
+            # Chromium checks more than one candidate pair; media from any checked pair is accepted.
+            assert api.metric("enx_media_worker_total", 'counter="drops.unknown_source"') == 0
             print(f"chromium join->first frame at an aiortc subscriber: {first_frame_s:.2f} s")
         finally:
             await watcher.leave()

@@ -49,6 +49,10 @@ class Worker:
     def bind_transport(self, transport, host: str, port: int) -> None:
         self.native.bind_transport(transport, host, port)
 
+    def accept_from(self, transport, host: str, port: int) -> None:
+        """Accept the transport's datagrams from another address too (another valid ICE pair)."""
+        self.native.accept_from(transport, host, port)
+
     def close_transport(self, transport) -> None:
         self.native.close_transport(transport)
 

@@ -31,7 +31,8 @@ class WebRtcTransport:
         self.remote_ufrag: str | None = None
         self.remote_fingerprint: tuple[str, str] | None = None
         self.ext_ids = dict(ext_ids or {})
-        self.addr: tuple[str, int] | None = None
+        self.addr: tuple[str, int] | None = None      # where the node sends (the selected pair)
+        self.addrs: set[tuple[str, int]] = set()       # every pair that passed a check: accepted from
         self.dtls: DtlsServer | None = None
         self.native = None
         self.profile: str | None = None
@@ -105,8 +106,9 @@ class WebRtcServer:
         t.state = "closed"
         t.close_reason = reason
         self.by_ufrag.pop(t.ufrag, None)
-        if t.addr is not None and self.by_addr.get(t.addr) is t:
-            del self.by_addr[t.addr]
+        for addr in t.addrs:
+            if self.by_addr.get(addr) is t:
+                del self.by_addr[addr]
         if t.native is not None:
             self.worker.close_transport(t.native)
         log.info("transport closed id=%s direction=%s reason=%s", t.id, t.direction, reason)
@@ -140,21 +142,26 @@ class WebRtcServer:
             return
         self.counters["stun_ok"] += 1
         t.last_consent = time.monotonic()
-        if t.addr is None or (outcome.nominated and t.addr != addr):
-            self._bind(t, addr)
+        self._accept(t, addr, select=t.addr is None or (outcome.nominated and t.addr != addr))
         if t.state == "new":
             t.state = "connecting"
 
-    def _bind(self, t: WebRtcTransport, addr: tuple[str, int]) -> None:
-        if t.addr is not None and self.by_addr.get(t.addr) is t:
-            del self.by_addr[t.addr]
+    def _accept(self, t: WebRtcTransport, addr: tuple[str, int], select: bool) -> None:
+        """addr passed a check for t: accept media and DTLS from it (RFC 8445 §7.3: any valid pair may
+        carry media, and a browser may send on one pair before it nominates another); `select` makes
+        it the pair the node sends on."""
         other = self.by_addr.get(addr)
         if other is not None and other is not t:
             self.close_transport(other, "5-tuple taken over")
-        t.addr = addr
-        self.by_addr[addr] = t
-        if t.native is not None:
-            self.worker.bind_transport(t.native, addr[0], addr[1])
+        if addr not in t.addrs:
+            t.addrs.add(addr)
+            self.by_addr[addr] = t
+            if t.native is not None and not select:
+                self.worker.accept_from(t.native, addr[0], addr[1])
+        if select:
+            t.addr = addr
+            if t.native is not None:
+                self.worker.bind_transport(t.native, addr[0], addr[1])
 
     def _on_dtls(self, data: bytes, addr: tuple[str, int]) -> None:
         t = self.by_addr.get(addr)
@@ -176,7 +183,9 @@ class WebRtcServer:
             t.profile = keys.profile
             t.native = self.worker.create_transport_from_keying_material(keys.profile, keys.material, True,
                                                                           t.ext_ids)
-            self.worker.bind_transport(t.native, addr[0], addr[1])
+            self.worker.bind_transport(t.native, t.addr[0], t.addr[1])
+            for other in t.addrs - {t.addr}:
+                self.worker.accept_from(t.native, other[0], other[1])
             t.state = "connected"
             self.counters["dtls_connected"] += 1
             log.info("transport connected id=%s direction=%s profile=%s addr=%s", t.id, t.direction,
