@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SCHEMA_PATH = Path(__file__).parent / "signaling.schema.json"
 MAX_MESSAGE_CHARS = 256 * 1024
 JOIN_TIMEOUT = 30.0
+PLI_INTERVAL = 0.5   # the native core's per-producer key-frame request limit (PLI_INTERVAL_NS)
 
 Send = Callable[[dict], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
@@ -58,6 +59,7 @@ class Stream:
     transport: WebRtcTransport
     producer: Any = None      # native Producer once the publish transport is connected
     muted: bool = False
+    last_keyframe_request: float = 0.0
 
     def describe(self) -> dict:
         return {"stream_id": self.stream_id, "participant_id": self.participant_id, "kind": self.kind,
@@ -479,12 +481,17 @@ class SignalingHub:
                 self.request_keyframe(s)
 
     def request_keyframe(self, s: Stream, retry: bool = True) -> None:
-        """PLI to the publisher. The core sends at most one per 500 ms per producer; a request that falls
-        inside that window is sent again once it has passed, or a new subscriber could wait forever."""
+        """PLI to the publisher. The core sends at most one per PLI_INTERVAL per producer; a request that
+        falls inside that window is sent again the moment it closes, or a new subscriber would wait for
+        the encoder's next periodic key frame."""
         if s.producer is None:
             return
-        if not self.server.worker.request_keyframe(s.producer) and retry:
-            asyncio.get_running_loop().call_later(0.55, self.request_keyframe, s, False)
+        now = time.monotonic()
+        if self.server.worker.request_keyframe(s.producer):
+            s.last_keyframe_request = now
+        elif retry:
+            delay = max(0.01, PLI_INTERVAL - (now - s.last_keyframe_request) + 0.005)
+            asyncio.get_running_loop().call_later(delay, self.request_keyframe, s, False)
 
     # -- moderator and floor actions -------------------------------------------------------------------
     def _target(self, runtime: RoomRuntime, pid: str) -> Participant:
