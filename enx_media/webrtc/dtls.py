@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class NodeCertificate:
         ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU)
         # The peer's certificate is self-signed; it is authenticated by the SDP fingerprint instead.
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
-        ctx.use_certificate(crypto.X509.from_cryptography(self.cert))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(self.key))
+        ctx.use_certificate(self.cert)
+        ctx.use_privatekey(self.key)
         ctx.set_tlsext_use_srtp(SRTP_PREFERENCE)
         return ctx
 

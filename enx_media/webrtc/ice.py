@@ -32,8 +32,8 @@ def local_ufrag_of(data: bytes) -> tuple[stun.Message | None, str | None, str | 
     """Parse a STUN datagram and pull out our ufrag from USERNAME. (message, ufrag, error)."""
     try:
         msg = stun.parse_message(data)
-    except (ValueError, KeyError, IndexError) as exc:  # aioice raises ValueError on malformed input
-        return None, None, f"malformed STUN: {exc}"
+    except Exception as exc:  # noqa: BLE001 - ValueError mostly, but also UnicodeDecodeError, struct.error
+        return None, None, f"malformed STUN: {type(exc).__name__}"
     if msg.message_method != stun.Method.BINDING:
         return msg, None, "not a binding message"
     username = msg.attributes.get("USERNAME")

@@ -65,7 +65,7 @@ class WebRtcServer:
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
         self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "dtls_unknown_source": 0,
-                         "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0}
+                         "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0, "control_errors": 0}
         self.event_handlers: list[Callable[[tuple], None]] = []
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,11 +117,17 @@ class WebRtcServer:
 
     # -- datagrams from the native drain --------------------------------------------------------------
     def _on_control(self, data: bytes, addr: tuple[str, int]) -> None:
+        # Called once per datagram of a drained batch: whatever a datagram holds, the rest of the batch
+        # must still be handled, so nothing escapes from here.
         first = data[0] if data else 255
-        if first < 4:
-            self._on_stun(data, addr)
-        elif 20 <= first <= 63:
-            self._on_dtls(data, addr)
+        try:
+            if first < 4:
+                self._on_stun(data, addr)
+            elif 20 <= first <= 63:
+                self._on_dtls(data, addr)
+        except Exception:  # noqa: BLE001
+            self.counters["control_errors"] += 1
+            log.exception("control datagram from %s failed", addr)
 
     def _on_stun(self, data: bytes, addr: tuple[str, int]) -> None:
         msg, ufrag, error = ice.local_ufrag_of(data)

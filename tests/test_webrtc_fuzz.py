@@ -1,0 +1,76 @@
+"""The handshake path fed garbage: STUN and DTLS datagrams from anywhere never raise, are counted, and
+leave other transports working."""
+import asyncio
+import struct
+
+from aioice import stun
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from enx_media.webrtc.server import WebRtcServer
+
+FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+ADDR = ("127.0.0.1", 40000)
+
+
+def make_server():
+    loop = asyncio.new_event_loop()  # the server only needs a loop for its timers; none run here
+    server = WebRtcServer("127.0.0.1", 0)
+    return server, loop
+
+
+SERVER, _LOOP = make_server()
+TRANSPORT = SERVER.create_transport("publish")
+TRANSPORT.set_remote("abcd", ("sha-256", ":".join(["00"] * 32)))
+
+
+def stun_message(attrs: list[tuple[int, bytes]], msg_type: int = 0x0001, length_delta: int = 0) -> bytes:
+    body = b"".join(struct.pack("!HH", t, len(v)) + v + bytes((4 - len(v) % 4) % 4) for t, v in attrs)
+    return struct.pack("!HHI12s", msg_type, max(0, len(body) + length_delta), 0x2112A442, b"t" * 12) + body
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.integers(0, 63))
+def test_random_control_datagrams(data, first):
+    SERVER._on_control(bytes([first]) + data, ADDR)
+    assert SERVER.counters["control_errors"] == 0
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from([0x0006, 0x0008, 0x8028, 0x0024, 0x0025, 0x8029, 0x802A, 0x0020,
+                                           0x0009, 0xC057, 0x1234]),
+                          st.binary(max_size=40)), max_size=6),
+       st.sampled_from([0x0001, 0x0101, 0x0111, 0x0011, 0x3fff]), st.integers(-8, 8), st.booleans())
+def test_structured_stun(attrs, msg_type, length_delta, our_ufrag):
+    if our_ufrag:
+        attrs = [(0x0006, f"{TRANSPORT.ufrag}:abcd".encode())] + attrs
+    SERVER._on_control(stun_message(attrs, msg_type, length_delta), ADDR)
+    assert SERVER.counters["control_errors"] == 0
+
+
+def test_dtls_garbage_is_discarded_and_a_stalled_handshake_times_out(monkeypatch):
+    import enx_media.webrtc.server as server_mod
+
+    monkeypatch.setattr(server_mod, "HANDSHAKE_TIMEOUT", 0.3)
+
+    async def scenario():
+        server = WebRtcServer("127.0.0.1", 0)
+        server.start()
+        t = server.create_transport("publish")
+        t.set_remote("abcd", ("sha-256", ":".join(["00"] * 32)))
+        reasons = []
+        t.on_closed = lambda tr, reason: reasons.append(reason)
+        msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        msg.attributes["USERNAME"] = f"{t.ufrag}:abcd"
+        msg.add_message_integrity(t.pwd.encode())
+        server._on_control(bytes(msg), ADDR)
+        assert t.addr == ADDR and server.counters["stun_ok"] == 1
+        # Records that are not DTLS are discarded silently (RFC 6347 §4.1.2.7), not fatal.
+        server._on_control(bytes([22, 0xfe, 0xfd]) + bytes(10) + b"\x00\x30" + b"\x01" * 48, ADDR)
+        server._on_control(bytes([22, 0xfe, 0xfd]) + b"garbage" * 20, ADDR)
+        assert server.counters["control_errors"] == 0 and t.state == "connecting"
+        await asyncio.sleep(0.6)
+        assert t.state == "closed" and reasons == ["ICE/DTLS did not complete in time"]
+        assert ADDR not in server.by_addr and server.counters["handshake_timeout"] == 1
+        await server.stop()
+
+    asyncio.run(scenario())
