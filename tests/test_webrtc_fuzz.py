@@ -74,3 +74,86 @@ def test_dtls_garbage_is_discarded_and_a_stalled_handshake_times_out(monkeypatch
         await server.stop()
 
     asyncio.run(scenario())
+
+
+CHROME_LIKE_OFFER = """v=0
+o=- 1 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+a=msid-semantic: WMS
+m=audio 9 UDP/TLS/RTP/SAVPF 111
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:0123456789012345678901
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF
+a=setup:actpass
+a=mid:0
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+a=sendonly
+a=rtcp-mux
+a=rtpmap:111 opus/48000/2
+a=fmtp:111 minptime=10;useinbandfec=1
+a=ssrc:1001 cname:x
+m=video 9 UDP/TLS/RTP/SAVPF 96 97
+c=IN IP4 0.0.0.0
+a=ice-ufrag:abcd
+a=ice-pwd:0123456789012345678901
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF
+a=setup:actpass
+a=mid:1
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid
+a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time
+a=sendonly
+a=rtcp-mux
+a=rtpmap:96 VP8/90000
+a=rtcp-fb:96 nack
+a=rtcp-fb:96 nack pli
+a=rtcp-fb:96 goog-remb
+a=rtpmap:97 rtx/90000
+a=fmtp:97 apt=96
+a=ssrc-group:FID 2001 2002
+a=ssrc:2001 cname:x
+a=ssrc:2002 cname:x
+""".replace("\n", "\r\n")
+
+
+def test_chrome_like_offer_parses_and_answers():
+    from enx_media.webrtc import sdp
+
+    offer = sdp.parse(CHROME_LIKE_OFFER, "offer")
+    assert [(m.mid, m.codec, m.ssrc, m.rtx_ssrc) for m in offer.media] == [("0", "opus", 1001, None),
+                                                                          ("1", "vp8", 2001, 2002)]
+    assert offer.media[1].extensions == {"mid": 4, "abs_send_time": 3}
+    answer = sdp.write_answer(offer, ice_ufrag="u", ice_pwd="p" * 22, fingerprint="AA", ip="127.0.0.1",
+                              port=7882, accepted={"0": True, "1": True})
+    assert "a=ice-lite" in answer and "a=setup:passive" in answer and "rtx" not in answer
+    assert sdp.parse(answer.replace("a=recvonly", "a=sendonly"), "answer").media[1].codec == "vp8"
+
+
+@FUZZ
+@given(st.data())
+def test_sdp_parser_only_raises_sdp_error(data):
+    from enx_media.webrtc import sdp
+
+    lines = CHROME_LIKE_OFFER.split("\r\n")
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        op = data.draw(st.sampled_from(["drop", "garble", "dup", "cut"]))
+        if op == "drop":
+            lines.pop(i)
+        elif op == "garble":
+            lines[i] = data.draw(st.text(max_size=60))
+        elif op == "dup":
+            lines.insert(i, lines[i])
+        else:
+            lines[i] = lines[i][: data.draw(st.integers(0, max(0, len(lines[i]) - 1)))]
+        if not lines:
+            lines = [""]
+    try:
+        offer = sdp.parse("\r\n".join(lines), "offer")
+    except sdp.SdpError:
+        return
+    sdp.write_answer(offer, ice_ufrag="u", ice_pwd="p" * 22, fingerprint="AA", ip="127.0.0.1", port=7882,
+                     accepted={m.mid: m.codec is not None for m in offer.media})
