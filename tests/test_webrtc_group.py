@@ -1,5 +1,6 @@
 """Group room: three aiortc clients publish VP8 + Opus through the node; each decodes the others."""
 import asyncio
+import time
 
 from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_audio, receive_video
 
@@ -7,6 +8,8 @@ from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_audio, receiv
 def test_three_publishers_see_and_hear_each_other(node, creds):
     api = Api(node, creds)
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 10})
+    gauges = ("transports", "producers", "consumers")
+    before = {g: api.metric("enx_media_worker_total", f'counter="{g}"') for g in gauges}
 
     async def scenario():
         clients = [api.client(room["room_id"], f"user{i}", "moderator" if i == 0 else "participant")
@@ -37,8 +40,15 @@ def test_three_publishers_see_and_hear_each_other(node, creds):
 
     asyncio.run(scenario())
     assert api.http.get(f"/rooms/{room['room_id']}/users").json()["total"] == 0
-    # 3 publishers x 2 streams x 2 receivers went through the native worker.
+    # 3 publishers x 2 streams x 2 receivers went through the native worker...
     assert api.metric("enx_media_worker_total", 'counter="packets_out"') > 0
+    # ...and leaving released every native transport, producer and consumer they had.
+    for _ in range(20):
+        after = {g: api.metric("enx_media_worker_total", f'counter="{g}"') for g in gauges}
+        if after == before:
+            break
+        time.sleep(0.1)
+    assert after == before
 
 
 def test_h264_when_the_client_offers_only_h264(node, creds):
