@@ -121,6 +121,16 @@ class EnxRoom extends EventTarget {
     return frames;
   }
 
+  async outgoingBitrate() {
+    // The publisher's bandwidth estimate: rises only when the node feeds back what it received.
+    if (!this.publishPc) return 0;
+    let bps = 0;
+    (await this.publishPc.getStats()).forEach((r) => {
+      if (r.type === "candidate-pair" && r.nominated && r.availableOutgoingBitrate) bps = r.availableOutgoingBitrate;
+    });
+    return bps;
+  }
+
   async leave() {
     try { await this.request("leave"); } catch (e) { /* already closed */ }
     for (const pc of [this.publishPc, this.subscribePc]) if (pc) pc.close();
