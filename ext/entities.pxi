@@ -8,6 +8,7 @@ cdef enum:
     PLI_INTERVAL_NS = 500000000   # at most one key frame request per producer per 500 ms
 
 cdef struct CConsumer
+cdef struct TccRing
 
 cdef struct CTransport:
     uint64_t id
@@ -18,8 +19,14 @@ cdef struct CTransport:
     ExtIds ext
     Counters c
     uint64_t drops[DROP_COUNT]
-    uint64_t tcc_feedback
+    uint64_t tcc_feedback       # transport-cc feedback received (we are the sender)
     uint64_t remb_bitrate
+    TccRing *tcc                # arrivals to report (NULL unless transport_cc was negotiated)
+    int64_t tcc_last_fb_ns
+    uint32_t tcc_media_ssrc     # a producer SSRC of this transport, named in our feedback
+    uint64_t tcc_feedback_sent
+    uint64_t tcc_packets_reported
+    double rtt_ms               # from the last receiver report with a usable LSR on this transport
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     CConsumer **consumers       # the consumers sending on it: a batch's copies to it share messages (GSO)
     int nconsumers
@@ -48,6 +55,14 @@ cdef struct CProducer:
     uint64_t sr_ntp
     uint32_t sr_rtp_ts
     uint64_t sr_count
+    # upstream NACK (nack.pxi)
+    NackEntry nack[NACK_MAX]
+    int nnack
+    int nack_listed             # in the worker's list of producers with missing seqs
+    uint64_t nacks_sent
+    uint64_t nack_seqs_requested
+    uint64_t nack_recovered
+    uint64_t nack_gave_up
 
 cdef struct CConsumer:
     uint64_t id
@@ -126,6 +141,7 @@ cdef class Transport:
     def __dealloc__(self):
         if self.t != NULL:
             free(self.t.consumers)
+            free(self.t.tcc)
         free(self.t)
         self.t = NULL
 
@@ -159,6 +175,9 @@ cdef class Transport:
         d["drops"] = drops_dict(self.t.drops)
         d["transport_cc_feedback"] = self.t.tcc_feedback
         d["remb_bitrate"] = self.t.remb_bitrate
+        d["tcc_feedback_sent"] = self.t.tcc_feedback_sent
+        d["tcc_packets_reported"] = self.t.tcc_packets_reported
+        d["rtt_ms"] = self.t.rtt_ms
         if self.rx is not None:
             d["srtp_rx"] = self.rx.stats
         return d
@@ -202,7 +221,10 @@ cdef class Producer:
         d = counters_dict(&self.p.c)
         d.update(keyframes=self.p.keyframes, restarts=self.p.restarts, consumers=self.p.nconsumers,
                  pli_forwarded=self.p.pli_forwarded, pli_rate_limited=self.p.pli_limited,
-                 sender_reports=self.p.sr_count, sr_ntp=self.p.sr_ntp, sr_rtp_timestamp=self.p.sr_rtp_ts)
+                 sender_reports=self.p.sr_count, sr_ntp=self.p.sr_ntp, sr_rtp_timestamp=self.p.sr_rtp_ts,
+                 nacks_sent=self.p.nacks_sent, nack_seqs_requested=self.p.nack_seqs_requested,
+                 nack_recovered=self.p.nack_recovered, nack_gave_up=self.p.nack_gave_up,
+                 nack_pending=self.p.nnack)
         return d
 
     cdef int _attach(self, CConsumer *c) except -1:

@@ -175,6 +175,47 @@ cdef list _nack_lost(const uint8_t *fci, int n):
     return lost
 
 
+cdef tuple _tcc_statuses(const uint8_t *p, int n, int count):
+    """Packet chunks and receive deltas of a transport-cc FCI (draft-holmer-rmcat-transport-wide-cc-
+    extensions-01 §3.1.1-3.1.5): statuses per packet (0 not received, 1 small delta, 2 large or
+    negative delta) and the deltas of the received ones in 250 µs ticks."""
+    cdef int pos = 0, i, k, run, sym
+    cdef uint16_t chunk
+    statuses = []
+    while len(statuses) < count:
+        if pos + 2 > n:
+            raise ValueError("RTCP: transport-cc chunks are truncated")
+        chunk = rd16(p + pos)
+        pos += 2
+        if not chunk & 0x8000:
+            sym = (chunk >> 13) & 3
+            run = chunk & 0x1fff
+            statuses.extend([sym] * min(run, count - len(statuses)))
+        elif not chunk & 0x4000:
+            for i in range(14):
+                if len(statuses) < count:
+                    statuses.append((chunk >> (13 - i)) & 1)
+        else:
+            for i in range(7):
+                if len(statuses) < count:
+                    statuses.append((chunk >> (2 * (6 - i))) & 3)
+    deltas = []
+    for sym in statuses:
+        if sym == 1:
+            if pos + 1 > n:
+                raise ValueError("RTCP: transport-cc deltas are truncated")
+            deltas.append(p[pos])
+            pos += 1
+        elif sym == 2:
+            if pos + 2 > n:
+                raise ValueError("RTCP: transport-cc deltas are truncated")
+            deltas.append(<int16_t>rd16(p + pos))
+            pos += 2
+        elif sym == 3:
+            raise ValueError("RTCP: transport-cc status symbol 3 is reserved")
+    return statuses, deltas
+
+
 def parse_rtcp(bytes data):
     """Parse a compound RTCP packet into a list of dicts; raises ValueError on a malformed one."""
     cdef const uint8_t *buf = <const uint8_t *>data
@@ -255,6 +296,7 @@ def parse_rtcp(bytes data):
                 d["status_count"] = rd16(b + 10)
                 d["reference_time"] = rd24(b + 12)
                 d["fb_pkt_count"] = b[15]
+                d["statuses"], d["deltas"] = _tcc_statuses(b + 16, blen - 16, rd16(b + 10))
             elif pt == RTCP_PSFB and count == 1:
                 d["type"] = "pli"
             elif pt == RTCP_PSFB and count == 4:

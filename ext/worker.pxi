@@ -20,6 +20,36 @@ cdef struct Event:
     char rrid[32]
 
 
+cdef struct PtrList:
+    # a worker-owned list of entity pointers the nogil loop visits (transports with transport-cc,
+    # producers with missing seqs); order does not matter
+    void **items
+    int n
+    int cap
+
+
+cdef int plist_add(PtrList *l, void *x) noexcept nogil:
+    cdef void **m
+    if l.n == l.cap:
+        m = <void **>realloc(l.items, sizeof(void *) * (l.cap * 2 + 8))
+        if m == NULL:
+            return -1
+        l.items = m
+        l.cap = l.cap * 2 + 8
+    l.items[l.n] = x
+    l.n += 1
+    return 0
+
+
+cdef void plist_del(PtrList *l, void *x) noexcept nogil:
+    cdef int i
+    for i in range(l.n):
+        if l.items[i] == x:
+            l.items[i] = l.items[l.n - 1]
+            l.n -= 1
+            return
+
+
 cdef inline uint64_t addr_key(const sockaddr_in *a) noexcept nogil:
     return (<uint64_t>a.sin_addr.s_addr << 16) | a.sin_port
 
@@ -71,6 +101,8 @@ cdef class NativeWorker:
     cdef uint64_t lat_pending
     cdef uint64_t next_id
     cdef uint32_t rtcp_ssrc
+    cdef PtrList tcc_transports     # CTransport* with a transport-cc ring
+    cdef PtrList nack_producers     # CProducer* with missing seqs to NACK
     cdef dict _transports, _producers, _consumers
     cdef dict _extra_addrs      # transport id -> {addr key}: other ICE pairs it is accepted from
     cdef readonly object local_address
@@ -166,6 +198,8 @@ cdef class NativeWorker:
         map_free(&self.by_addr)
         map_free(&self.producers)
         map_free(&self.consumers)
+        free(self.tcc_transports.items)
+        free(self.nack_producers.items)
 
     def fileno(self):
         return self.fd
@@ -185,6 +219,11 @@ cdef class NativeWorker:
             t.t.rx = t.rx.ctx
             t.t.tx = t.tx.ctx
         t.t.ext = _ext_ids_from(ext_ids)
+        if t.t.ext.transport_cc:
+            t.t.tcc = <TccRing *>malloc(sizeof(TccRing))
+            if t.t.tcc == NULL or plist_add(&self.tcc_transports, t.t) != 0:
+                raise MemoryError()
+            tcc_init(t.t.tcc)
         t.t.id = self.next_id
         self.next_id += 1
         t.t.shard = <int>(self.ntransports % self.nshards)
@@ -233,6 +272,7 @@ cdef class NativeWorker:
             self.close_consumer(c)
         for p in [p for p in self._producers.values() if (<Producer>p).transport is t]:
             self.close_producer(p)
+        plist_del(&self.tcc_transports, t.t)
         keys = self._extra_addrs.pop(t.t.id, set())
         if t.t.bound:
             keys.add(addr_key(&t.t.addr))
@@ -264,6 +304,10 @@ cdef class NativeWorker:
         for c in [c for c in self._consumers.values() if (<Consumer>c).producer is p]:
             self.close_consumer(c)
         map_del(&self.producers, p.p.ssrc)
+        if p.p.nack_listed:
+            plist_del(&self.nack_producers, p.p)
+            p.p.nack_listed = 0
+        p.p.nnack = 0
         self._producers.pop(p.p.id, None)
 
     def create_consumer(self, Transport transport, Producer producer, unsigned int ssrc, int payload_type,
@@ -337,6 +381,29 @@ cdef class NativeWorker:
             if n > 0:
                 self._queue(n, &c.c.transport.addr)
         self._flush()
+
+    def send_transport_feedback(self):
+        """Report every transport's pending transport-cc arrivals now (a timer's call when little
+        arrives; the drain also reports every 50 ms). Call it from the draining thread only."""
+        with nogil:
+            self._feedback_tcc_all()
+            self._flush()
+
+    def run_timers(self):
+        """What the drain does after each batch, for when nothing arrives: NACK retries and give-ups,
+        transport-cc feedback that is due. Call it from the draining thread only (every ~20 ms)."""
+        with nogil:
+            self._feedback(now_ns(), 0)
+            self._flush()
+
+    cdef void _feedback_tcc_all(self) noexcept nogil:
+        cdef int i
+        cdef CTransport *t
+        cdef int64_t now = now_ns()
+        for i in range(self.tcc_transports.n):
+            t = <CTransport *>self.tcc_transports.items[i]
+            if t.tcc.base < t.tcc.end:
+                self._send_tcc(t, now)
 
     # ---------------- the packet path (nogil) ----------------
 
@@ -415,8 +482,9 @@ cdef class NativeWorker:
         cdef CProducer *p
         cdef Vp8Desc vp8
         cdef Pending *e
-        cdef int st, i, key = 0, tid = -1, slot
+        cdef int st, i, key = 0, tid = -1, slot, lost
         cdef int64_t seq, ts
+        cdef uint32_t twseq
         if t.rx != NULL:
             st = srtp_unprotect(t.rx, buf, length)
             if st < 0:
@@ -429,6 +497,11 @@ cdef class NativeWorker:
             t.drops[drop_reason(st)] += 1
             self.drops[drop_reason(st)] += 1
             return 0
+        if t.tcc != NULL and rtp_ext_uint(buf, &h, t.ext.transport_cc, 2, &twseq) == ST_OK:
+            # every packet counts for the sender's estimate, probes on an unknown (RTX) SSRC too
+            if tcc_record(t.tcc, <uint16_t>twseq, now // 1000) == TCC_FULL:
+                self._send_tcc(t, now)
+                tcc_record(t.tcc, <uint16_t>twseq, now // 1000)
         p = <CProducer *>map_get(&self.producers, h.ssrc)
         if p == NULL:
             t.drops[DROP_UNKNOWN_SSRC] += 1
@@ -441,6 +514,7 @@ cdef class NativeWorker:
             return 0
         p.c.packets_in += 1
         p.c.bytes_in += length
+        t.tcc_media_ssrc = p.ssrc
         if not p.have_seq:
             p.have_seq = 1
             p.ext_seq = (<int64_t>1 << 32) + h.seq
@@ -461,10 +535,24 @@ cdef class NativeWorker:
                     p.consumers[i].resync = 1
                 for i in range(HIST_SLOTS):
                     p.hist_seq[i] = -1
+                p.nnack = 0
                 self._event(EV_PRODUCER_RESTART, t.id, h.ssrc, 0, NULL, NULL, NULL)
             elif seq > p.ext_seq:
+                if seq > p.ext_seq + 1 and nack_enabled(p.codec):
+                    # a gap: NACKed at the end of this batch unless reordering fills it first
+                    lost = nack_add_gap(p.nack, &p.nnack, p.ext_seq + 1, seq, now)
+                    if lost:
+                        p.nack_gave_up += lost
+                        self._request_keyframe(p, now)
+                    if p.nnack and not p.nack_listed and plist_add(&self.nack_producers, p) == 0:
+                        p.nack_listed = 1
                 p.ext_seq = seq
                 p.ext_ts = ts
+            elif seq < p.ext_seq and p.nnack:
+                # late (reordered or a retransmission on the same SSRC): forwarded below like any
+                # packet, with the consumers' mapped seq (out = in + offset)
+                if nack_arrived(p.nack, &p.nnack, seq) > 0:
+                    p.nack_recovered += 1
         if p.codec == CODEC_VP8:
             if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
                 key = vp8.keyframe
@@ -605,6 +693,7 @@ cdef class NativeWorker:
             rtt = mid - r.lsr - r.dlsr
             if rtt < (<uint32_t>1 << 31):
                 c.rtt_ms = rtt * 1000.0 / 65536.0
+                t.rtt_ms = c.rtt_ms
 
     cdef void _rtcp(self, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
         cdef int st, off = 0, count, pt, blen, i, n
@@ -670,6 +759,77 @@ cdef class NativeWorker:
                     c.plis += 1
                     self._request_keyframe(c.producer, now)
 
+    cdef void _send_tcc(self, CTransport *t, int64_t now) noexcept nogil:
+        """Report every arrival the transport holds (one or more feedback packets)."""
+        cdef uint8_t *b
+        cdef int n, rep
+        while t.tcc.base < t.tcc.end:
+            b = self._out_slot()
+            n = tcc_build(t.tcc, b, TCC_MAX_FB, self.rtcp_ssrc, t.tcc_media_ssrc, &rep)
+            if n <= 0:
+                break
+            if not t.bound:
+                continue          # nowhere to send: forgotten all the same
+            if t.tx != NULL:
+                n = srtcp_protect(t.tx, b, n, SLOT)
+                if n < 0:
+                    t.drops[drop_reason(n)] += 1
+                    continue
+            self._queue(n, &t.addr)
+            t.c.packets_out += 1
+            t.c.bytes_out += n
+            t.tcc_feedback_sent += 1
+            t.tcc_packets_reported += rep
+        t.tcc_last_fb_ns = now
+
+    cdef void _send_nacks(self, CProducer *p, int64_t now) noexcept nogil:
+        """NACK what is due, give up on what expired (then a key frame request lets consumers
+        recover)."""
+        cdef int64_t seqs[NACK_MAX]
+        cdef int64_t retry = NACK_MIN_RETRY_NS
+        cdef CTransport *t = p.transport
+        cdef int nseq, gave_up, n
+        cdef uint8_t *b
+        if t.rtt_ms * 1000000.0 > retry:
+            retry = <int64_t>(t.rtt_ms * 1000000.0)
+        gave_up = nack_due(p.nack, &p.nnack, now, retry, seqs, &nseq)
+        if nseq and t.bound:
+            b = self._out_slot()
+            n = rtcp_write_nack(b, self.rtcp_ssrc, p.ssrc, seqs, nseq)
+            if t.tx != NULL:
+                n = srtcp_protect(t.tx, b, n, SLOT)
+            if n > 0:
+                self._queue(n, &t.addr)
+                t.c.packets_out += 1
+                t.c.bytes_out += n
+                p.nacks_sent += 1
+                p.nack_seqs_requested += nseq
+            else:
+                t.drops[drop_reason(n)] += 1
+        if gave_up:
+            p.nack_gave_up += gave_up
+            if p.codec == CODEC_VP8 or p.codec == CODEC_H264:
+                self._request_keyframe(p, now)
+
+    cdef void _feedback(self, int64_t now, int force_tcc) noexcept nogil:
+        """Upstream feedback of the draining thread: NACKs due, transport-cc every TCC_INTERVAL_NS."""
+        cdef int i
+        cdef CTransport *t
+        cdef CProducer *p
+        i = 0
+        while i < self.nack_producers.n:
+            p = <CProducer *>self.nack_producers.items[i]
+            self._send_nacks(p, now)
+            if p.nnack == 0:
+                p.nack_listed = 0
+                plist_del(&self.nack_producers, p)    # the last item moves to i
+            else:
+                i += 1
+        for i in range(self.tcc_transports.n):
+            t = <CTransport *>self.tcc_transports.items[i]
+            if t.tcc.base < t.tcc.end and (force_tcc or now - t.tcc_last_fb_ns >= TCC_INTERVAL_NS):
+                self._send_tcc(t, now)
+
     cdef void _flush_recorded(self, int64_t t0) noexcept nogil:
         """Flush, then count each RTP packet whose fan-out is complete at its receive-to-sent latency."""
         cdef int64_t bucket
@@ -732,6 +892,7 @@ cdef class NativeWorker:
                 else:
                     self.drops[DROP_NOT_MEDIA] += 1
             self._fanout_pending(t0)
+            self._feedback(now_ns(), 0)
             self._flush_recorded(t0)
         return total
 

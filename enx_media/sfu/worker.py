@@ -15,6 +15,10 @@ from enx_media._native import _core
 
 log = logging.getLogger(__name__)
 
+# NACK retries to publishers (max(20 ms, RTT) apart) and transport-cc feedback need a clock when nothing
+# arrives; the drain handles them too while packets flow
+TIMER_INTERVAL_S = 0.02
+
 ControlHandler = Callable[[bytes, tuple], None]
 EventHandler = Callable[[tuple], None]
 
@@ -23,13 +27,15 @@ class Worker:
     """One UDP socket and its forwarding state (transports, producers, consumers)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, buffer_bytes: int = 8 * 1024 * 1024,
-                 on_control: Optional[ControlHandler] = None, on_event: Optional[EventHandler] = None):
-        self.native = _core.NativeWorker(host, port, buffer_bytes)
+                 on_control: Optional[ControlHandler] = None, on_event: Optional[EventHandler] = None,
+                 fanout_threads: int = 1):
+        self.native = _core.NativeWorker(host, port, buffer_bytes, fanout_threads=fanout_threads)
         self.on_control = on_control
         self.on_event = on_event
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
 
     # control actions delegate to the native worker
     @property
@@ -75,6 +81,10 @@ class Worker:
     def request_keyframe(self, producer) -> bool:
         return self.native.request_keyframe(producer)
 
+    def run_timers(self) -> None:
+        """Upstream feedback that is due (NACK retries, transport-cc); from the draining thread only."""
+        self.native.run_timers()
+
     def send(self, data: bytes, addr: tuple) -> None:
         self.native.send(data, addr[0], addr[1])
 
@@ -86,6 +96,7 @@ class Worker:
     def poll_once(self, timeout_ms: int = 0) -> int:
         """Wait up to timeout_ms, drain, dispatch; returns how many control datagrams/events came up."""
         if timeout_ms and not self.native.wait(timeout_ms):
+            self.native.run_timers()
             return 0
         control, events = self.native.drain()
         self._dispatch(control, events)
@@ -107,10 +118,12 @@ class Worker:
 
         def run():
             while not self._stop.is_set():
-                if self.native.wait(50):
+                if self.native.wait(int(TIMER_INTERVAL_S * 1000)):
                     control, events = self.native.drain()
                     if control or events:
                         self._dispatch(control, events)
+                else:
+                    self.native.run_timers()
 
         self._thread = threading.Thread(target=run, name="enx-media-worker", daemon=True)
         self._thread.start()
@@ -119,6 +132,13 @@ class Worker:
         """Drain from an asyncio loop whenever the socket is readable (no extra thread)."""
         self._loop = loop
         loop.add_reader(self.native.fileno(), self._on_readable)
+        self._timer = loop.call_later(TIMER_INTERVAL_S, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self._loop is None:
+            return
+        self.native.run_timers()
+        self._timer = self._loop.call_later(TIMER_INTERVAL_S, self._on_timer)
 
     def _on_readable(self) -> None:
         control, events = self.native.drain()
@@ -128,6 +148,9 @@ class Worker:
         if self._loop is not None:
             self._loop.remove_reader(self.native.fileno())
             self._loop = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
