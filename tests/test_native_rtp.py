@@ -183,12 +183,19 @@ def test_rtcp_writers_parse_in_aiortc(ssrc, ntp, ts, pc, oc, lost):
 
 
 def test_rtcp_transport_cc_header():
-    fci = (1000).to_bytes(2, "big") + (5).to_bytes(2, "big") + b"\x00\x01\x02" + b"\x07" + b"\x20\x05" + b"\x00\x00"
+    # one run-length chunk: 5 x "received, small delta", then the 5 one-byte deltas (+ 1 byte to align)
+    fci = (1000).to_bytes(2, "big") + (5).to_bytes(2, "big") + b"\x00\x01\x02" + b"\x07" + b"\x20\x05" \
+        + bytes([1, 2, 3, 4, 5]) + b"\x00"
     body = (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + fci
     data = bytes([0x8f, 205]) + (len(body) // 4).to_bytes(2, "big") + body
     (p,) = _core.parse_rtcp(data)
     assert (p["type"], p["base_seq"], p["status_count"], p["reference_time"], p["fb_pkt_count"]) == \
         ("transport_cc", 1000, 5, 0x000102, 7)
+    assert p["statuses"] == [1] * 5 and p["deltas"] == [1, 2, 3, 4, 5]
+    # the same with two deltas missing (3 bytes of RTCP padding instead) is malformed
+    short = bytes([0xaf, 205, 0, 6]) + body[:18] + bytes([1, 2, 3]) + b"\x00\x00\x03"
+    with pytest.raises(ValueError, match="transport-cc"):
+        _core.parse_rtcp(short)
 
 
 @pytest.mark.parametrize("data,why", [

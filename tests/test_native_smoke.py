@@ -16,11 +16,15 @@ def test_every_class_and_function():
     c = w.create_consumer(t, p, 2, 111, 48000)
     assert isinstance(c, _core.Consumer) and p.stats["consumers"] == 1 and c.stats["packets_out"] == 0
     assert w.drain() == ([], []) and w.wait(0) is False
+    w.send_transport_feedback()
+    w.run_timers()
+    assert t.stats["tcc_feedback_sent"] == 0 and p.stats["nacks_sent"] == 0 and p.stats["nack_gave_up"] == 0
     assert w.latency_histogram() == {}
     w.close_transport(t)
     assert w.stats["consumers"] == 0 and w.stats["producers"] == 0 and w.stats["transports"] == 0
     for fn in ("parse_rtp", "write_rtp", "pack_header_extensions", "parse_rtcp", "write_sr", "write_rr",
                "write_nack", "write_pli", "write_fir", "write_remb", "parse_vp8_descriptor", "is_keyframe",
-               "split_keying_material", "keying_material_length", "raw_sendmmsg_baseline"):
+               "split_keying_material", "keying_material_length", "raw_sendmmsg_baseline",
+               "build_transport_feedback"):
         assert callable(getattr(_core, fn))
     assert sfu.Worker and sfu.Transport is _core.Transport
