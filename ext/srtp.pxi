@@ -22,12 +22,18 @@ PROFILES = {"AES_CM_128_HMAC_SHA1_80": SRTP_AES128_CM_SHA1_80, "AEAD_AES_128_GCM
 PROFILE_KEY_SALT = {"AES_CM_128_HMAC_SHA1_80": (16, 14), "AEAD_AES_128_GCM": (16, 12),
                     "AEAD_AES_256_GCM": (32, 12)}
 
+cdef enum:
+    # RTP replay window (RFC 3711 §3.3.2 asks for >= 64): 1024 like libwebrtc's receivers, so that a
+    # NACKed retransmission of a busy video stream (a key frame is ~100 packets) is not "too old"
+    REPLAY_WINDOW = 1024
+    REPLAY_WORDS = REPLAY_WINDOW // 64
+
 cdef struct SrtpStream:
     uint32_t ssrc
     int have_seq
     uint32_t roc
     uint16_t s_l              # highest sequence number seen (RFC 3711 §3.3.1)
-    uint64_t replay           # bit i: index (highest - i) authenticated (§3.3.2)
+    uint64_t replay[REPLAY_WORDS]   # bit (index % REPLAY_WINDOW): that index authenticated (§3.3.2)
     int have_rtcp
     uint32_t rtcp_index       # sender: last used; receiver: highest seen (separate contexts)
     uint64_t rtcp_replay
@@ -166,23 +172,42 @@ cdef inline uint64_t _estimate_index(SrtpStream *s, uint16_t seq) noexcept nogil
     return (<uint64_t>(<uint32_t>v) << 16) | seq
 
 
+cdef inline void _replay_mark(uint64_t *w, uint64_t index, int on) noexcept nogil:
+    cdef uint64_t bit = (<uint64_t>1) << (index & 63)
+    cdef int k = <int>((index >> 6) & (REPLAY_WORDS - 1))
+    if on:
+        w[k] |= bit
+    else:
+        w[k] &= ~bit
+
+
 cdef inline void _advance(SrtpStream *s, uint64_t index) noexcept nogil:
     cdef uint64_t highest = (<uint64_t>s.roc << 16) | s.s_l
-    cdef uint64_t d
+    cdef uint64_t d, i
     if not s.have_seq:
         s.have_seq = 1
-        s.replay = 1
+        memset(s.replay, 0, sizeof(s.replay))
     elif index > highest:
         d = index - highest
-        if d < 64:
-            s.replay = (s.replay << d) | 1
+        if d >= REPLAY_WINDOW:
+            memset(s.replay, 0, sizeof(s.replay))
         else:
-            s.replay = 1
+            for i in range(1, d):       # the indexes skipped leave the window's oldest positions
+                _replay_mark(s.replay, highest + i, 0)
     else:
-        s.replay |= (<uint64_t>1) << (highest - index)
+        _replay_mark(s.replay, index, 1)
         return
+    _replay_mark(s.replay, index, 1)
     s.roc = <uint32_t>(index >> 16)
     s.s_l = index & 0xffff
+
+
+cdef inline int _rtp_replayed(const uint64_t *w, uint64_t highest, uint64_t index) noexcept nogil:
+    if index > highest:
+        return 0
+    if highest - index >= REPLAY_WINDOW:
+        return 1                   # too old to tell: treated as a replay (§3.3.2)
+    return (w[(index >> 6) & (REPLAY_WORDS - 1)] >> (index & 63)) & 1
 
 
 cdef inline int _replayed(uint64_t mask, uint64_t highest, uint64_t index) noexcept nogil:
@@ -338,7 +363,7 @@ cdef int srtp_unprotect(SrtpCtx *c, uint8_t *buf, int length) noexcept nogil:
     if s == NULL:
         return ST_TOO_MANY_STREAMS
     index = _estimate_index(s, h.seq)
-    if s.have_seq and _replayed(s.replay, (<uint64_t>s.roc << 16) | s.s_l, index):
+    if s.have_seq and _rtp_replayed(s.replay, (<uint64_t>s.roc << 16) | s.s_l, index):
         c.replayed += 1
         return ST_REPLAY
     if c.profile == SRTP_AES128_CM_SHA1_80:

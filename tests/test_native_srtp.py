@@ -93,3 +93,31 @@ def test_keying_material_split():
     assert _core.keying_material_length("AES_CM_128_HMAC_SHA1_80") == 60
     with pytest.raises(ValueError):
         _core.SrtpContext("AEAD_AES_128_GCM", b"x" * 15, b"y" * 12)
+
+
+@pytest.mark.parametrize("name,prof,kl,sl", PROFILES)
+def test_rtp_replay_window_is_1024(name, prof, kl, sl):
+    """A NACKed retransmission hundreds of packets late still passes; one seen before, or older than the
+    window, does not (across the 16-bit wrap)."""
+    key, salt = os.urandom(kl), os.urandom(sl)
+    lib_tx = libsrtp(prof, key, salt, True)
+    rx = _core.SrtpContext(name, key, salt)
+    held = {}
+    for s in range(64000, 64000 + 1600):
+        p = lib_tx.protect(rtp(s & 0xFFFF))
+        if s in (64000 + 100, 64000 + 1000, 64000 + 1400):
+            held[s] = p                      # "lost" on the way
+        else:
+            rx.unprotect(p)
+            if s == 64000 + 900:
+                held["seen"] = p
+    # highest is 65599 (wrapped): 1400 is 200 behind, 1000 is 600 behind, 100 is 1500 behind
+    assert rx.unprotect(held[64000 + 1400]) == rtp((64000 + 1400) & 0xFFFF)
+    assert rx.unprotect(held[64000 + 1000]) == rtp((64000 + 1000) & 0xFFFF)
+    with pytest.raises(ValueError, match="replay"):
+        rx.unprotect(held[64000 + 1000])
+    with pytest.raises(ValueError, match="replay"):
+        rx.unprotect(held["seen"])
+    with pytest.raises(ValueError, match="replay"):
+        rx.unprotect(held[64000 + 100])
+    assert rx.stats["replayed"] == 3
