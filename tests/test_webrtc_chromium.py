@@ -61,6 +61,14 @@ def test_chromium_publishes_and_subscribes(node, creds):
             audio = await watcher.wait_track(await watcher.wait_stream(chrome_id, "audio"))
             assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
 
+            # The node's transport-cc feedback lets Chromium's bandwidth estimate leave its 300 kbit/s start.
+            estimate = 0
+            for _ in range(30):
+                estimate = await page.evaluate("window.enxDemo.room.outgoingBitrate()")
+                if estimate > 1_000_000:
+                    break
+                await asyncio.sleep(0.5)
+            assert estimate > 1_000_000, f"publisher bandwidth estimate stuck at {estimate} bit/s"
             # Chromium subscribes: an aiortc publisher's frames are decoded in the page (getStats).
             await watcher.publish([ColorTrack(COLORS[1]), ToneTrack()])
             await page.wait_for_function("window.enxDemo.framesDecoded > 10", timeout=20000)

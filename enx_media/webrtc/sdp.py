@@ -17,9 +17,10 @@ HEADER_EXTENSIONS = {
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": "transport_cc",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level": "audio_level",
 }
-# transport-cc is read but not negotiated: the node does not generate transport-cc feedback yet, and a
-# sender that negotiated it would stop honouring REMB (send-side BWE).
-NEGOTIATED_EXTENSIONS = {uri for uri, name in HEADER_EXTENSIONS.items() if name != "transport_cc"}
+# All of them are negotiated on the publish side. transport-cc matters most: the native core answers it
+# with transport-wide feedback, from which the sender estimates its bandwidth (send-side BWE); without any
+# feedback a browser stays at its 300 kbit/s start rate.
+NEGOTIATED_EXTENSIONS = set(HEADER_EXTENSIONS)
 
 # The payload types the node uses in the offers it writes (subscribe transport).
 NODE_CODECS = {
@@ -130,7 +131,7 @@ def _choose_codec(m) -> tuple[str, int, str, str | None, list[str]] | None:
             fb = []
             for f in c.rtcpFeedback:
                 text = f.type + (f" {f.parameter}" if f.parameter else "")
-                if text in ("nack", "nack pli", "ccm fir", "goog-remb"):
+                if text in ("nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"):
                     fb.append(text)
             return name, c.payloadType, rtpmap, fmtp, fb
     return None
