@@ -14,9 +14,11 @@ node's offers. No STUN server is configured: the node announces a host candidate
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import websockets
@@ -24,6 +26,28 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _server_validators() -> dict:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "signaling.schema.json").read_text())
+    out = {}
+    for name, sub in schema["$defs"].items():
+        if name.startswith("server_"):
+            out[sub["properties"]["type"]["const"]] = jsonschema.Draft202012Validator({**sub, "$defs": schema["$defs"]})
+    return out
+
+
+def schema_problems(message: Any) -> list[str]:
+    """What is wrong with a node-to-client message according to api/signaling.schema.json."""
+    if not isinstance(message, dict):
+        return ["not an object"]
+    validator = _server_validators().get(message.get("type"))
+    if validator is None:
+        return [f"unknown message type {message.get('type')!r}"]
+    return [f"{message.get('type')}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(message)]
 
 
 class SignalingError(Exception):
@@ -43,8 +67,11 @@ def use_loopback_candidates() -> None:
 
 
 class RoomClient:
-    def __init__(self, url: str, token: str, *, loopback: bool = True, timeout: float = 20.0):
+    def __init__(self, url: str, token: str, *, loopback: bool = True, timeout: float = 20.0,
+                 validate: bool = False):
         self.url = url
+        self.validate = validate
+        self.protocol_errors: list[str] = []   # with validate=True: messages that broke the schema
         self.token = token
         self.timeout = timeout
         if loopback:
@@ -78,6 +105,8 @@ class RoomClient:
         try:
             async for text in self.ws:
                 msg = json.loads(text)
+                if self.validate:
+                    self.protocol_errors += schema_problems(msg)
                 waiter = self._waiters.pop(msg.get("id"), None) if "id" in msg else None
                 if waiter is not None and not waiter.done():
                     if msg.get("type") == "error":

@@ -36,11 +36,14 @@ Close = Callable[[int, str], Awaitable[None]]
 
 
 def _load_validators() -> tuple[dict[str, jsonschema.protocols.Validator], set[str]]:
+    """One validator per client message type, so an error names the field, not "no oneOf matched"."""
     schema = json.loads(SCHEMA_PATH.read_text())
     validators = {}
     for name, sub in schema["$defs"].items():
-        msg_type = sub["properties"]["type"]["const"]
-        validators[msg_type] = jsonschema.Draft202012Validator(sub)
+        msg_type = sub.get("properties", {}).get("type", {}).get("const")
+        if msg_type is None or name.startswith("server_"):
+            continue
+        validators[msg_type] = jsonschema.Draft202012Validator({**sub, "$defs": schema["$defs"]})
     return validators, set(validators)
 
 

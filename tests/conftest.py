@@ -116,3 +116,14 @@ def make_room(api: httpx.Client, **body) -> dict:
     r = api.post("/rooms", json=body)
     assert r.status_code == 201, r.text
     return r.json()["room"]
+
+
+@pytest.fixture(autouse=True)
+def _signaling_messages_follow_the_schema():
+    import media_util
+
+    media_util.CLIENTS.clear()
+    yield
+    problems = [p for c in media_util.CLIENTS for p in c.protocol_errors]
+    media_util.CLIENTS.clear()
+    assert not problems, problems

@@ -13,6 +13,10 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from enx_media.client import RoomClient
 
+# Every client a test makes through Api checks each message from the node against
+# api/signaling.schema.json; conftest fails the test if any broke it.
+CLIENTS: list[RoomClient] = []
+
 COLORS = [(230, 30, 30), (30, 200, 40), (40, 60, 230), (220, 200, 20), (200, 40, 200), (20, 200, 200)]
 
 
@@ -96,7 +100,12 @@ class Api:
         return r.json()["token"]
 
     def client(self, room_id: str, user: str, role: str) -> RoomClient:
-        return RoomClient(self.ws_url, self.token(room_id, user, role))
+        return self.client_for(self.token(room_id, user, role))
+
+    def client_for(self, token: str) -> RoomClient:
+        c = RoomClient(self.ws_url, token, validate=True)
+        CLIENTS.append(c)
+        return c
 
     def metrics(self) -> str:
         return httpx.get(self.node.base + "/metrics").text

@@ -12,7 +12,7 @@ import websockets
 from aioice import stun
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from enx_media.client import RoomClient, SignalingError
+from enx_media.client import RoomClient, SignalingError, schema_problems
 from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
 
 
@@ -29,6 +29,7 @@ async def raw(api, messages, *, expect=1):
         try:
             while len(replies) < expect:
                 replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                assert not schema_problems(replies[-1]), schema_problems(replies[-1])
         except websockets.ConnectionClosed:
             pass
     return replies
@@ -68,9 +69,9 @@ def test_token_reuse(node, creds):
     token = api.token(room["room_id"], "u1", "participant")
 
     async def scenario():
-        first = RoomClient(api.ws_url, token)
+        first = api.client_for(token)
         await first.join()
-        second = RoomClient(api.ws_url, token)
+        second = api.client_for(token)
         with pytest.raises(SignalingError) as again:
             await second.join()
         assert again.value.code == 4009
@@ -79,12 +80,12 @@ def test_token_reuse(node, creds):
         keeper = api.client(room["room_id"], "keeper", "participant")
         await keeper.join()
         await first.leave()
-        back = RoomClient(api.ws_url, token)
+        back = api.client_for(token)
         await back.join()
         await back.leave()
         await keeper.leave()
         # The session is over: the token was single-use for it.
-        late = RoomClient(api.ws_url, token)
+        late = api.client_for(token)
         with pytest.raises(SignalingError) as used:
             await late.join()
         assert used.value.code == 4009
@@ -459,3 +460,10 @@ def test_dead_peer_times_out_on_consent(tmp_path):
         run(scenario())
     finally:
         node.stop()
+
+
+def test_schema_checker_rejects_wrong_messages():
+    assert schema_problems({"type": "pong", "t": 1.0}) == []
+    assert schema_problems({"type": "joined"})            # required fields missing
+    assert schema_problems({"type": "pong", "t": 1, "extra": 1})
+    assert schema_problems({"type": "no-such-event"})
