@@ -52,7 +52,7 @@ def _int(value: Any, field: str) -> int:
         return int(value)
     if isinstance(value, str):
         text = value.strip()
-        if text[:1] in "+-":
+        if text and text[0] in "+-":
             sign, digits = text[0], text[1:]
         else:
             sign, digits = "", text
@@ -346,6 +346,12 @@ def merge_patch(room: Room, patch: Any) -> dict[str, Any]:
         settings.pop("duration", None)
     if "mode" in patch:
         settings.pop("mode", None)
+    new_mode = patch.get("mode", patch_settings.get("mode"))
+    if new_mode is not None and new_mode != room.mode:
+        # Seats and talkers were sized for the old mode's cap: size them anew unless the patch says.
+        for key in ("participants", "max_active_talkers"):
+            if key not in patch_settings:
+                settings.pop(key, None)
     if "auto_record" in patch_settings:
         settings.pop("auto_recording", None)
     settings.update(patch_settings)

@@ -41,6 +41,13 @@ class SessionStore:
                 db.execute("DELETE FROM rooms WHERE room_id=?", (row["room_id"],))
                 db.execute("UPDATE tokens SET revoked=? WHERE room_id=? AND revoked IS NULL", (t, row["room_id"]))
 
+    def discard(self, session_id: str) -> None:
+        """Forget a session nobody ended up joining (its first join was refused)."""
+        with self.store.transaction() as db:
+            if db.execute("SELECT count(*) FROM participants WHERE session_id=?", (session_id,)).fetchone()[0]:
+                return
+            db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+
     def participant_joined(self, session_id: str, participant_id: str, user_ref: str, name: str, role: str,
                            token_id: str) -> None:
         self.store.execute(

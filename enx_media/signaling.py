@@ -118,8 +118,14 @@ class RoomRuntime:
         self.floor_requests: set[str] = set()
         self.ended = False
         self.timer: asyncio.Task | None = None
-        if room.duration_s:
-            self.timer = asyncio.get_running_loop().create_task(self._duration_limit(room.duration_s))
+        # A scheduled room's session ends with its window; any other ends `duration` after it started.
+        limit = room.window[1] - time.time() if room.window else room.duration_s
+        if limit:
+            self.timer = asyncio.get_running_loop().create_task(self._duration_limit(max(1, int(limit))))
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None and asyncio.current_task() is not self.timer:
+            self.timer.cancel()
 
     async def broadcast(self, message: dict, *, exclude: str | None = None,
                         only: set[str] | None = None) -> None:
@@ -164,7 +170,6 @@ class SignalingHub:
         self.server = server
         self.sessions = SessionStore(engine.store, engine.rooms)
         self.rooms: dict[str, RoomRuntime] = {}
-        self._lock = asyncio.Lock()
         if server is not None:
             server.event_handlers.append(self._on_media_event)
 
@@ -175,8 +180,7 @@ class SignalingHub:
         if runtime.ended:
             return
         runtime.ended = True
-        if runtime.timer and asyncio.current_task() is not runtime.timer:
-            runtime.timer.cancel()
+        runtime.cancel_timer()
         await runtime.broadcast({"type": "session-ended", "reason": reason})
         for p in list(runtime.participants.values()):
             await self._drop_participant(runtime, p, f"session-ended:{reason}", announce=False)
@@ -187,42 +191,48 @@ class SignalingHub:
 
     # -- join / leave ---------------------------------------------------------------------------------
     async def join(self, conn: "Connection", token: str, room_id: str | None = None) -> tuple[RoomRuntime, Participant]:
+        # No await from here to the end: the checks and the bookkeeping happen as one step of the loop.
         claims = self.engine.tokens.verify(token, room_id=room_id)
         room = self.engine.rooms.find(claims.room_id)
         if room is None:
             raise E.TokenRevoked("the token's room no longer exists")
         window = room.window
-        if window is not None:
-            start, end = window
-            now = time.time()
-            if now < start - self.engine.settings.scheduled_token_lead or now >= end:
-                raise E.TokenOutsideWindow("this scheduled room is not open now")
-        async with self._lock:
-            runtime = self.rooms.get(room.room_id)
-            if runtime is None:
-                session_id = self.sessions.start(room)
-                runtime = RoomRuntime(self, room, session_id)
-                self.rooms[room.room_id] = runtime
+        if window is not None and not window[0] <= time.time() < window[1]:
+            # DESIGN: joins outside a scheduled room's window are refused (tokens come a little earlier).
+            raise E.TokenOutsideWindow("this scheduled room is not open now")
+        runtime = self.rooms.get(room.room_id)
+        if runtime is not None:
+            runtime.room = room  # settings changed by a PATCH apply to the next join
             for p in runtime.participants.values():
                 if p.token_id == claims.token_id:
                     raise E.TokenAlreadyUsed("this token is in use by a connected participant")
-            self._check_capacity(runtime, claims.role)
+        self._check_capacity(room, runtime.participants if runtime else {}, claims.role)
+        created = runtime is None
+        if created:
+            runtime = RoomRuntime(self, room, self.sessions.start(room))
+            self.rooms[room.room_id] = runtime
+        try:
             self.engine.tokens.claim_for_session(claims, runtime.session_id)
-            p = Participant(secrets.token_hex(6), claims.user_ref, claims.name or claims.user_ref, claims.role,
-                            claims.token_id, conn)
-            runtime.participants[p.participant_id] = p
-            self.sessions.participant_joined(runtime.session_id, p.participant_id, p.user_ref, p.name, p.role,
-                                             claims.token_id)
+        except E.EnxError:
+            if created:  # nobody joined: no session happened
+                self.rooms.pop(room.room_id, None)
+                runtime.cancel_timer()
+                self.sessions.discard(runtime.session_id)
+            raise
+        p = Participant(secrets.token_hex(6), claims.user_ref, claims.name or claims.user_ref, claims.role,
+                        claims.token_id, conn)
+        runtime.participants[p.participant_id] = p
+        self.sessions.participant_joined(runtime.session_id, p.participant_id, p.user_ref, p.name, p.role,
+                                         claims.token_id)
         log.info("joined room=%s participant=%s role=%s", room.room_id, p.participant_id, p.role)
         return runtime, p
 
-    def _check_capacity(self, runtime: RoomRuntime, role: str) -> None:
-        room = runtime.room
+    def _check_capacity(self, room: Room, present: dict[str, Participant], role: str) -> None:
         cap = MODE_CAPACITY[room.mode]
-        if len(runtime.participants) >= cap:
+        if len(present) >= cap:
             raise E.CapacityExceeded(f"{room.mode} rooms hold at most {cap} people and this one is full")
-        moderators = sum(1 for p in runtime.participants.values() if p.role == "moderator")
-        others = len(runtime.participants) - moderators
+        moderators = sum(1 for p in present.values() if p.role == "moderator")
+        others = len(present) - moderators
         if role == "moderator" and moderators >= room.settings["moderators"]:
             raise E.CapacityExceeded(f"this room admits {room.settings['moderators']} moderator(s)")
         if role != "moderator" and others >= room.settings["participants"]:
@@ -271,6 +281,8 @@ class SignalingHub:
             offer = sdp_mod.parse(offer_sdp, "offer")
         except sdp_mod.SdpError as exc:
             raise E.ValidationFailed(str(exc)) from None
+        if offer.setup not in (None, "actpass", "active"):
+            raise E.ValidationFailed("the offer must let the node be the DTLS server (a=setup:actpass or active)")
         accepted: dict[str, bool] = {}
         ext_ids: dict[str, int] = {}
         kinds_seen: set[str] = set()
@@ -298,7 +310,7 @@ class SignalingHub:
 
     async def _publish_connected(self, runtime: RoomRuntime, p: Participant, t: WebRtcTransport,
                                  pending: list[Stream]) -> None:
-        if p.participant_id not in runtime.participants:
+        if runtime.ended or p.participant_id not in runtime.participants or t.state != "connected":
             return
         for s in pending:
             runtime.streams[s.stream_id] = s
@@ -341,10 +353,12 @@ class SignalingHub:
             if unknown:
                 raise E.NotFound(f"not your stream(s): {', '.join(sorted(unknown))}")
             own = [s for s in own if s.stream_id in stream_ids]
+        emptied = {id(s.transport): s.transport for s in own}
         for s in own:
             await self._remove_stream(runtime, s, announce=True)
-        for t in list(p.publish_transports):
-            if not any(s.transport is t for s in runtime.streams.values()):
+        # Close the transports this call emptied; one still connecting (its streams not yet live) stays.
+        for t in emptied.values():
+            if t in p.publish_transports and not any(x.transport is t for x in runtime.streams.values()):
                 p.publish_transports.remove(t)
                 t.on_closed = None
                 t.close("unpublished")
@@ -382,8 +396,8 @@ class SignalingHub:
             p.subscribe_transport = None
             p.subscribed.clear()
             p.offer_pending = False
-        await p.connection.send({"type": "error", "code": E.Conflict.code, "error": "transport closed",
-                                 "desc": f"{t.direction} transport closed: {reason}", "transport": t.direction})
+        await p.connection.error(E.Conflict(f"{t.direction} transport closed: {reason}", reason="transport closed"),
+                                 transport=t.direction)
 
     # -- subscribe ------------------------------------------------------------------------------------
     async def subscribe(self, runtime: RoomRuntime, p: Participant, stream_ids: list[str] | None) -> None:
@@ -407,7 +421,7 @@ class SignalingHub:
 
     async def _update_subscription(self, runtime: RoomRuntime, p: Participant, force: bool = False) -> None:
         """Bring p's subscribe transport in line with the streams it wants; send a new offer if needed."""
-        if self.server is None or (not p.follow_all and not p.wanted and not p.subscribed):
+        if self.server is None or runtime.ended or (not p.follow_all and not p.wanted and not p.subscribed):
             return
         if p.offer_pending:
             p.renegotiate = True
@@ -415,8 +429,8 @@ class SignalingHub:
         have = {sm.stream.stream_id for sm in p.subscribed if sm.media.active}
         added = [s for s in self._wanted_streams(runtime, p) if s.stream_id not in have]
         dropped = any(sm.offered_active and not sm.media.active for sm in p.subscribed)
-        if not (added or dropped or force):
-            return
+        if not (added or dropped or force) or not (added or p.subscribed):
+            return  # nothing to offer yet: the first stream-added brings the first offer
         if p.subscribe_transport is None:
             t = self.server.create_transport("subscribe")
             p.subscribe_transport = t
@@ -427,8 +441,6 @@ class SignalingHub:
             media = sdp_mod.OutgoingMedia(str(p.next_mid), s.kind, s.codec, ssrc, s.participant_id, s.stream_id)
             p.next_mid += 1
             p.subscribed.append(SubscribedMedia(media, s))
-        if not p.subscribed:
-            return
         for sm in p.subscribed:
             sm.offered_active = sm.media.active
         t = p.subscribe_transport
@@ -622,10 +634,20 @@ class Connection:
         if self.closed:
             return
         if self._outbox.qsize() >= self.MAX_QUEUED:
+            # Its writer is stuck on a socket nobody reads: stop it, free the seat now, close the socket.
             log.warning("dropping a client that does not read its messages")
-            await self.close(4009, "too slow")
+            self.closed = True
+            self._writer.cancel()
+            asyncio.ensure_future(self._drop_slow())
             return
         self._outbox.put_nowait(message)
+
+    async def _drop_slow(self) -> None:
+        try:
+            await asyncio.wait_for(self._close(4009, "too slow"), 2)
+        except Exception:  # noqa: BLE001 - the socket may be wedged; leaving matters more
+            pass
+        await self.disconnected()
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:
@@ -639,9 +661,9 @@ class Connection:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             self._writer.cancel()
 
-    async def error(self, exc: E.EnxError, request_id: Any = None) -> None:
+    async def error(self, exc: E.EnxError, request_id: Any = None, **extra) -> None:
         self.errors += 1
-        msg = {"type": "error", "code": exc.code, "error": exc.reason, "desc": exc.desc}
+        msg = {"type": "error", "code": exc.code, "error": exc.reason, "desc": exc.desc, **extra}
         if request_id is not None:
             msg["id"] = request_id
         await self.send(msg)
@@ -702,7 +724,10 @@ class Connection:
             raise E.Conflict("send join first")
         if msg_type == "leave":
             await hub.leave(runtime, p, "left")
-            await self.send({"type": "ok", "id": msg.get("id"), "request": "leave"})
+            reply = {"type": "ok", "request": "leave"}
+            if "id" in msg:
+                reply["id"] = msg["id"]
+            await self.send(reply)
             await self.close(1000, "left")
             return None
         if msg_type == "publish":

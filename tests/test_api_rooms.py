@@ -45,6 +45,8 @@ def test_create_enablex_shape_with_strings(api):
     ({"name": "x", "settings": {"duration": 0}}, "settings.duration is in minutes"),
     ({"name": "x", "settings": {"duration": "1441"}}, "settings.duration is in minutes"),
     ({"name": "x", "settings": {"duration": "ten"}}, "must be an integer"),
+    ({"name": "x", "settings": {"moderators": ""}}, "must be an integer"),
+    ({"name": "x", "settings": {"moderators": "+"}}, "must be an integer"),
     ({"name": "x", "duration": 600, "settings": {"duration": 20}}, "disagree"),
     ({"name": "x", "colour": "red"}, "unknown field(s): colour"),
     ({"name": "x", "settings": {"auto_recordings": True}}, "unknown settings field(s): auto_recordings"),
@@ -91,10 +93,11 @@ def test_get_patch_delete(api):
     upd = r.json()["room"]
     assert upd["name"] == "after" and upd["settings"]["quality"] == "HD" and upd["duration"] == 900
     assert upd["data"] == {"a": 1} and upd["created"] == room["created"]
-    r = api.patch(f"/rooms/{rid}", json={"mode": "p2p"})
+    r = api.patch(f"/rooms/{rid}", json={"mode": "p2p", "settings": {"participants": 5}})
     assert r.status_code == 422 and "participants must be 0..2" in r.json()["desc"]
-    r = api.patch(f"/rooms/{rid}", json={"mode": "p2p", "settings": {"participants": 1, "max_active_talkers": 2}})
+    r = api.patch(f"/rooms/{rid}", json={"mode": "p2p"})  # seats sized anew for the new mode
     assert r.status_code == 200 and r.json()["room"]["mode"] == "p2p"
+    assert (r.json()["room"]["settings"]["participants"], r.json()["room"]["settings"]["max_active_talkers"]) == (1, 2)
     assert api.patch(f"/rooms/{rid}", json={}).status_code == 422
     assert api.patch(f"/rooms/{rid}", json={"bogus": 1}).status_code == 422
     # a failed patch changed nothing

@@ -157,3 +157,17 @@ def test_sdp_parser_only_raises_sdp_error(data):
         return
     sdp.write_answer(offer, ice_ufrag="u", ice_pwd="p" * 22, fingerprint="AA", ip="127.0.0.1", port=7882,
                      accepted={m.mid: m.codec is not None for m in offer.media})
+
+
+def test_dtls_before_the_peers_sdp_is_held_until_it_arrives():
+    server = WebRtcServer("127.0.0.1", 0)
+    t = server.create_transport("subscribe")
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = f"{t.ufrag}:zzzz"
+    msg.add_message_integrity(t.pwd.encode())
+    server._on_control(bytes(msg), ADDR)
+    hello = bytes([22, 0xfe, 0xff]) + bytes(10) + b"\x00\x10" + bytes(16)
+    server._on_control(hello, ADDR)
+    assert t.dtls is None and len(t.held_dtls) == 1   # no certificate check possible yet: wait
+    t.set_remote("zzzz", ("sha-256", ":".join(["00"] * 32)))
+    assert t.held_dtls == [] and t.dtls is not None    # handed to DTLS once the answer is read

@@ -33,6 +33,8 @@ from ..rooms import iso
 from ..signaling import JOIN_TIMEOUT
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_ERRORS_BEFORE_JOIN = 20
+DEMO_TOKENS_PER_MINUTE = 30
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +247,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     def ok(payload: dict[str, Any], status: int = 200) -> JSONResponse:
         return JSONResponse({"result": 0, **payload}, status_code=status)
 
+    def token_response(issued) -> JSONResponse:
+        metrics.tokens_issued.labels(issued.claims.role).inc()
+        return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
+                   "expires": iso(issued.claims.expires)})
+
     # -- endpoints ----------------------------------------------------------------------------------
     async def create_room(request: Request):
         app = authenticate(request)
@@ -284,10 +291,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def create_token(request: Request):
         app = authenticate(request)
         room = engine.rooms.get(app.app_id, request.path_params["room_id"])
-        issued = engine.tokens.issue(app, room, await read_json(request))
-        metrics.tokens_issued.labels(issued.claims.role).inc()
-        return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
-                   "expires": iso(issued.claims.expires)})
+        return token_response(engine.tokens.issue(app, room, await read_json(request)))
 
     async def revoke_token(request: Request):
         app = authenticate(request)
@@ -309,24 +313,31 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             await websocket.close(code, reason)
 
         conn = hub.connect(websocket.send_json, close)
+        peer_gone = False
+        join_deadline = time.monotonic() + JOIN_TIMEOUT
         try:
             while not conn.closed:
                 try:
-                    # A connection that never joins does not hold a socket for long.
-                    timeout = None if conn.participant is not None else JOIN_TIMEOUT
+                    # A connection that never joins holds a socket for JOIN_TIMEOUT at most, and a few
+                    # errors before joining end it.
+                    timeout = None if conn.participant is not None else max(0.0, join_deadline - time.monotonic())
                     message = await asyncio.wait_for(websocket.receive(), timeout)
                 except asyncio.TimeoutError:
                     await conn.error(E.Conflict("no join within %d s" % JOIN_TIMEOUT, reason="join timeout"))
                     await conn.close(4008, "join timeout")
                     break
                 if message["type"] == "websocket.disconnect":
+                    peer_gone = True
                     break
                 if message.get("text") is not None:
                     await conn.handle_text(message["text"])
                 else:
                     await conn.error(E.InvalidRequest("binary frames are not accepted; send JSON text"))
-            # Let queued messages (a last error, "removed", "session-ended") go out before the close.
-            await conn.flushed()
+                if conn.participant is None and conn.errors >= MAX_ERRORS_BEFORE_JOIN and not conn.closed:
+                    await conn.close(4008, "too many errors before join")
+            if not peer_gone:
+                # The node closes: let queued messages (an error, "removed", "session-ended") go first.
+                await conn.flushed()
         except WebSocketDisconnect:
             pass
         finally:
@@ -335,25 +346,34 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def demo_page(request: Request):
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
+    demo_issued: list[float] = []
+
     async def demo_token(request: Request):
-        """Tokens for the demo page: a person types a room ID and a name. Off unless settings.demo allows."""
+        """Tokens for the demo page: a person types a room ID and a name. Off unless settings.demo allows;
+        never a moderator token (moderators use a token from the REST API: /demo?token=...), and a few
+        per minute per node, since anyone who can reach the node can call it."""
         if not settings.demo_enabled:
             raise E.Forbidden("the demo token endpoint is off on this node (setting demo)")
+        now = time.monotonic()
+        demo_issued[:] = [t for t in demo_issued if now - t < 60]
+        if len(demo_issued) >= DEMO_TOKENS_PER_MINUTE:
+            raise E.Forbidden("too many demo tokens this minute", reason="rate limited")
         body = await read_json(request)
         if not isinstance(body, dict) or set(body) - {"room_id", "name", "role"}:
             raise E.ValidationFailed("expected {room_id, name, role}")
         room_id, name, role = body.get("room_id"), body.get("name"), body.get("role", "participant")
         if not isinstance(room_id, str) or not room_id or len(room_id) > 64:
             raise E.ValidationFailed("room_id is required")
+        if role not in ("participant", "viewer"):
+            raise E.ValidationFailed("the demo issues participant or viewer tokens; moderators open "
+                                     "/demo?token=<a moderator token from the REST API>")
         room = engine.rooms.find(room_id)
         if room is None:
             raise E.NotFound(f"no room {room_id!r}", reason="room not found")
-        app = engine.apps.get(room.app_id)
-        issued = engine.tokens.issue(app, room, {"user_id": f"demo-{secrets.token_hex(4)}", "user_name": name,
-                                                 "role": role, "ttl": 4 * 3600})
-        metrics.tokens_issued.labels(issued.claims.role).inc()
-        return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
-                   "expires": iso(issued.claims.expires)})
+        issued = engine.tokens.issue(engine.apps.get(room.app_id), room, {
+            "user_id": f"demo-{secrets.token_hex(4)}", "user_name": name, "role": role, "ttl": 4 * 3600})
+        demo_issued.append(now)
+        return token_response(issued)
 
     async def healthz(request: Request):
         return JSONResponse({"status": "ok"})

@@ -81,7 +81,7 @@ def certificate_fingerprint(cert: x509.Certificate, algorithm: str) -> str:
 class DtlsServer:
     """One DTLS association. `remote_fingerprint` is (algorithm, value) from the peer's SDP."""
 
-    def __init__(self, ctx: SSL.Context, remote_fingerprint: tuple[str, str] | None):
+    def __init__(self, ctx: SSL.Context, remote_fingerprint: tuple[str, str]):
         self.ssl = SSL.Connection(ctx)
         self.ssl.set_accept_state()
         self.ssl.set_ciphertext_mtu(1200)
@@ -135,16 +135,18 @@ class DtlsServer:
         if cert is None:
             self.failed = "peer sent no certificate"
             raise DtlsError(self.failed)
-        if self.remote_fingerprint is not None:
-            algorithm, value = self.remote_fingerprint
-            try:
-                actual = certificate_fingerprint(cert, algorithm.lower())
-            except KeyError:
-                self.failed = f"unsupported fingerprint algorithm {algorithm}"
-                raise DtlsError(self.failed) from None
-            if actual != value.upper():
-                self.failed = "fingerprint mismatch"
-                raise DtlsError(self.failed)
+        if self.remote_fingerprint is None:  # never accept a certificate nothing vouches for
+            self.failed = "no fingerprint to check the peer's certificate against"
+            raise DtlsError(self.failed)
+        algorithm, value = self.remote_fingerprint
+        try:
+            actual = certificate_fingerprint(cert, algorithm.lower())
+        except KeyError:
+            self.failed = f"unsupported fingerprint algorithm {algorithm}"
+            raise DtlsError(self.failed) from None
+        if actual != value.upper():
+            self.failed = "fingerprint mismatch"
+            raise DtlsError(self.failed)
         selected = self.ssl.get_selected_srtp_profile()
         if selected not in SRTP_PROFILES:
             self.failed = "no SRTP profile negotiated"

@@ -41,12 +41,18 @@ class WebRtcTransport:
         self.created = time.monotonic()
         self.last_consent = self.created
         self.stun_errors = 0
+        # DTLS that arrives before the peer's SDP (a subscriber starts its handshake when it applies its
+        # answer, before the node has read it) waits here: the certificate can't be checked without it.
+        self.held_dtls: list[tuple[bytes, tuple[str, int]]] = []
         self.on_connected: Callable[["WebRtcTransport"], None] | None = None
         self.on_closed: Callable[["WebRtcTransport", str], None] | None = None
 
     def set_remote(self, ufrag: str, fingerprint: tuple[str, str]) -> None:
         self.remote_ufrag = ufrag
         self.remote_fingerprint = fingerprint
+        held, self.held_dtls = self.held_dtls, []
+        for data, addr in held:
+            self.server._on_dtls(data, addr)
 
     def close(self, reason: str = "closed") -> None:
         self.server.close_transport(self, reason)
@@ -173,6 +179,10 @@ class WebRtcServer:
         t = self.by_addr.get(addr)
         if t is None or t.state == "closed":
             self.counters["dtls_unknown_source"] += 1
+            return
+        if t.remote_fingerprint is None:
+            if len(t.held_dtls) < 16:
+                t.held_dtls.append((data, addr))
             return
         if t.dtls is None:
             t.dtls = DtlsServer(self._ssl_ctx, t.remote_fingerprint)
