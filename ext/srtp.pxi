@@ -6,7 +6,7 @@ cdef enum:
     SRTP_AES128_CM_SHA1_80 = 1
     SRTP_AEAD_AES_128_GCM = 2
     SRTP_AEAD_AES_256_GCM = 3
-    SRTP_MAX_STREAMS = 64
+    SRTP_MAX_STREAMS = 4096    # per context (memory bound; each stream is allocated on its first packet)
     SRTP_MAX_TRAILER = 20      # room a caller leaves after a packet: tag (16) + SRTCP index (4)
 
 cdef enum:
@@ -51,7 +51,7 @@ cdef struct SrtpCtx:
     HMAC_CTX *rtp_hmac
     HMAC_CTX *rtcp_hmac
     int nstreams
-    SrtpStream streams[SRTP_MAX_STREAMS]
+    U64Map smap               # SSRC -> SrtpStream* (each malloc'ed once, freed by srtp_stream_del)
     uint64_t auth_fail
     uint64_t replayed
 
@@ -83,6 +83,8 @@ cdef int srtp_ctx_init(SrtpCtx *c, int profile, const uint8_t *mkey, const uint8
     cdef int slen, i
     memset(c, 0, sizeof(SrtpCtx))
     c.profile = profile
+    if map_init(&c.smap, 16) != 0:
+        return ST_CRYPTO
     if profile == SRTP_NONE:
         return ST_OK
     if profile == SRTP_AES128_CM_SHA1_80:
@@ -133,6 +135,11 @@ cdef int srtp_ctx_init(SrtpCtx *c, int profile, const uint8_t *mkey, const uint8
 
 
 cdef void srtp_ctx_free(SrtpCtx *c) noexcept nogil:
+    cdef size_t i
+    if c.smap.vals != NULL:
+        for i in range(c.smap.cap):
+            free(c.smap.vals[i])
+    map_free(&c.smap)
     if c.rtp_enc: EVP_CIPHER_CTX_free(c.rtp_enc)
     if c.rtp_dec: EVP_CIPHER_CTX_free(c.rtp_dec)
     if c.rtcp_enc: EVP_CIPHER_CTX_free(c.rtcp_enc)
@@ -142,18 +149,45 @@ cdef void srtp_ctx_free(SrtpCtx *c) noexcept nogil:
     memset(c, 0, sizeof(SrtpCtx))
 
 
-cdef SrtpStream *_stream(SrtpCtx *c, uint32_t ssrc) noexcept nogil:
-    cdef int i
-    for i in range(c.nstreams):
-        if c.streams[i].ssrc == ssrc:
-            return &c.streams[i]
-    if c.nstreams == SRTP_MAX_STREAMS:
+cdef inline SrtpStream *_stream_find(SrtpCtx *c, uint32_t ssrc) noexcept nogil:
+    return <SrtpStream *>map_get(&c.smap, ssrc)
+
+
+cdef SrtpStream *_stream_add(SrtpCtx *c, uint32_t ssrc) noexcept nogil:
+    """A new stream (once per SSRC, not per packet); NULL when the context is full or memory is out."""
+    cdef SrtpStream *s
+    if c.nstreams >= SRTP_MAX_STREAMS:
         return NULL
-    i = c.nstreams
+    s = <SrtpStream *>calloc(1, sizeof(SrtpStream))
+    if s == NULL:
+        return NULL
+    s.ssrc = ssrc
+    if map_put(&c.smap, ssrc, s) != 0:
+        free(s)
+        return NULL
     c.nstreams += 1
-    memset(&c.streams[i], 0, sizeof(SrtpStream))
-    c.streams[i].ssrc = ssrc
-    return &c.streams[i]
+    return s
+
+
+cdef SrtpStream *_stream(SrtpCtx *c, uint32_t ssrc) noexcept nogil:
+    """The sender's stream, created on first use (only for what we protect ourselves)."""
+    cdef SrtpStream *s = _stream_find(c, ssrc)
+    if s == NULL:
+        s = _stream_add(c, ssrc)
+    return s
+
+
+cdef void srtp_stream_del(SrtpCtx *c, uint32_t ssrc) noexcept nogil:
+    """Forget a stream (its consumer or producer closed). The SSRC must not be protected again under
+    the same key (the RTP index would restart: nonce reuse); the worker refuses such reuse."""
+    cdef SrtpStream *s
+    if c == NULL or c.smap.vals == NULL:
+        return
+    s = _stream_find(c, ssrc)
+    if s != NULL:
+        map_del(&c.smap, ssrc)
+        free(s)
+        c.nstreams -= 1
 
 
 cdef inline uint64_t _estimate_index(SrtpStream *s, uint16_t seq) noexcept nogil:
@@ -359,11 +393,14 @@ cdef int srtp_unprotect(SrtpCtx *c, uint8_t *buf, int length) noexcept nogil:
     st = rtp_parse(buf, n, &h)
     if st != ST_OK and st != ST_BAD_PADDING:    # padding is only readable once decrypted
         return st
-    s = _stream(c, h.ssrc)
+    # an unknown SSRC gets a stream only once its first packet authenticates (forged packets from a
+    # bound address must not fill the context)
+    s = _stream_find(c, h.ssrc)
     if s == NULL:
-        return ST_TOO_MANY_STREAMS
-    index = _estimate_index(s, h.seq)
-    if s.have_seq and _rtp_replayed(s.replay, (<uint64_t>s.roc << 16) | s.s_l, index):
+        index = h.seq                       # a new stream starts with ROC 0
+    else:
+        index = _estimate_index(s, h.seq)
+    if s != NULL and s.have_seq and _rtp_replayed(s.replay, (<uint64_t>s.roc << 16) | s.s_l, index):
         c.replayed += 1
         return ST_REPLAY
     if c.profile == SRTP_AES128_CM_SHA1_80:
@@ -384,6 +421,10 @@ cdef int srtp_unprotect(SrtpCtx *c, uint8_t *buf, int length) noexcept nogil:
             c.auth_fail += 1
     if st != ST_OK:
         return st
+    if s == NULL:
+        s = _stream_add(c, h.ssrc)
+        if s == NULL:
+            return ST_TOO_MANY_STREAMS
     _advance(s, index)
     return n
 
@@ -438,10 +479,8 @@ cdef int srtcp_unprotect(SrtpCtx *c, uint8_t *buf, int length) noexcept nogil:
     trailer = rd32(buf + n + c.tag_len) if c.profile != SRTP_AES128_CM_SHA1_80 else rd32(buf + n)
     encrypted = trailer >> 31
     index = trailer & 0x7fffffff
-    s = _stream(c, rd32(buf + 4))
-    if s == NULL:
-        return ST_TOO_MANY_STREAMS
-    if s.have_rtcp and _replayed(s.rtcp_replay, s.rtcp_index, index):
+    s = _stream_find(c, rd32(buf + 4))     # created only once the tag checks (below)
+    if s != NULL and s.have_rtcp and _replayed(s.rtcp_replay, s.rtcp_index, index):
         c.replayed += 1
         return ST_REPLAY
     if c.profile == SRTP_AES128_CM_SHA1_80:
@@ -465,6 +504,10 @@ cdef int srtcp_unprotect(SrtpCtx *c, uint8_t *buf, int length) noexcept nogil:
             c.auth_fail += 1
     if st != ST_OK:
         return st
+    if s == NULL:
+        s = _stream_add(c, rd32(buf + 4))
+        if s == NULL:
+            return ST_TOO_MANY_STREAMS
     if not s.have_rtcp or index > s.rtcp_index:
         if s.have_rtcp and index - s.rtcp_index < 64:
             s.rtcp_replay = (s.rtcp_replay << (index - s.rtcp_index)) | 1
