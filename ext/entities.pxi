@@ -6,6 +6,20 @@ cdef enum:
     HIST_SLOTS = 512       # NACK history per producer (~4.6 s of a 1.2 Mbit/s stream)
     HIST_SLOT = 1536
     PLI_INTERVAL_NS = 500000000   # at most one key frame request per producer per 500 ms
+    SENT_RING = 512        # per consumer: output seq -> input seq of what was sent (NACK), = HIST_SLOTS
+    GAP_RING = 256         # per consumer: output seqs held for input seqs that have not arrived yet
+    RTX_MIN_GAP_NS = 20000000     # one retransmission per seq per consumer per max(20 ms, RTT)
+    RTX_RATE_BYTES = 375000       # retransmitted bytes per consumer per second (3 Mbit/s) ...
+    RTX_BURST_BYTES = 200000      # ... with this much burst (a key frame's worth)
+
+cdef struct SentEntry:
+    int64_t out_seq        # extended output seq, -1 = empty
+    int64_t in_seq         # the producer's extended seq of the packet sent under it
+    int64_t rtx_ns         # last retransmission (0: none)
+
+cdef struct GapEntry:
+    int64_t in_seq         # a missing input seq, -1 = empty
+    int64_t out_seq        # the output seq it gets if it arrives late
 
 cdef struct CConsumer
 cdef struct TccRing
@@ -96,6 +110,13 @@ cdef struct CConsumer:
     uint64_t remb_bitrate
     uint64_t sr_ntp_mid           # middle 32 bits of the NTP time of our last SR (for RTT)
     uint64_t fan_mark             # the worker's fan-out round that last sent its copies
+    # numbering (fanout.pxi consumer_number): an output seq is used for one packet only
+    int64_t last_in_seq           # newest input seq dealt with (sent or dropped) since the last resync
+    int64_t rtx_floor             # output seqs below it predate the last resync: never retransmitted
+    int64_t rtx_budget            # retransmission bytes left (token bucket, RTX_RATE_BYTES/s)
+    int64_t rtx_budget_ns
+    SentEntry sent[SENT_RING]     # by out_seq % SENT_RING
+    GapEntry gaps[GAP_RING]       # by in_seq % GAP_RING
 
 
 cdef inline int64_t ext_seq16(int64_t ref, uint16_t v) noexcept nogil:
@@ -132,8 +153,10 @@ cdef class Transport:
     cdef readonly SrtpContext tx
     cdef readonly str profile
     cdef readonly object worker_ref
+    cdef readonly set tx_ssrcs      # consumer SSRCs ever sent with tx (never reused: SRTP nonces)
 
     def __cinit__(self):
+        self.tx_ssrcs = set()
         self.t = <CTransport *>calloc(1, sizeof(CTransport))
         if self.t == NULL:
             raise MemoryError()
@@ -255,10 +278,15 @@ cdef class Consumer:
     cdef readonly Producer producer
 
     def __cinit__(self):
+        cdef int i
         self.c = <CConsumer *>calloc(1, sizeof(CConsumer))
         if self.c == NULL:
             raise MemoryError()
         self.c.max_temporal_layer = 255
+        for i in range(SENT_RING):
+            self.c.sent[i].out_seq = -1
+        for i in range(GAP_RING):
+            self.c.gaps[i].in_seq = -1
 
     def __dealloc__(self):
         free(self.c)

@@ -29,6 +29,8 @@ cdef struct SendCtx:
     int *gso                   # the worker's flag: 1 while UDP GSO is used, 0 if off or refused
     int nsend                  # slots used
     int nmsg                   # messages queued
+    int run_first              # the open run (ctx_run_start): its first slot and its destination
+    sockaddr_in *run_dst
     uint8_t *sbuf
     uint8_t *scmsg             # one UDP_SEGMENT cmsg per message
     iovec *siov
@@ -71,6 +73,26 @@ cdef void ctx_free(SendCtx *x) noexcept nogil:
 cdef void ctx_zero(SendCtx *x) noexcept nogil:
     x.packets_out = x.bytes_out = x.send_calls = x.send_failed = 0
     x.gso_messages = x.gso_segments = x.gso_fallbacks = 0
+
+
+cdef inline void ctx_run_start(SendCtx *x, sockaddr_in *dst) noexcept nogil:
+    """Open a run: the next slots are copies to dst, made into (GSO) messages by ctx_run_end."""
+    x.run_first = x.nsend
+    x.run_dst = dst
+
+
+cdef inline void ctx_run_end(SendCtx *x) noexcept nogil:
+    if x.nsend > x.run_first:
+        ctx_emit(x, x.run_first, x.nsend, x.run_dst)
+    x.run_first = x.nsend
+
+
+cdef inline void ctx_run_room(SendCtx *x) noexcept nogil:
+    """Room for one more slot of the open run: a full batch ends the run so far and goes out, then
+    the run continues in the empty batch. Whatever the consumer layout, no slot past SEND_BATCH."""
+    if x.nsend >= SEND_BATCH:
+        ctx_run_end(x)
+        ctx_flush(x)
 
 
 cdef inline uint8_t *ctx_slot(SendCtx *x) noexcept nogil:
@@ -188,38 +210,97 @@ cdef void ctx_flush(SendCtx *x) noexcept nogil:
         off += r
     x.nsend = 0
     x.nmsg = 0
+    x.run_first = 0
 
 
-cdef inline void consumer_drop(CConsumer *c, int reason, int in_order) noexcept nogil:
+cdef inline void consumer_gap(CConsumer *c, int64_t in_seq) noexcept nogil:
+    """Hold the output numbers of the input seqs missing before in_seq (at most the last GAP_RING):
+    if one arrives late it gets exactly that number, nothing else ever does."""
+    cdef int64_t k = c.last_in_seq + 1
+    cdef GapEntry *g
+    if in_seq - k > GAP_RING:
+        k = in_seq - GAP_RING
+    while k < in_seq:
+        g = &c.gaps[k & (GAP_RING - 1)]
+        g.in_seq = k
+        g.out_seq = k + c.seq_offset
+        k += 1
+
+
+cdef inline void consumer_drop(CConsumer *c, int reason, int64_t in_seq) noexcept nogil:
+    cdef GapEntry *g
     c.drops[reason] += 1
-    # skip the dropped number so the consumer sees no gap (in-order case; SeqManager)
-    if c.have_out and in_order:
+    if not c.have_out or c.resync:
+        return                      # numbering starts (again) with the next packet sent
+    if in_seq > c.last_in_seq:
+        # the newest packet: skip its number so the consumer sees no gap (SeqManager)
+        consumer_gap(c, in_seq)
+        c.last_in_seq = in_seq
         c.seq_offset -= 1
+    else:
+        g = &c.gaps[in_seq & (GAP_RING - 1)]
+        if g.in_seq == in_seq:
+            g.in_seq = -1           # a late packet not sent: its held number stays unused
 
 
-cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                      int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
-    """Rewrite + protect one copy into the next free slot (the caller made sure there is one and
-    turns the slots into messages with ctx_emit). Returns 1 if a slot was used."""
-    cdef uint8_t *out
-    cdef int n
-    cdef int64_t out_seq, out_ts, elapsed
-    if not c.transport.bound:
-        c.drops[DROP_UNKNOWN_SOURCE] += 1
-        return 0
+cdef inline int consumer_number(CConsumer *c, int64_t in_seq, int64_t in_ts, int64_t now,
+                                int64_t *out_seq, int64_t *out_ts) noexcept nogil:
+    """The output seq/ts of a packet about to be sent; 0 (counted as late) if it has none: an output
+    seq is used for one packet only (SRTP: same SSRC + index = same nonce), numbers only grow except
+    for the ones held for late packets (consumer_gap)."""
+    cdef int64_t elapsed, o
+    cdef GapEntry *g
     if not c.have_out or c.resync:
         if not c.have_out:
             c.seq_offset = 0
             c.ts_offset = 0
         else:
-            # continue right after the last packet sent, advancing the clock by the real gap
+            # continue right after the last number used, advancing the clock by the real gap
             elapsed = (now - c.last_out_ns) * c.clock_rate // 1000000000
             c.seq_offset = c.last_out_seq + 1 - in_seq
             c.ts_offset = c.last_out_ts + (elapsed if elapsed > 0 else 1) - in_ts
         c.have_out = 1
         c.resync = 0
-    out_seq = in_seq + c.seq_offset
-    out_ts = in_ts + c.ts_offset
+        c.last_in_seq = in_seq - 1
+    if in_seq > c.last_in_seq:
+        o = in_seq + c.seq_offset
+        if o <= c.last_out_seq:         # cannot happen with the rules above; refuse rather than reuse
+            c.drops[DROP_LATE] += 1
+            return 0
+        consumer_gap(c, in_seq)
+        c.last_in_seq = in_seq
+        out_seq[0] = o
+        out_ts[0] = in_ts + c.ts_offset
+        c.last_out_seq = o
+        c.last_out_ts = out_ts[0]
+        c.last_out_ns = now
+        return 1
+    g = &c.gaps[in_seq & (GAP_RING - 1)]
+    if g.in_seq != in_seq or g.out_seq < c.rtx_floor:
+        # a duplicate, older than the held numbers, or from before a resync
+        c.drops[DROP_LATE] += 1
+        return 0
+    g.in_seq = -1
+    out_seq[0] = g.out_seq
+    out_ts[0] = in_ts + c.ts_offset
+    return 1
+
+
+cdef inline void consumer_resync(CConsumer *c) noexcept nogil:
+    """The input numbering changes (another producer, a restarted source): the next packet continues
+    after the last number used; nothing numbered before is retransmitted or filled in late."""
+    c.resync = 1
+    c.rtx_floor = c.last_out_seq + 1
+
+
+cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
+                      int64_t out_ts, int64_t in_seq, int is_rtx) noexcept nogil:
+    """Rewrite + protect one copy into the next slot of the open run (ctx_run_start; ctx_run_end turns
+    the run into messages). Returns 1 if a slot was used."""
+    cdef uint8_t *out
+    cdef int n
+    cdef SentEntry *e
+    ctx_run_room(x)
     out = x.sbuf + x.nsend * SLOT
     memcpy(out, buf, length)
     rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
@@ -239,11 +320,23 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     c.transport.c.bytes_out += n
     if is_rtx:
         c.retransmits += 1
-    elif out_seq > c.last_out_seq or c.c.packets_out == 1:
-        c.last_out_seq = out_seq
-        c.last_out_ts = out_ts
-        c.last_out_ns = now
+    else:
+        # what went out under out_seq, for NACKs (only this packet is ever sent again under it)
+        e = &c.sent[out_seq & (SENT_RING - 1)]
+        e.out_seq = out_seq
+        e.in_seq = in_seq
+        e.rtx_ns = 0
     return 1
+
+
+cdef inline void send_fresh(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
+                            int64_t in_ts, int64_t now) noexcept nogil:
+    cdef int64_t out_seq, out_ts
+    if not c.transport.bound:
+        c.drops[DROP_UNKNOWN_SOURCE] += 1
+        return
+    if consumer_number(c, in_seq, in_ts, now, &out_seq, &out_ts):
+        protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, 0)
 
 
 cdef struct Fan:
@@ -262,7 +355,7 @@ cdef struct Fan:
 
 
 cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
-    """Consumer c's copies of group g's packets into the next slots (the caller reserved them)."""
+    """Consumer c's copies of group g's packets into the next slots of the open run."""
     cdef int k
     cdef Pending *e
     c.fan_mark = f.serial
@@ -270,24 +363,24 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
         e = &f.pend[f.gidx[k]]
         # decide first, then apply (the simulcast layer selector plugs in here)
         if c.paused:
-            consumer_drop(c, DROP_PAUSED, e.in_order)
+            consumer_drop(c, DROP_PAUSED, e.seq)
             continue
         if e.tid > c.max_temporal_layer:
-            consumer_drop(c, DROP_LAYER, e.in_order)
+            consumer_drop(c, DROP_LAYER, e.seq)
             continue
         if c.wait_keyframe:
             if not e.key:
-                consumer_drop(c, DROP_LAYER, e.in_order)
+                consumer_drop(c, DROP_LAYER, e.seq)
                 continue
             c.wait_keyframe = 0
-        protect_copy(x, c, e.buf, e.length, e.seq, e.ts, f.t0, 0)
+        send_fresh(x, c, e.buf, e.length, e.seq, e.ts, f.t0)
 
 
 cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
     """Fan out the xg-th group (in size order) to its consumers on transports of this shard (-1: all).
     Per destination, all its copies of the batch's packets of this and later groups (a video frame's
     packets, then an audio packet) go into consecutive slots and ctx_emit makes them GSO messages."""
-    cdef int g = f.gorder[xg], i, y, h, j, first
+    cdef int g = f.gorder[xg], i, y, h, j
     cdef CProducer *p = f.gprod[g]
     cdef CConsumer *c
     cdef CConsumer *c2
@@ -295,11 +388,13 @@ cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
     for i in range(p.nconsumers):
         c = p.consumers[i]
         t = c.transport
-        if c.fan_mark == f.serial or (shard >= 0 and t.shard != shard):
-            continue      # sent with an earlier group's copies to its transport, or another thread's
+        if shard >= 0 and t.shard != shard:
+            continue      # another thread's (its consumers' fields are that thread's to touch)
+        if c.fan_mark == f.serial:
+            continue      # sent with an earlier group's copies to its transport
         if x.nsend + f.npend > SEND_BATCH:
-            ctx_flush(x)
-        first = x.nsend
+            ctx_flush(x)  # room for this consumer's copies in one batch (ctx_run_room if more)
+        ctx_run_start(x, &t.addr)
         fan_consumer(x, f, c, g)
         if xg + 1 < f.ng and t.nconsumers > 1:
             for y in range(xg + 1, f.ng):
@@ -308,8 +403,7 @@ cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
                     c2 = t.consumers[j]
                     if c2.producer == f.gprod[h] and c2.fan_mark != f.serial:
                         fan_consumer(x, f, c2, h)
-        if x.nsend > first:
-            ctx_emit(x, first, x.nsend, &t.addr)
+        ctx_run_end(x)
 
 
 cdef struct Helper:

@@ -21,13 +21,17 @@ cdef enum:
     DROP_SEND_FAILED
     DROP_PAUSED
     DROP_LAYER
+    DROP_LATE                  # a late packet whose output number is used or was given away
+    DROP_NACK_TOO_SOON         # that seq was retransmitted to the consumer less than an RTT ago
+    DROP_NACK_BUDGET           # the consumer's retransmission byte budget is spent
     DROP_OTHER
     DROP_COUNT
 
 DROP_REASONS = ["truncated", "bad_version", "bad_padding", "bad_extension", "bad_length", "auth_fail",
                 "replay", "too_many_streams", "crypto", "no_room", "unknown_source", "unknown_ssrc",
                 "ssrc_wrong_transport", "not_media", "nack_not_held", "pli_rate_limited",
-                "control_queue_full", "send_failed", "paused", "layer", "other"]
+                "control_queue_full", "send_failed", "paused", "layer", "late", "nack_too_soon", "nack_budget",
+                "other"]
 
 _DROP_NAMES = {ST_TRUNCATED: "truncated", ST_BAD_VERSION: "bad version", ST_BAD_PADDING: "bad padding",
                ST_BAD_EXTENSION: "bad header extension", ST_BAD_LENGTH: "bad length",

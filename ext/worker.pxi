@@ -73,8 +73,17 @@ cdef int _set_bufs(int fd, int size) noexcept nogil:
 
 
 cdef class NativeWorker:
-    """Owns one UDP socket and the packet path. Python drives it with drain() once per readiness."""
+    """Owns one UDP socket and the packet path. Python drives it with drain() once per readiness.
+
+    Threads: drain() may run in one thread while control methods (create/close/bind/switch/
+    request_keyframe/send...) are called from another. A recursive mutex serialises them: drain()
+    holds it for each receive batch (so entities are never resized or freed mid-fan-out), every control
+    method holds it for its whole run. It is taken with the GIL released (no lock-order deadlock) and is
+    uncontended when one thread does everything (attach() on an asyncio loop)."""
     cdef int fd
+    cdef pthread_mutex_t mu
+    cdef int mu_ready
+    cdef sockaddr_in send_addr  # destination of send()'s datagram
     cdef U64Map by_addr
     cdef U64Map producers
     cdef U64Map consumers
@@ -114,7 +123,15 @@ cdef class NativeWorker:
         cdef int i, v = 0
         cdef socklen_t vlen = sizeof(int)
         cdef Helper *h
+        cdef pthread_mutexattr_t ma
         self.fd = -1
+        pthread_mutexattr_init(&ma)
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE)
+        if pthread_mutex_init(&self.mu, &ma) != 0:
+            pthread_mutexattr_destroy(&ma)
+            raise MemoryError()
+        pthread_mutexattr_destroy(&ma)
+        self.mu_ready = 1
         self._transports, self._producers, self._consumers = {}, {}, {}
         self._extra_addrs = {}
         self.rbuf = <uint8_t *>malloc(RECV_BATCH * SLOT)
@@ -200,9 +217,33 @@ cdef class NativeWorker:
         map_free(&self.consumers)
         free(self.tcc_transports.items)
         free(self.nack_producers.items)
+        if self.mu_ready:
+            pthread_mutex_destroy(&self.mu)
 
     def fileno(self):
         return self.fd
+
+    cdef inline void _lock(self):
+        with nogil:
+            pthread_mutex_lock(&self.mu)
+
+    cdef inline void _unlock(self):
+        pthread_mutex_unlock(&self.mu)
+
+    cdef int _check_transport(self, Transport t) except -1:
+        if t is None or self._transports.get(t.t.id) is not t:
+            raise ValueError("transport closed or not of this worker")
+        return 0
+
+    cdef int _check_producer(self, Producer p) except -1:
+        if p is None or self._producers.get(p.p.id) is not p:
+            raise ValueError("producer closed or not of this worker")
+        return 0
+
+    cdef int _check_consumer(self, Consumer c) except -1:
+        if c is None or self._consumers.get(c.c.id) is not c:
+            raise ValueError("consumer closed or not of this worker")
+        return 0
 
     # ---------------- control actions (GIL held, Python objects fine) ----------------
 
@@ -221,14 +262,20 @@ cdef class NativeWorker:
         t.t.ext = _ext_ids_from(ext_ids)
         if t.t.ext.transport_cc:
             t.t.tcc = <TccRing *>malloc(sizeof(TccRing))
-            if t.t.tcc == NULL or plist_add(&self.tcc_transports, t.t) != 0:
+            if t.t.tcc == NULL:
                 raise MemoryError()
             tcc_init(t.t.tcc)
-        t.t.id = self.next_id
-        self.next_id += 1
-        t.t.shard = <int>(self.ntransports % self.nshards)
-        self.ntransports += 1
-        self._transports[t.t.id] = t
+        self._lock()
+        try:
+            if t.t.tcc != NULL and plist_add(&self.tcc_transports, t.t) != 0:
+                raise MemoryError()
+            t.t.id = self.next_id
+            self.next_id += 1
+            t.t.shard = <int>(self.ntransports % self.nshards)
+            self.ntransports += 1
+            self._transports[t.t.id] = t
+        finally:
+            self._unlock()
         return t
 
     def bind_transport(self, Transport t, str host, int port):
@@ -239,122 +286,198 @@ cdef class NativeWorker:
         cdef uint64_t key, old
         _sockaddr(host, port, &a)
         key = addr_key(&a)
-        extras = self._extra_addrs.setdefault(t.t.id, set())
-        if t.t.bound:
-            old = addr_key(&t.t.addr)
-            if old != key:
-                extras.add(old)
-        extras.discard(key)
-        t.t.addr = a
-        if map_put(&self.by_addr, key, t.t) != 0:
-            raise MemoryError()
-        t.t.bound = 1
+        self._lock()
+        try:
+            self._check_transport(t)
+            if map_put(&self.by_addr, key, t.t) != 0:
+                raise MemoryError()
+            extras = self._extra_addrs.setdefault(t.t.id, set())
+            if t.t.bound:
+                old = addr_key(&t.t.addr)
+                if old != key:
+                    extras.add(old)
+            extras.discard(key)
+            t.t.addr = a
+            t.t.bound = 1
+        finally:
+            self._unlock()
 
     def accept_from(self, Transport t, str host, int port):
         """Also accept datagrams from host:port (another ICE pair that passed a check) without sending
         there; the first address given to a transport becomes its send address."""
         cdef sockaddr_in a
         cdef uint64_t key
-        if not t.t.bound:
-            self.bind_transport(t, host, port)
-            return
         _sockaddr(host, port, &a)
         key = addr_key(&a)
-        if key == addr_key(&t.t.addr):
-            return
-        if map_put(&self.by_addr, key, t.t) != 0:
-            raise MemoryError()
-        self._extra_addrs.setdefault(t.t.id, set()).add(key)
+        self._lock()
+        try:
+            self._check_transport(t)
+            if not t.t.bound:
+                self.bind_transport(t, host, port)
+                return
+            if key == addr_key(&t.t.addr):
+                return
+            if map_put(&self.by_addr, key, t.t) != 0:
+                raise MemoryError()
+            self._extra_addrs.setdefault(t.t.id, set()).add(key)
+        finally:
+            self._unlock()
 
     def close_transport(self, Transport t):
+        """Close a transport with its producers and consumers (a second call does nothing)."""
         cdef uint64_t key
-        for c in [c for c in self._consumers.values() if (<Consumer>c).transport is t]:
-            self.close_consumer(c)
-        for p in [p for p in self._producers.values() if (<Producer>p).transport is t]:
-            self.close_producer(p)
-        plist_del(&self.tcc_transports, t.t)
-        keys = self._extra_addrs.pop(t.t.id, set())
-        if t.t.bound:
-            keys.add(addr_key(&t.t.addr))
-            t.t.bound = 0
-        for k in keys:
-            key = k
-            # an address another transport has taken over since is left to that transport
-            if map_get(&self.by_addr, key) == <void *>t.t:
-                map_del(&self.by_addr, key)
-        self._transports.pop(t.t.id, None)
+        self._lock()
+        try:
+            if t is None or self._transports.get(t.t.id) is not t:
+                return
+            for c in [c for c in self._consumers.values() if (<Consumer>c).transport is t]:
+                self.close_consumer(c)
+            for p in [p for p in self._producers.values() if (<Producer>p).transport is t]:
+                self.close_producer(p)
+            plist_del(&self.tcc_transports, t.t)
+            keys = self._extra_addrs.pop(t.t.id, set())
+            if t.t.bound:
+                keys.add(addr_key(&t.t.addr))
+                t.t.bound = 0
+            for k in keys:
+                key = k
+                # an address another transport has taken over since is left to that transport
+                if map_get(&self.by_addr, key) == <void *>t.t:
+                    map_del(&self.by_addr, key)
+            self._transports.pop(t.t.id, None)
+        finally:
+            self._unlock()
 
     def create_producer(self, Transport transport, unsigned int ssrc, str codec="vp8"):
         cdef Producer p
-        if map_get(&self.producers, ssrc) != NULL:
-            raise ValueError("SSRC %d already produced on this worker" % ssrc)
-        p = Producer()
-        p.transport = transport
-        p.codec = codec.lower()
-        p.p.codec = _CODECS.get(p.codec, CODEC_OTHER)
-        p.p.ssrc = ssrc
-        p.p.transport = transport.t
-        p.p.id = self.next_id
-        self.next_id += 1
-        map_put(&self.producers, ssrc, p.p)
-        self._producers[p.p.id] = p
+        self._lock()
+        try:
+            self._check_transport(transport)
+            if map_get(&self.producers, ssrc) != NULL:
+                raise ValueError("SSRC %d already produced on this worker" % ssrc)
+            p = Producer()
+            p.transport = transport
+            p.codec = codec.lower()
+            p.p.codec = _CODECS.get(p.codec, CODEC_OTHER)
+            p.p.ssrc = ssrc
+            p.p.transport = transport.t
+            if map_put(&self.producers, ssrc, p.p) != 0:
+                raise MemoryError()
+            p.p.id = self.next_id
+            self.next_id += 1
+            self._producers[p.p.id] = p
+        finally:
+            self._unlock()
         return p
 
     def close_producer(self, Producer p):
-        for c in [c for c in self._consumers.values() if (<Consumer>c).producer is p]:
-            self.close_consumer(c)
-        map_del(&self.producers, p.p.ssrc)
-        if p.p.nack_listed:
-            plist_del(&self.nack_producers, p.p)
-            p.p.nack_listed = 0
-        p.p.nnack = 0
-        self._producers.pop(p.p.id, None)
+        """Close a producer and its consumers (a second call does nothing)."""
+        self._lock()
+        try:
+            if p is None or self._producers.get(p.p.id) is not p:
+                return
+            for c in [c for c in self._consumers.values() if (<Consumer>c).producer is p]:
+                self.close_consumer(c)
+            map_del(&self.producers, p.p.ssrc)
+            if p.p.nack_listed:
+                plist_del(&self.nack_producers, p.p)
+                p.p.nack_listed = 0
+            p.p.nnack = 0
+            if p.p.transport.rx != NULL:
+                srtp_stream_del(p.p.transport.rx, p.p.ssrc)
+            self._producers.pop(p.p.id, None)
+        finally:
+            self._unlock()
 
     def create_consumer(self, Transport transport, Producer producer, unsigned int ssrc, int payload_type,
                         int clock_rate=90000, bint wait_keyframe=False):
+        """A consumer SSRC is never reused on an SRTP transport (its SRTP index would start again under
+        the same key: nonce reuse), even after its consumer closed."""
         cdef Consumer c
-        if map_get(&self.consumers, ssrc) != NULL:
-            raise ValueError("SSRC %d already consumed on this worker" % ssrc)
-        c = Consumer()
-        c.transport = transport
-        c.producer = producer
-        c.c.ssrc = ssrc
-        c.c.payload_type = payload_type
-        c.c.clock_rate = clock_rate
-        c.c.transport = transport.t
-        c.c.producer = producer.p
-        c.c.wait_keyframe = wait_keyframe and producer.p.codec in (CODEC_VP8, CODEC_H264)
-        c.c.id = self.next_id
-        self.next_id += 1
-        producer._attach(c.c)
-        transport._attach(c.c)
-        map_put(&self.consumers, ssrc, c.c)
-        self._consumers[c.c.id] = c
+        self._lock()
+        try:
+            self._check_transport(transport)
+            self._check_producer(producer)
+            if map_get(&self.consumers, ssrc) != NULL:
+                raise ValueError("SSRC %d already consumed on this worker" % ssrc)
+            if transport.tx is not None:
+                if ssrc in transport.tx_ssrcs:
+                    raise ValueError("SSRC %d was used on this transport before" % ssrc)
+            c = Consumer()
+            c.transport = transport
+            c.producer = producer
+            c.c.ssrc = ssrc
+            c.c.payload_type = payload_type
+            c.c.clock_rate = clock_rate
+            c.c.transport = transport.t
+            c.c.producer = producer.p
+            c.c.wait_keyframe = wait_keyframe and producer.p.codec in (CODEC_VP8, CODEC_H264)
+            if map_put(&self.consumers, ssrc, c.c) != 0:
+                raise MemoryError()
+            try:
+                producer._attach(c.c)
+                try:
+                    transport._attach(c.c)
+                except BaseException:
+                    producer._detach(c.c)
+                    raise
+            except BaseException:
+                map_del(&self.consumers, ssrc)
+                raise
+            if transport.tx is not None:
+                transport.tx_ssrcs.add(ssrc)
+            c.c.id = self.next_id
+            self.next_id += 1
+            self._consumers[c.c.id] = c
+        finally:
+            self._unlock()
         return c
 
     def close_consumer(self, Consumer c):
-        if self._consumers.pop(c.c.id, None) is None:
-            return
-        c.producer._detach(c.c)
-        c.transport._detach(c.c)
-        map_del(&self.consumers, c.c.ssrc)
+        """Close a consumer (a second call does nothing); its SRTP stream is freed."""
+        self._lock()
+        try:
+            if c is None or self._consumers.get(c.c.id) is not c:
+                return
+            del self._consumers[c.c.id]
+            c.producer._detach(c.c)
+            c.transport._detach(c.c)
+            map_del(&self.consumers, c.c.ssrc)
+            if c.c.transport.tx != NULL:
+                srtp_stream_del(c.c.transport.tx, c.c.ssrc)
+        finally:
+            self._unlock()
 
     def switch_producer(self, Consumer c, Producer p):
-        """Feed the consumer from another producer; its seq/ts continue without a jump (SeqManager)."""
-        c.producer._detach(c.c)
-        c.producer = p
-        c.c.producer = p.p
-        p._attach(c.c)
-        c.c.resync = 1
-        if p.p.codec in (CODEC_VP8, CODEC_H264):
-            c.c.wait_keyframe = 1
+        """Feed the consumer from another producer; its seq/ts continue without a jump (SeqManager).
+        Both must be open and of this worker (ValueError otherwise)."""
+        self._lock()
+        try:
+            self._check_consumer(c)
+            self._check_producer(p)
+            if p is c.producer:
+                return
+            p._attach(c.c)
+            c.producer._detach(c.c)
+            c.producer = p
+            c.c.producer = p.p
+            consumer_resync(c.c)
+            if p.p.codec in (CODEC_VP8, CODEC_H264):
+                c.c.wait_keyframe = 1
+        finally:
+            self._unlock()
 
     def request_keyframe(self, Producer p):
         """Send a PLI to the producer now (subject to the 500 ms limit); returns True if sent."""
         cdef int r
-        with nogil:
-            r = self._request_keyframe(p.p, now_ns())
-            self._flush()
+        self._lock()
+        try:
+            self._check_producer(p)
+            with nogil:
+                r = self._request_keyframe(p.p, now_ns())
+                self._flush()
+        finally:
+            self._unlock()
         return bool(r)
 
     def send_sender_reports(self):
@@ -363,38 +486,46 @@ cdef class NativeWorker:
         cdef uint8_t *b
         cdef uint64_t ntp
         cdef int n
-        for obj in self._consumers.values():
-            c = <Consumer>obj
-            if not c.c.have_out or not c.c.transport.bound:
-                continue
-            b = self._out_slot()
-            ntp = ntp_now()
-            rtcp_header(b, 0, RTCP_SR, 28)
-            wr32(b + 4, c.c.ssrc)
-            wr32(b + 8, <uint32_t>(ntp >> 32))
-            wr32(b + 12, <uint32_t>ntp)
-            wr32(b + 16, <uint32_t>c.c.last_out_ts)
-            wr32(b + 20, <uint32_t>c.c.c.packets_out)
-            wr32(b + 24, <uint32_t>c.c.c.bytes_out)
-            c.c.sr_ntp_mid = <uint32_t>(ntp >> 16)
-            n = 28 if c.c.transport.tx == NULL else srtcp_protect(c.c.transport.tx, b, 28, SLOT)
-            if n > 0:
-                self._queue(n, &c.c.transport.addr)
-        self._flush()
+        self._lock()
+        try:
+            for obj in self._consumers.values():
+                c = <Consumer>obj
+                if not c.c.have_out or not c.c.transport.bound:
+                    continue
+                b = self._out_slot()
+                ntp = ntp_now()
+                rtcp_header(b, 0, RTCP_SR, 28)
+                wr32(b + 4, c.c.ssrc)
+                wr32(b + 8, <uint32_t>(ntp >> 32))
+                wr32(b + 12, <uint32_t>ntp)
+                wr32(b + 16, <uint32_t>c.c.last_out_ts)
+                wr32(b + 20, <uint32_t>c.c.c.packets_out)
+                wr32(b + 24, <uint32_t>c.c.c.bytes_out)
+                c.c.sr_ntp_mid = <uint32_t>(ntp >> 16)
+                n = 28 if c.c.transport.tx == NULL else srtcp_protect(c.c.transport.tx, b, 28, SLOT)
+                if n > 0:
+                    self._queue(n, &c.c.transport.addr)
+            self._flush()
+        finally:
+            self._unlock()
 
     def send_transport_feedback(self):
         """Report every transport's pending transport-cc arrivals now (a timer's call when little
-        arrives; the drain also reports every 50 ms). Call it from the draining thread only."""
+        arrives; the drain also reports every 50 ms)."""
         with nogil:
+            pthread_mutex_lock(&self.mu)
             self._feedback_tcc_all()
             self._flush()
+            pthread_mutex_unlock(&self.mu)
 
     def run_timers(self):
         """What the drain does after each batch, for when nothing arrives: NACK retries and give-ups,
-        transport-cc feedback that is due. Call it from the draining thread only (every ~20 ms)."""
+        transport-cc feedback that is due (every ~20 ms)."""
         with nogil:
+            pthread_mutex_lock(&self.mu)
             self._feedback(now_ns(), 0)
             self._flush()
+            pthread_mutex_unlock(&self.mu)
 
     cdef void _feedback_tcc_all(self) noexcept nogil:
         cdef int i
@@ -464,15 +595,15 @@ cdef class NativeWorker:
         self._event(EV_KEYFRAME_REQUESTED, t.id, p.ssrc, 0, NULL, NULL, NULL)
         return 1
 
-    cdef void _send_to_consumer(self, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                                int64_t in_ts, int64_t now, int is_rtx) noexcept nogil:
+    cdef void _send_rtx(self, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
+                        int64_t out_ts, int64_t in_seq) noexcept nogil:
         cdef SendCtx *x = self.tx
-        cdef int first
-        if x.nsend == SEND_BATCH:
-            ctx_flush(x)
-        first = x.nsend
-        if protect_copy(x, c, buf, length, in_seq, in_ts, now, is_rtx):
-            ctx_emit(x, first, x.nsend, &c.transport.addr)
+        if not c.transport.bound:
+            c.drops[DROP_UNKNOWN_SOURCE] += 1
+            return
+        ctx_run_start(x, &c.transport.addr)
+        protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, 1)
+        ctx_run_end(x)
 
     cdef int _rtp(self, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
         """Producer side of one RTP packet (unprotect, numbering, key frame, NACK history); the packet
@@ -532,7 +663,7 @@ cdef class NativeWorker:
                 p.ext_seq = seq
                 p.ext_ts = ts
                 for i in range(p.nconsumers):
-                    p.consumers[i].resync = 1
+                    consumer_resync(p.consumers[i])
                 for i in range(HIST_SLOTS):
                     p.hist_seq[i] = -1
                 p.nnack = 0
@@ -561,8 +692,9 @@ cdef class NativeWorker:
             key = h264_keyframe(buf + h.header_len, h.payload_len) == 1
         if key:
             p.keyframes += 1
-        if length <= HIST_SLOT:
-            slot = <int>(seq % HIST_SLOTS)
+        slot = <int>(seq % HIST_SLOTS)
+        if length <= HIST_SLOT and p.hist_seq[slot] != seq:
+            # the first copy of a seq stays: a NACK resends exactly the bytes sent under that number
             memcpy(p.hist + slot * HIST_SLOT, buf, length)
             p.hist_len[slot] = length
             p.hist_seq[slot] = seq
@@ -657,22 +789,56 @@ cdef class NativeWorker:
                     self._retransmit(c, <uint16_t>(pid + b + 1), now)
 
     cdef void _retransmit(self, CConsumer *c, uint16_t out16, int64_t now) noexcept nogil:
+        """Resend what went out under output seq out16, if it is still held: the same packet with the
+        same header (same SRTP index, same plaintext: same ciphertext). At most once per seq per
+        max(20 ms, RTT), within the consumer's retransmission byte budget; nothing while paused."""
         cdef CProducer *p = c.producer
-        cdef int64_t out_seq, in_seq
-        cdef int slot
+        cdef SentEntry *e
+        cdef int64_t out_seq, in_seq, gap, in_ts, d, add
+        cdef int slot, length
         c.nacks += 1
-        if not c.have_out:
-            c.drops[DROP_NACK_NOT_HELD] += 1
+        if c.paused:
+            c.drops[DROP_PAUSED] += 1
             return
         out_seq = ext_seq16(c.last_out_seq, out16)
-        in_seq = out_seq - c.seq_offset
+        e = &c.sent[out_seq & (SENT_RING - 1)]
+        if not c.have_out or e.out_seq != out_seq or out_seq < c.rtx_floor:
+            c.drops[DROP_NACK_NOT_HELD] += 1
+            self.drops[DROP_NACK_NOT_HELD] += 1
+            return
+        in_seq = e.in_seq
         slot = <int>(((in_seq % HIST_SLOTS) + HIST_SLOTS) % HIST_SLOTS)
         if p.hist_seq[slot] != in_seq:
             c.drops[DROP_NACK_NOT_HELD] += 1
             self.drops[DROP_NACK_NOT_HELD] += 1
             return
-        self._send_to_consumer(c, p.hist + slot * HIST_SLOT, p.hist_len[slot], in_seq,
-                               ext_ts32(p.ext_ts, rd32(p.hist + slot * HIST_SLOT + 4)), now, 1)
+        gap = RTX_MIN_GAP_NS
+        if c.rtt_ms * 1000000.0 > gap:
+            gap = <int64_t>(c.rtt_ms * 1000000.0)
+        if e.rtx_ns != 0 and now - e.rtx_ns < gap:
+            c.drops[DROP_NACK_TOO_SOON] += 1
+            self.drops[DROP_NACK_TOO_SOON] += 1
+            return
+        length = p.hist_len[slot]
+        d = now - c.rtx_budget_ns
+        if c.rtx_budget_ns == 0 or d >= 1000000000:
+            c.rtx_budget = RTX_BURST_BYTES
+            c.rtx_budget_ns = now
+        elif d > 0:
+            add = d * RTX_RATE_BYTES // 1000000000
+            if add > 0:
+                c.rtx_budget += add
+                if c.rtx_budget > RTX_BURST_BYTES:
+                    c.rtx_budget = RTX_BURST_BYTES
+                c.rtx_budget_ns = now
+        if c.rtx_budget < length:
+            c.drops[DROP_NACK_BUDGET] += 1
+            self.drops[DROP_NACK_BUDGET] += 1
+            return
+        c.rtx_budget -= length
+        e.rtx_ns = now
+        in_ts = ext_ts32(p.ext_ts, rd32(p.hist + slot * HIST_SLOT + 4))
+        self._send_rtx(c, p.hist + slot * HIST_SLOT, length, out_seq, in_ts + c.ts_offset, in_seq)
 
     cdef void _report(self, CTransport *t, const uint8_t *blk, uint64_t ntp) noexcept nogil:
         cdef RtcpReport r
@@ -842,69 +1008,87 @@ cdef class NativeWorker:
             self.lat_pending = 0
 
     cdef int _drain(self, int max_batches) noexcept nogil:
-        cdef int n, i, b, total = 0
+        cdef int n, b, total = 0
+        for b in range(max_batches):
+            pthread_mutex_lock(&self.mu)      # control calls from other threads wait between batches
+            n = self._batch()
+            pthread_mutex_unlock(&self.mu)
+            if n <= 0:
+                break
+            total += n
+        return total
+
+    cdef int _batch(self) noexcept nogil:
+        """One receive batch, start to sent; 0 when there is nothing to do (the caller holds mu)."""
+        cdef int n, i
         cdef uint8_t *buf
         cdef int length
         cdef uint8_t first
         cdef CTransport *t
         cdef int64_t t0
-        for b in range(max_batches):
-            if self.ncontrol + RECV_BATCH > CONTROL_QUEUE or self.nevents + RECV_BATCH > EVENT_QUEUE:
-                break            # let Python empty its queues first
-            for i in range(RECV_BATCH):
-                self.rmsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-            n = recvmmsg(self.fd, self.rmsg, RECV_BATCH, MSG_DONTWAIT, NULL)
-            if n <= 0:
-                break
-            t0 = now_ns()
-            self.batches += 1
-            total += n
-            for i in range(n):
-                buf = self.rbuf + i * SLOT
-                length = self.rmsg[i].msg_len
-                self.c.packets_in += 1
-                self.c.bytes_in += length
-                if length < 1 or length >= SLOT:
-                    self.drops[DROP_TRUNCATED] += 1
+        if self.ncontrol + RECV_BATCH > CONTROL_QUEUE or self.nevents + RECV_BATCH > EVENT_QUEUE:
+            return 0             # let Python empty its queues first
+        for i in range(RECV_BATCH):
+            self.rmsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        n = recvmmsg(self.fd, self.rmsg, RECV_BATCH, MSG_DONTWAIT, NULL)
+        if n <= 0:
+            return 0
+        t0 = now_ns()
+        self.batches += 1
+        for i in range(n):
+            buf = self.rbuf + i * SLOT
+            length = self.rmsg[i].msg_len
+            self.c.packets_in += 1
+            self.c.bytes_in += length
+            if length < 1 or length >= SLOT:
+                self.drops[DROP_TRUNCATED] += 1
+                continue
+            first = buf[0]
+            if first <= 3 or (20 <= first <= 63):
+                # RFC 7983 §7: STUN and DTLS are Python's business
+                if self.ncontrol == CONTROL_QUEUE:
+                    self.drops[DROP_CONTROL_QUEUE_FULL] += 1
                     continue
-                first = buf[0]
-                if first <= 3 or (20 <= first <= 63):
-                    # RFC 7983 §7: STUN and DTLS are Python's business
-                    if self.ncontrol == CONTROL_QUEUE:
-                        self.drops[DROP_CONTROL_QUEUE_FULL] += 1
-                        continue
-                    memcpy(self.cbuf + self.ncontrol * SLOT, buf, length)
-                    self.clen[self.ncontrol] = length
-                    self.caddr[self.ncontrol] = self.raddr[i]
-                    self.ncontrol += 1
-                elif 128 <= first <= 191:
-                    t = <CTransport *>map_get(&self.by_addr, addr_key(&self.raddr[i]))
-                    if t == NULL:
-                        self.drops[DROP_UNKNOWN_SOURCE] += 1
-                        continue
-                    t.c.packets_in += 1
-                    t.c.bytes_in += length
-                    if rtcp_is_rtcp(buf, length):
-                        self._fanout_pending(t0)      # feedback acts on what came before it
-                        self._rtcp(t, buf, length, t0)
-                    elif not self._rtp(t, buf, length, t0):
-                        self.lat_pending += 1         # refused: done with it
-                else:
-                    self.drops[DROP_NOT_MEDIA] += 1
-            self._fanout_pending(t0)
-            self._feedback(now_ns(), 0)
-            self._flush_recorded(t0)
-        return total
+                memcpy(self.cbuf + self.ncontrol * SLOT, buf, length)
+                self.clen[self.ncontrol] = length
+                self.caddr[self.ncontrol] = self.raddr[i]
+                self.ncontrol += 1
+            elif 128 <= first <= 191:
+                t = <CTransport *>map_get(&self.by_addr, addr_key(&self.raddr[i]))
+                if t == NULL:
+                    self.drops[DROP_UNKNOWN_SOURCE] += 1
+                    continue
+                t.c.packets_in += 1
+                t.c.bytes_in += length
+                if rtcp_is_rtcp(buf, length):
+                    self._fanout_pending(t0)      # feedback acts on what came before it
+                    self._rtcp(t, buf, length, t0)
+                elif not self._rtp(t, buf, length, t0):
+                    self.lat_pending += 1         # refused: done with it
+            else:
+                self.drops[DROP_NOT_MEDIA] += 1
+        self._fanout_pending(t0)
+        self._feedback(now_ns(), 0)
+        self._flush_recorded(t0)
+        return n
 
     def drain(self, int max_batches=64):
         """Process what the socket holds (up to max_batches x 64 datagrams) without the GIL.
 
         Returns (control, events): control is [(datagram, (host, port))] for STUN/DTLS;
         events are tuples for Python decisions."""
-        cdef int i, n
-        cdef const uint8_t *ip
+        cdef int n
         with nogil:
             n = self._drain(max_batches)
+            pthread_mutex_lock(&self.mu)
+        try:
+            return self._take_queues()
+        finally:
+            pthread_mutex_unlock(&self.mu)
+
+    cdef tuple _take_queues(self):
+        cdef int i
+        cdef const uint8_t *ip
         control = []
         for i in range(self.ncontrol):
             ip = <const uint8_t *>&self.caddr[i].sin_addr.s_addr
@@ -941,11 +1125,13 @@ cdef class NativeWorker:
         if len(data) > SLOT:
             raise ValueError("datagram too large")
         _sockaddr(host, port, &a)
+        self._lock()
         b = self._out_slot()
         memcpy(b, <const uint8_t *>data, len(data))
-        self.caddr[0] = a   # scratch copy that outlives the flush below
-        self._queue(len(data), &self.caddr[0])
+        self.send_addr = a   # a copy that outlives the flush below
+        self._queue(len(data), &self.send_addr)
         self._flush()
+        self._unlock()
 
     @property
     def stats(self):
@@ -998,7 +1184,9 @@ cdef class NativeWorker:
     def gso(self, bint on):
         cdef int v = 0
         cdef socklen_t vlen = sizeof(int)
+        self._lock()
         self._flush()
+        self._unlock()
         self.gso = 1 if on and getsockopt(self.fd, SOL_UDP, UDP_SEGMENT, &v, &vlen) == 0 else 0
 
 

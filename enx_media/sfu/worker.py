@@ -82,7 +82,7 @@ class Worker:
         return self.native.request_keyframe(producer)
 
     def run_timers(self) -> None:
-        """Upstream feedback that is due (NACK retries, transport-cc); from the draining thread only."""
+        """Upstream feedback that is due (NACK retries, transport-cc)."""
         self.native.run_timers()
 
     def send(self, data: bytes, addr: tuple) -> None:
@@ -111,7 +111,11 @@ class Worker:
                 self.on_event(ev)
 
     def start_thread(self) -> None:
-        """Drain in a background thread; the GIL is released while the core works and waits."""
+        """Drain in a background thread; the GIL is released while the core works and waits.
+
+        Control calls (create/close/bind/switch/request_keyframe/send) may then come from any other
+        thread: the native worker holds a mutex for each receive batch and for each control call, so
+        they run between batches, never while a batch fans out."""
         if self._thread is not None:
             return
         self._stop.clear()

@@ -118,6 +118,12 @@ cdef extern from "<pthread.h>" nogil:
         pass
     ctypedef struct pthread_cond_t:
         pass
+    ctypedef struct pthread_mutexattr_t:
+        pass
+    enum: PTHREAD_MUTEX_RECURSIVE
+    int pthread_mutexattr_init(pthread_mutexattr_t *a)
+    int pthread_mutexattr_settype(pthread_mutexattr_t *a, int kind)
+    int pthread_mutexattr_destroy(pthread_mutexattr_t *a)
     int pthread_create(pthread_t *thread, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
     int pthread_join(pthread_t thread, void **ret)
     int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
