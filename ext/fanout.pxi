@@ -19,6 +19,7 @@ cdef struct Pending:
     int key
     int tid
     int in_order                # it was the producer's newest packet when it arrived
+    int empty                   # padding only, no payload
     int64_t seq
     int64_t ts
 
@@ -362,6 +363,11 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
     for k in range(f.goff[g], f.goff[g] + f.gcnt[g]):
         e = &f.pend[f.gidx[k]]
         # decide first, then apply (the simulcast layer selector plugs in here)
+        if e.empty:
+            # Padding-only packets are the publisher's bandwidth probes for its link to the node; passed
+            # on they cost subscribers bytes, and an empty Opus payload stops aiortc's decoder for good.
+            consumer_drop(c, DROP_PADDING_ONLY, e.seq)
+            continue
         if c.paused:
             consumer_drop(c, DROP_PAUSED, e.seq)
             continue

@@ -24,6 +24,7 @@ cdef enum:
     DROP_LATE                  # a late packet whose output number is used or was given away
     DROP_NACK_TOO_SOON         # that seq was retransmitted to the consumer less than an RTT ago
     DROP_NACK_BUDGET           # the consumer's retransmission byte budget is spent
+    DROP_PADDING_ONLY          # no payload (a sender's bandwidth probe): not worth a subscriber's bytes
     DROP_OTHER
     DROP_COUNT
 
@@ -31,7 +32,7 @@ DROP_REASONS = ["truncated", "bad_version", "bad_padding", "bad_extension", "bad
                 "replay", "too_many_streams", "crypto", "no_room", "unknown_source", "unknown_ssrc",
                 "ssrc_wrong_transport", "not_media", "nack_not_held", "pli_rate_limited",
                 "control_queue_full", "send_failed", "paused", "layer", "late", "nack_too_soon", "nack_budget",
-                "other"]
+                "padding_only", "other"]
 
 _DROP_NAMES = {ST_TRUNCATED: "truncated", ST_BAD_VERSION: "bad version", ST_BAD_PADDING: "bad padding",
                ST_BAD_EXTENSION: "bad header extension", ST_BAD_LENGTH: "bad length",

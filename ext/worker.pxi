@@ -708,6 +708,7 @@ cdef class NativeWorker:
         e.key = key
         e.tid = tid
         e.in_order = seq == p.ext_seq
+        e.empty = h.payload_len == 0
         return 1
 
     cdef void _fanout_pending(self, int64_t t0) noexcept nogil:
