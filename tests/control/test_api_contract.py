@@ -13,7 +13,7 @@ from starlette.routing import Mount, Route
 from enx_media import Engine, Settings
 from enx_media.web import create_app
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "api" / "openapi.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "api" / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 METHODS = {"get", "post", "patch", "delete", "put"}
 

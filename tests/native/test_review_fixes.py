@@ -12,7 +12,7 @@ import pytest
 
 from enx_media._native import _core
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GCM = "AEAD_AES_128_GCM"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from enx_media._native import _core
 from enx_media.sfu import Worker
-from test_native_forwarding import CM, GCM, Peer, pump_for, rtp
+from rtp_util import CM, GCM, Peer, pump_for, rtp
 
 WORKER_RTCP_SSRC = 0x454E5801
 
