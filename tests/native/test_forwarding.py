@@ -2,8 +2,7 @@
 import socket
 
 from enx_media._native import _core
-from enx_media.sfu import Worker
-from rtp_util import CM, GCM, GCM256, Peer, pump_for, rtp
+from rtp_util import CM, GCM, GCM256, PLAIN, Peer, pair, pump_for, rtp, udp, unknown_ssrc, vp8
 
 
 def test_fanout_srtp_continuous_mapping(worker):
@@ -16,7 +15,7 @@ def test_fanout_srtp_continuous_mapping(worker):
     n = 120
     base_seq, base_ts = 65500, 4294967000   # both wrap during the stream
     for i in range(n):
-        prod.send_rtp(rtp(base_seq + i, base_ts + 3000 * i, 0xAAAA0001, payload=bytes([0x10, 0]) + bytes([i]) * 900))
+        prod.send_rtp(rtp(base_seq + i, base_ts + 3000 * i, 0xAAAA0001, payload=vp8(bytes([i]) * 900)))
         if i % 20 == 19:
             worker.poll_once(5)
     for i, c in enumerate(cons):
@@ -37,19 +36,16 @@ def test_fanout_srtp_continuous_mapping(worker):
 
 
 def test_nack_retransmits_and_pli_is_forwarded_rate_limited(worker):
-    prod = Peer(worker, CM)
-    producer = worker.create_producer(prod.transport, 0xBB01, "vp8")
-    sub = Peer(worker, GCM)
-    consumer = worker.create_consumer(sub.transport, producer, 0xBB02, 97)
+    prod, producer, sub, consumer = pair(worker, 0xBB01, 0xBB02, 97, pub=CM)
     for i in range(10):
-        prod.send_rtp(rtp(1000 + i, 90000 + i * 3000, 0xBB01, payload=bytes([0x10, 0, i])))
+        prod.send_rtp(rtp(1000 + i, 90000 + i * 3000, 0xBB01, payload=vp8(bytes([i]))))
     got = sub.recv_all(10, pump_for(worker), lose=(3, 5))
     assert len(got) == 8
     # the subscriber lost 1003 and 1005: NACK them (plus 2000, never sent: counted, not sent)
     sub.send_rtcp(_core.write_nack(0x1111, 0xBB02, [1003, 1005, 2000]))
     rtx = sub.recv_all(2, pump_for(worker))
     assert [_core.parse_rtp(p)["sequence_number"] for p in rtx] == [1003, 1005]
-    assert [_core.parse_rtp(p)["payload"] for p in rtx] == [bytes([0x10, 0, 3]), bytes([0x10, 0, 5])]
+    assert [_core.parse_rtp(p)["payload"] for p in rtx] == [vp8(b"\x03"), vp8(b"\x05")]
     st = consumer.stats
     assert st["retransmits"] == 2 and st["drops"]["nack_not_held"] == 1
     # PLI from the subscriber reaches the publisher once; a second within 500 ms is held back
@@ -101,20 +97,16 @@ def test_restart_and_switch_keep_sequence_continuous(worker):
 
 
 def test_pause_layer_and_drops(worker):
-    prod = Peer(worker, GCM, ext_ids={"mid": 1, "rid": 2})
-    producer = worker.create_producer(prod.transport, 0xD1, "vp8")
-    sub = Peer(worker, GCM)
-    c = worker.create_consumer(sub.transport, producer, 0xD2, 96)
+    prod, producer, sub, c = pair(worker, 0xD1, 0xD2, 96, ext_ids={"mid": 1, "rid": 2})
     c.max_temporal_layer = 0
     # VP8 descriptor with T bit: TID alternates 0, 1; only TID 0 goes out, with consecutive seq numbers
     for i in range(8):
-        desc = bytes([0x90, 0x20, (i % 2) << 6, 0x00])
-        prod.send_rtp(rtp(500 + i, 3000 * i, 0xD1, payload=desc + b"\x01" * 100))
+        prod.send_rtp(rtp(500 + i, 3000 * i, 0xD1, payload=vp8(b"\x01" * 100, tid=i % 2)))
     got = sub.recv_all(4, pump_for(worker))
     assert [_core.parse_rtp(p)["sequence_number"] for p in got] == [500, 501, 502, 503]
     assert c.stats["drops"]["layer"] == 4
     c.pause()
-    prod.send_rtp(rtp(508, 3000 * 8, 0xD1, payload=b"\x90\x20\x00\x00\x01"))
+    prod.send_rtp(rtp(508, 3000 * 8, 0xD1, payload=vp8(b"\x01", tid=0)))
     assert sub.recv_all(1, pump_for(worker), deadline=0.2) == []
     assert c.stats["drops"]["paused"] == 1
     # unknown SSRC: dropped, one event with the MID/RID read from the header extensions
@@ -122,13 +114,12 @@ def test_pause_layer_and_drops(worker):
     worker.on_event = events.append
     prod.send_rtp(rtp(1, 1, 0xEEEE, ext=[(1, b"v0"), (2, b"h")]))
     # unknown source address: dropped and counted
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
-        stranger.bind(("127.0.0.1", 0))
+    with udp() as stranger:
         stranger.sendto(b"\x80" + b"\x00" * 40, worker.address)
         stranger.sendto(b"\xff" * 20, worker.address)
     for _ in range(20):
         worker.poll_once(5)
-    assert ("unknown_ssrc", prod.transport.id, 0xEEEE, "v0", "h", "") in events
+    assert (prod.transport.id, 0xEEEE, "v0", "h", "") in [unknown_ssrc(e) for e in events]
     d = worker.stats["drops"]
     assert d["unknown_source"] == 1 and d["unknown_ssrc"] == 1 and d["not_media"] == 1
     prod.close()
@@ -138,8 +129,7 @@ def test_pause_layer_and_drops(worker):
 def test_stun_and_dtls_go_up_to_python(worker):
     seen = []
     worker.on_control = lambda data, addr: seen.append((data, addr))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+    with udp(1) as s:
         stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"x" * 12
         dtls = b"\x16\xfe\xfd" + b"\x00" * 20
         s.sendto(stun, worker.address)
@@ -150,47 +140,29 @@ def test_stun_and_dtls_go_up_to_python(worker):
                 break
         assert seen == [(stun, s.getsockname()), (dtls, s.getsockname())]
         worker.send(b"reply", s.getsockname())
-        s.settimeout(1)
         assert s.recv(100) == b"reply"
 
 
-def test_threaded_worker_forwards_plain_transport():
-    w = Worker("127.0.0.1", 0)
-    try:
-        src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        src.bind(("127.0.0.1", 0))
-        dst = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        dst.bind(("127.0.0.1", 0))
-        dst.settimeout(2)
-        t_in, t_out = w.create_transport("none"), w.create_transport("none")
-        w.bind_transport(t_in, *src.getsockname())
-        w.bind_transport(t_out, *dst.getsockname())
-        p = w.create_producer(t_in, 5, "opus")
-        w.create_consumer(t_out, p, 6, 111, clock_rate=48000)
-        w.start_thread()
-        src.sendto(rtp(7, 8, 5, payload=b"opus"), w.address)
-        h = _core.parse_rtp(dst.recv(2048))
-        assert (h["ssrc"], h["sequence_number"], h["timestamp"], h["payload"]) == (6, 7, 8, b"opus")
-        src.close()
-        dst.close()
-    finally:
-        w.stop()
+def test_threaded_worker_forwards_plain_transport(worker):
+    src, dst = Peer(worker, PLAIN), Peer(worker, PLAIN, timeout=2)
+    p = worker.create_producer(src.transport, 5, "opus")
+    worker.create_consumer(dst.transport, p, 6, 111, clock_rate=48000)
+    worker.start_thread()
+    src.send_rtp(rtp(7, 8, 5, payload=b"opus"))
+    h = _core.parse_rtp(dst.sock.recv(2048))
+    assert (h["ssrc"], h["sequence_number"], h["timestamp"], h["payload"]) == (6, 7, 8, b"opus")
+    src.close()
+    dst.close()
 
 
 def test_raw_baseline_sends():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
-        rx.bind(("127.0.0.1", 0))
-        rx.settimeout(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, udp(1) as rx:
         assert _core.raw_sendmmsg_baseline(tx.fileno(), [rx.getsockname()], b"z" * 100, 5) == 5
         assert [rx.recv(200) for _ in range(5)] == [b"z" * 100] * 5
 
 
 def test_worker_counts_auth_failures_and_replays(worker):
-    prod = Peer(worker, GCM)
-    producer = worker.create_producer(prod.transport, 0xF1, "opus")
-    sub = Peer(worker, CM)
-    worker.create_consumer(sub.transport, producer, 0xF2, 111, clock_rate=48000)
+    prod, producer, sub, _ = pair(worker, 0xF1, 0xF2, 111, codec="opus", sub=CM, clock_rate=48000)
     good = prod.tx.protect(rtp(10, 0, 0xF1, payload=b"ok"))
     bad = bytearray(prod.tx.protect(rtp(11, 960, 0xF1, payload=b"no")))
     bad[-1] ^= 1

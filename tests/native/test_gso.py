@@ -3,55 +3,26 @@ each consumer as one sendmsg with UDP_SEGMENT; the consumer must still see separ
 import os
 import socket
 import time
+from functools import partial
 
-import pylibsrtp
 import pytest
 
+import rtp_util
 from enx_media._native import _core
+from rtp_util import CM, GCM, rtp, vp8
 
-GCM = ("AEAD_AES_128_GCM", pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12)
-CM = ("AES_CM_128_HMAC_SHA1_80", pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14)
 SO_NO_CHECK = 11   # Linux: a UDP socket without TX checksums may not use GSO (udp_send_skb: -EINVAL)
 
 
-def session(prof, key, salt, outbound):
-    pol = pylibsrtp.Policy(key=key + salt, srtp_profile=prof,
-                           ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
-                           else pylibsrtp.Policy.SSRC_ANY_INBOUND)
-    return pylibsrtp.Session(policy=pol)
-
-
-class Peer:
-    def __init__(self, w, spec):
-        name, prof, kl, sl = spec
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.settimeout(1.0)
-        up = (os.urandom(kl), os.urandom(sl))
-        down = (os.urandom(kl), os.urandom(sl))
-        self.tx = session(prof, *up, True)
-        self.rx = session(prof, *down, False)
-        self.transport = w.create_transport(name, up[0], up[1], down[0], down[1])
-        w.bind_transport(self.transport, *self.sock.getsockname())
-
-    def recv(self, n):
-        """n datagrams as they arrive (raw, still protected)."""
-        return [self.sock.recv(65536) for _ in range(n)]
-
-    def close(self):
-        self.sock.close()
-
-
-def rtp(seq, ts, ssrc, payload):
-    return _core.write_rtp(payload_type=96, sequence_number=seq & 0xffff, timestamp=ts & 0xffffffff,
-                           ssrc=ssrc, payload=payload)
+# recv() waits up to 1 s for each datagram
+Peer = partial(rtp_util.Peer, timeout=1.0)
+pair = partial(rtp_util.pair, timeout=1.0)
 
 
 def send_burst(w, prod, packets):
     """All packets reach the worker's socket before one drain, so they share a receive batch."""
     for p in packets:
-        prod.sock.sendto(prod.tx.protect(p), w.local_address)
+        prod.send_rtp(p)
     time.sleep(0.05)
     w.drain(1)
 
@@ -62,8 +33,9 @@ def w(request):
     return _core.NativeWorker("127.0.0.1", 0, fanout_threads=request.param)
 
 
-def vp8(i, size):
-    return bytes([0x10, 0]) + bytes([i & 0xff]) * (size - 2)
+def frame(i, size):
+    """A VP8 payload of `size` bytes tagged with i."""
+    return vp8(bytes([i & 0xff]) * (size - 2))
 
 
 def check_stream(peer, raw, base_seq, base_ts, ssrc, sizes):
@@ -73,7 +45,7 @@ def check_stream(peer, raw, base_seq, base_ts, ssrc, sizes):
         assert h["ssrc"] == ssrc
         assert h["sequence_number"] == (base_seq + k) & 0xffff
         assert h["timestamp"] == (base_ts + 3000 * (k // 3)) & 0xffffffff
-        assert h["payload"] == vp8(k, sizes[k])
+        assert h["payload"] == frame(k, sizes[k])
 
 
 def test_gso_burst_arrives_as_separate_datagrams(w):
@@ -85,7 +57,7 @@ def test_gso_burst_arrives_as_separate_datagrams(w):
     # two frames of equal-size packets whose last is shorter, then one of mixed sizes; seq wraps
     sizes = [1100, 1100, 700, 1100, 1100, 1100, 900, 1100, 400]
     base_seq, base_ts = 65530, 90000
-    send_burst(w, prod, [rtp(base_seq + k, base_ts + 3000 * (k // 3), 0xAB01, vp8(k, sizes[k]))
+    send_burst(w, prod, [rtp(base_seq + k, base_ts + 3000 * (k // 3), 0xAB01, frame(k, sizes[k]))
                          for k in range(len(sizes))])
     st = w.stats
     # per consumer: [1100 1100 700] [1100 1100 1100 900] [1100 400] -> 3 GSO messages of 3, 4 and 2
@@ -105,7 +77,7 @@ def test_gso_burst_arrives_as_separate_datagrams(w):
     # NACK from the history still works after a GSO send (single datagram, continuous numbering)
     nack = _core.write_nack(0x1234, 0xC100, [(base_seq + 4) & 0xffff])
     subs[0].sock.settimeout(1.0)
-    subs[0].sock.sendto(subs[0].tx.protect_rtcp(nack), w.local_address)
+    subs[0].send_rtcp(nack)
     time.sleep(0.05)
     w.drain(1)
     again = subs[0].recv(1)[0]       # a replay for the receiver's SRTP window: check it with a fresh one
@@ -129,7 +101,7 @@ def test_gso_refused_falls_back_to_plain_datagrams(w):
     for i, s in enumerate(subs):
         w.create_consumer(s.transport, producer, 0xC200 + i, 96)
     sizes = [1000] * 6
-    send_burst(w, prod, [rtp(100 + k, 3000 * (k // 3), 0xAB02, vp8(k, 1000)) for k in range(6)])
+    send_burst(w, prod, [rtp(100 + k, 3000 * (k // 3), 0xAB02, frame(k, 1000)) for k in range(6)])
     st = w.stats
     # (with 2 threads each may meet the refusal once before the other has switched GSO off)
     assert not w.gso and st["gso"] is False and 1 <= st["gso_fallbacks"] <= st["fanout_threads"]
@@ -137,7 +109,7 @@ def test_gso_refused_falls_back_to_plain_datagrams(w):
         check_stream(s, s.recv(6), 100, 0, 0xC200 + i, sizes)
     assert st["packets_out"] == 12 and not st["drops"].get("send_failed")
     # later batches go out plain from the start
-    send_burst(w, prod, [rtp(106 + k, 6000 + 3000 * (k // 3), 0xAB02, vp8(k, 1000)) for k in range(3)])
+    send_burst(w, prod, [rtp(106 + k, 6000 + 3000 * (k // 3), 0xAB02, frame(k, 1000)) for k in range(3)])
     assert w.stats["gso_fallbacks"] == st["gso_fallbacks"] and w.stats["gso_messages"] == st["gso_messages"]
     for s in subs:
         assert len(s.recv(3)) == 3
@@ -147,11 +119,8 @@ def test_gso_refused_falls_back_to_plain_datagrams(w):
 
 def test_gso_off_sends_one_datagram_per_message():
     w = _core.NativeWorker("127.0.0.1", 0, gso=False)
-    prod = Peer(w, GCM)
-    producer = w.create_producer(prod.transport, 0xAB03, "vp8")
-    sub = Peer(w, GCM)
-    w.create_consumer(sub.transport, producer, 0xC300, 96)
-    send_burst(w, prod, [rtp(7 + k, 3000 * (k // 3), 0xAB03, vp8(k, 800)) for k in range(5)])
+    prod, producer, sub, _ = pair(w, 0xAB03, 0xC300, 96)
+    send_burst(w, prod, [rtp(7 + k, 3000 * (k // 3), 0xAB03, frame(k, 800)) for k in range(5)])
     assert w.stats["gso_messages"] == 0 and w.stats["packets_out"] == 5
     check_stream(sub, sub.recv(5), 7, 0, 0xC300, [800] * 5)
     sub.close()
@@ -169,7 +138,7 @@ def test_gso_groups_audio_and_video_of_one_batch_per_destination(w):
     opus = _core.write_rtp(payload_type=111, sequence_number=50, timestamp=960, ssrc=0xAB05, payload=b"\xfc" * 60)
     # the audio packet arrives first; the video frame's copies still lead, so that the shorter audio
     # copy can be the last segment of the same GSO message
-    send_burst(w, prod, [opus] + [rtp(300 + k, 0, 0xAB04, vp8(k, 1000)) for k in range(3)])
+    send_burst(w, prod, [opus] + [rtp(300 + k, 0, 0xAB04, frame(k, 1000)) for k in range(3)])
     st = w.stats
     assert st["gso_messages"] == 2 and st["gso_segments"] == 8 and st["send_calls"] == st["fanout_threads"]
     for i, s in enumerate(subs):
@@ -183,18 +152,15 @@ def test_gso_groups_audio_and_video_of_one_batch_per_destination(w):
 
 def test_bench_sink_counts_datagrams_of_gro_messages(w):
     """bench/lecture_fanout.py --sink-gro: a GSO message queued whole still counts as its datagrams."""
-    prod = Peer(w, GCM)
-    producer = w.create_producer(prod.transport, 0xAB06, "vp8")
-    sub = Peer(w, GCM)
-    w.create_consumer(sub.transport, producer, 0xC600, 96)
+    prod, producer, sub, _ = pair(w, 0xAB06, 0xC600, 96)
     fd = sub.sock.fileno()
     sub.sock.setsockopt(socket.SOL_UDP, 104, 1)   # UDP_GRO before the burst: it is queued as one skb
-    send_burst(w, prod, [rtp(10 + k, 0, 0xAB06, vp8(k, 900 if k < 4 else 300)) for k in range(5)])
+    send_burst(w, prod, [rtp(10 + k, 0, 0xAB06, frame(k, 900 if k < 4 else 300)) for k in range(5)])
     counts, samples = _core.sink_count([fd], 0.3, 0.1, 1, 1000, True)
     assert w.stats["gso_messages"] == 1
     assert counts == [5]
     h = _core.parse_rtp(sub.rx.unprotect(samples[0]))
-    assert h["sequence_number"] == 14 and h["payload"] == vp8(4, 300)
+    assert h["sequence_number"] == 14 and h["payload"] == frame(4, 300)
     sub.close()
     prod.close()
 
@@ -212,7 +178,7 @@ def test_fanout_threads_keep_every_stream_exact(threads):
     ac = [w.create_consumer(s.transport, audio, 0xC800 + i, 111, 48000) for i, s in enumerate(subs)]
     frames = 6
     for f in range(frames):
-        burst = [rtp(1000 + 3 * f + k, 3000 * f, 0xAB07, vp8(3 * f + k, 1100)) for k in range(3)]
+        burst = [rtp(1000 + 3 * f + k, 3000 * f, 0xAB07, frame(3 * f + k, 1100)) for k in range(3)]
         burst.append(_core.write_rtp(payload_type=111, sequence_number=500 + f, timestamp=960 * f, ssrc=0xAB08,
                                      payload=bytes([f]) * 80))
         send_burst(w, prod, burst)
@@ -224,7 +190,7 @@ def test_fanout_threads_keep_every_stream_exact(threads):
         v = [h for h in got if h["ssrc"] == 0xC700 + i]
         a = [h for h in got if h["ssrc"] == 0xC800 + i]
         assert [h["sequence_number"] for h in v] == list(range(1000, 1000 + 3 * frames))
-        assert [h["payload"] for h in v] == [vp8(k, 1100) for k in range(3 * frames)]
+        assert [h["payload"] for h in v] == [frame(k, 1100) for k in range(3 * frames)]
         assert [h["sequence_number"] for h in a] == list(range(500, 500 + frames))
         assert vc[i].stats["packets_out"] == 3 * frames and ac[i].stats["packets_out"] == frames
     for p in subs + [prod]:

@@ -1,25 +1,17 @@
 """A transport accepts media from every address that passed an ICE check, and sends to the selected one."""
-import socket
 import time
 
 from enx_media._native import _core
+from rtp_util import udp, video
 
 
-def _sock():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(1.0)
-    return s
-
-
-def rtp(seq, ssrc=1111):
-    return _core.write_rtp(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=ssrc,
-                           payload=bytes([0x10, 0, 0x9d, 0x01, 0x2a]) + bytes(100))
+def key_frame(seq):
+    return video(seq, 1111, b"\x9d\x01\x2a" + bytes(100))
 
 
 def test_media_from_any_accepted_pair_and_cleanup():
     w = _core.NativeWorker("127.0.0.1", 0)
-    first, second, sink = _sock(), _sock(), _sock()
+    first, second, sink = udp(1.0), udp(1.0), udp(1.0)
     pub = w.create_transport("none")
     w.bind_transport(pub, *first.getsockname())
     w.accept_from(pub, *second.getsockname())
@@ -28,7 +20,7 @@ def test_media_from_any_accepted_pair_and_cleanup():
     producer = w.create_producer(pub, 1111, "vp8")
     w.create_consumer(sub, producer, 2222, 100, 90000, False)
     for seq, sender in ((1, first), (2, second), (3, first), (4, second)):
-        sender.sendto(rtp(seq), w.local_address)
+        sender.sendto(key_frame(seq), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     got = [_core.parse_rtp(sink.recv(2048))["sequence_number"] for _ in range(4)]
@@ -36,13 +28,13 @@ def test_media_from_any_accepted_pair_and_cleanup():
 
     # Rebinding to the second pair keeps the first accepted; closing forgets both.
     w.bind_transport(pub, *second.getsockname())
-    first.sendto(rtp(5), w.local_address)
+    first.sendto(key_frame(5), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     assert _core.parse_rtp(sink.recv(2048))["sequence_number"] != got[-1]
     w.close_transport(pub)
-    first.sendto(rtp(6), w.local_address)
-    second.sendto(rtp(7), w.local_address)
+    first.sendto(key_frame(6), w.local_address)
+    second.sendto(key_frame(7), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     assert w.stats["drops"]["unknown_source"] == 2

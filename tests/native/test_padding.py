@@ -1,21 +1,14 @@
 """Padding-only RTP packets (a sender's bandwidth probes) are not fanned out, and the consumer's
 numbering has no hole where they were."""
-import socket
 import time
 
 from enx_media._native import _core
-
-
-def _sock():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.settimeout(0.5)
-    return s
+from rtp_util import udp
 
 
 def test_padding_only_packets_are_dropped_without_a_gap():
     w = _core.NativeWorker("127.0.0.1", 0)
-    pub, sink = _sock(), _sock()
+    pub, sink = udp(0.5), udp(0.5)
     tp = w.create_transport("none")
     w.bind_transport(tp, *pub.getsockname())
     ts = w.create_transport("none")

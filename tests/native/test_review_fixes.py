@@ -2,7 +2,6 @@
 reuse), SRTP stream table (size, freeing, creation only after authentication), control calls on closed
 entities, NACK amplification, paused retransmissions, thread-mode control calls. 127.0.0.1 only."""
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,35 +10,11 @@ import time
 import pytest
 
 from enx_media._native import _core
+from rtp_util import recv_all, rtp, udp, video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS = os.path.join(ROOT, "tests")
 GCM = "AEAD_AES_128_GCM"
-
-
-def udp(timeout=0.2):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.settimeout(timeout)
-    return s
-
-
-def recv_all(sock):
-    out = []
-    try:
-        while True:
-            out.append(sock.recv(4096))
-    except socket.timeout:
-        return out
-
-
-def rtp(seq, ssrc, payload, pt=96):
-    return _core.write_rtp(payload_type=pt, sequence_number=seq, timestamp=seq * 3000, ssrc=ssrc, payload=payload)
-
-
-def vp8(tid, tag, key=False):
-    # X=1, S=1, PID 0; extension byte: T present; TID in the top 2 bits; payload header bit 0 = 0 on a key frame
-    return bytes([0x90, 0x20, tid << 6, 0x00 if key else 0x01]) + tag
 
 
 def pump(w, n=2):
@@ -48,9 +23,10 @@ def pump(w, n=2):
 
 
 def run_isolated(code, timeout=60):
-    """Run code in a fresh interpreter (a memory error must fail the test, not kill pytest)."""
+    """Run code in a fresh interpreter (a memory error must fail the test, not kill pytest); it can import
+    the tests' helper modules (rtp_util)."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": TESTS})
 
 
 class Rig:
@@ -77,6 +53,20 @@ class Rig:
     def feedback(self, rtcp):
         self.sub.sendto(self.up.protect_rtcp(rtcp) if self.up else rtcp, self.w.local_address)
 
+    def video_consumer(self, max_temporal_layer=None):
+        """A VP8 producer 0xA and a consumer 0xC of it: (producer, consumer)."""
+        p = self.w.create_producer(self.tp, 0xA, "vp8")
+        c = self.w.create_consumer(self.ts, p, 0xC, 96)
+        if max_temporal_layer is not None:
+            c.max_temporal_layer = max_temporal_layer
+        return p, c
+
+    def switchable(self):
+        """Two opus producers 0xA and 0xB, a consumer 0xC of the first: (pa, pb, consumer)."""
+        pa = self.w.create_producer(self.tp, 0xA, "opus")
+        pb = self.w.create_producer(self.tp, 0xB, "opus")
+        return pa, pb, self.w.create_consumer(self.ts, pa, 0xC, 111)
+
     def received(self):
         out = []
         for d in recv_all(self.sub):
@@ -90,32 +80,23 @@ class Rig:
 @pytest.mark.parametrize("k,threads", [(10, 1), (40, 1), (10, 2)])
 def test_send_batch_overflow_same_transport_consumers(k, threads):
     r = run_isolated(f"""
-        import socket, time
+        import time
         from enx_media._native import _core
+        from rtp_util import recv_all, rtp, udp
         w = _core.NativeWorker("127.0.0.1", 0, fanout_threads={threads})
-        pub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); pub.bind(("127.0.0.1", 0))
-        sub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sub.bind(("127.0.0.1", 0))
-        sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20); sub.settimeout(0.3)
+        pub, sub = udp(), udp(0.3, rcvbuf=8 << 20)
         tp = w.create_transport("none"); w.bind_transport(tp, *pub.getsockname())
         ts = w.create_transport("none"); w.bind_transport(ts, *sub.getsockname())
         pa = w.create_producer(tp, 0xA, "opus"); pb = w.create_producer(tp, 0xB, "opus")
         w.create_consumer(ts, pa, 0x100, 111)
         for i in range({k}):
             w.create_consumer(ts, pb, 0x200 + i, 111)
-        def rtp(seq, ssrc, n):
-            return _core.write_rtp(payload_type=111, sequence_number=seq, timestamp=seq * 960, ssrc=ssrc,
-                                   payload=b"\\x00" * n)
-        pub.sendto(rtp(1, 0xA, 1200), w.local_address)
+        pub.sendto(rtp(1, 960, 0xA, bytes(1200), 111), w.local_address)
         for s in range(63):
-            pub.sendto(rtp(100 + s, 0xB, 1000), w.local_address)
+            pub.sendto(rtp(100 + s, (100 + s) * 960, 0xB, bytes(1000), 111), w.local_address)
         time.sleep(0.05)
         w.drain(1)
-        got = 0
-        try:
-            while True:
-                sub.recv(2048); got += 1
-        except socket.timeout:
-            pass
+        got = len(recv_all(sub))
         print(w.stats["packets_out"], got)
     """)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -127,11 +108,9 @@ def test_send_batch_overflow_same_transport_consumers(k, threads):
 
 def test_nack_retransmits_the_packet_sent_under_that_seq():
     g = Rig()
-    p = g.w.create_producer(g.tp, 0xA, "vp8")
-    c = g.w.create_consumer(g.ts, p, 0xC, 96)
-    c.max_temporal_layer = 0
+    p, c = g.video_consumer(max_temporal_layer=0)
     for s in range(1, 7):
-        g.publish(rtp(s, 0xA, vp8((s + 1) % 2, b"in-seq-%d" % s)))
+        g.publish(video(s, 0xA, b"in-seq-%d" % s, tid=(s + 1) % 2, key=False))
     pump(g.w)
     first = g.received()
     assert [t for _, t in first] == [b"in-seq-1", b"in-seq-3", b"in-seq-5"]
@@ -143,11 +122,9 @@ def test_nack_retransmits_the_packet_sent_under_that_seq():
 
 def test_nack_retransmission_is_byte_identical_no_nonce_reuse():
     g = Rig(GCM)
-    p = g.w.create_producer(g.tp, 0xA, "vp8")
-    c = g.w.create_consumer(g.ts, p, 0xC, 96)
-    c.max_temporal_layer = 0
+    p, c = g.video_consumer(max_temporal_layer=0)
     for s in range(1, 7):
-        g.publish(rtp(s, 0xA, vp8((s + 1) % 2, b"secret-payload-%d" % s)))
+        g.publish(video(s, 0xA, b"secret-payload-%d" % s, tid=(s + 1) % 2, key=False))
     pump(g.w)
     raw = recv_all(g.sub)
     assert len(raw) == 3
@@ -159,12 +136,10 @@ def test_nack_retransmission_is_byte_identical_no_nonce_reuse():
 
 def test_late_packets_get_their_own_number_or_none():
     g = Rig()
-    p = g.w.create_producer(g.tp, 0xA, "vp8")
-    c = g.w.create_consumer(g.ts, p, 0xC, 96)
-    c.max_temporal_layer = 0
+    p, c = g.video_consumer(max_temporal_layer=0)
     # 2 missing, 4 dropped by the layer selector, then 2 arrives late, then a duplicate of 3
     for s, tid in [(1, 0), (3, 0), (4, 1), (5, 0), (2, 0), (3, 0)]:
-        g.publish(rtp(s, 0xA, vp8(tid, b"in-%d" % s)))
+        g.publish(video(s, 0xA, b"in-%d" % s, tid=tid, key=False))
         pump(g.w, 1)
     got = g.received()
     seqs = [s for s, _ in got]
@@ -178,15 +153,13 @@ def test_late_packets_get_their_own_number_or_none():
 
 def test_late_packet_after_switch_gets_no_used_number():
     g = Rig()
-    pa = g.w.create_producer(g.tp, 0xA, "opus")
-    pb = g.w.create_producer(g.tp, 0xB, "opus")
-    c = g.w.create_consumer(g.ts, pa, 0xC, 111)
+    pa, pb, c = g.switchable()
     for s in (1, 2, 3):
-        g.publish(rtp(s, 0xA, b"\0\0\0\0a%d" % s, 111))
+        g.publish(rtp(s, 3000 * s, 0xA, b"\0\0\0\0a%d" % s, 111))
         pump(g.w, 1)
     g.w.switch_producer(c, pb)
     for s in (500, 502, 499, 501):
-        g.publish(rtp(s, 0xB, b"\0\0\0\0b%d" % s, 111))
+        g.publish(rtp(s, 3000 * s, 0xB, b"\0\0\0\0b%d" % s, 111))
         pump(g.w, 1)
     got = g.received()
     seqs = [s for s, _ in got]
@@ -198,16 +171,14 @@ def test_late_packet_after_switch_gets_no_used_number():
 
 def test_nack_for_numbers_from_before_a_switch_is_not_served():
     g = Rig()
-    pa = g.w.create_producer(g.tp, 0xA, "opus")
-    pb = g.w.create_producer(g.tp, 0xB, "opus")
-    c = g.w.create_consumer(g.ts, pa, 0xC, 111)
+    pa, pb, c = g.switchable()
     for s in (1, 2, 3):
-        g.publish(rtp(s, 0xA, b"\0\0\0\0a%d" % s, 111))
+        g.publish(rtp(s, 3000 * s, 0xA, b"\0\0\0\0a%d" % s, 111))
     pump(g.w)
     old = [s for s, _ in g.received()]
     g.w.switch_producer(c, pb)
     for s in (1, 2, 3):            # same input numbers on the new producer
-        g.publish(rtp(s, 0xB, b"\0\0\0\0b%d" % s, 111))
+        g.publish(rtp(s, 3000 * s, 0xB, b"\0\0\0\0b%d" % s, 111))
     pump(g.w)
     new = g.received()
     g.feedback(_core.write_nack(0x55, 0xC, old))
@@ -224,7 +195,7 @@ def test_srtp_context_holds_hundreds_of_streams_and_frees_them():
     g = Rig(GCM)
     p = g.w.create_producer(g.tp, 0xA, "opus")
     cons = [g.w.create_consumer(g.ts, p, 0x2000 + i, 111) for i in range(600)]
-    g.publish(rtp(1, 0xA, b"x" * 50, 111))
+    g.publish(rtp(1, 3000, 0xA, b"x" * 50, 111))
     pump(g.w)
     got = recv_all(g.sub)
     assert len(got) == 600
@@ -243,11 +214,11 @@ def test_forged_packets_create_no_srtp_streams():
     rx, tx = _core.SrtpContext(GCM, key, salt), _core.SrtpContext(GCM, key, salt)
     for i in range(100):
         with pytest.raises(ValueError):
-            rx.unprotect(rtp(1, 0xdead0000 + i, b"\0" * 40))
+            rx.unprotect(rtp(1, 3000, 0xdead0000 + i, b"\0" * 40))
         with pytest.raises(ValueError):
             rx.unprotect_rtcp(_core.write_nack(0xbeef0000 + i, 1, [1]) + b"\0" * 20)
     assert rx.stats["streams"] == 0 and rx.stats["auth_fail"] == 200
-    rx.unprotect(tx.protect(rtp(5, 0x1234, b"\0" * 40)))
+    rx.unprotect(tx.protect(rtp(5, 15000, 0x1234, b"\0" * 40)))
     rx.unprotect_rtcp(tx.protect_rtcp(_core.write_nack(0x1234, 1, [1])))
     assert rx.stats["streams"] == 1
 
@@ -290,7 +261,7 @@ def test_control_calls_refuse_closed_or_foreign_entities():
     pa2 = g.w.create_producer(g.tp, 0xB, "opus")
     g.w.close_producer(p2)
     c3 = g.w.create_consumer(g.ts, pa2, 0x13, 111)
-    g.publish(rtp(1, 0xB, b"\0\0\0\0zz", 111))
+    g.publish(rtp(1, 3000, 0xB, b"\0\0\0\0zz", 111))
     pump(g.w)
     assert c3.stats["packets_out"] == 1
 
@@ -298,10 +269,9 @@ def test_control_calls_refuse_closed_or_foreign_entities():
 # -- 6./7. NACK amplification, paused consumers ---------------------------------------------------------
 
 def _sent_video(g, n, size=1000):
-    p = g.w.create_producer(g.tp, 0xA, "vp8")
-    c = g.w.create_consumer(g.ts, p, 0xC, 96)
+    p, c = g.video_consumer()
     for s in range(1, n + 1):
-        g.publish(rtp(s, 0xA, vp8(0, b"%04d" % s + b"\0" * size)))
+        g.publish(video(s, 0xA, b"%04d" % s + b"\0" * size, tid=0, key=False))
         if s % 50 == 0:
             pump(g.w, 4)
     pump(g.w, 4)
@@ -352,12 +322,11 @@ def test_paused_consumer_retransmits_nothing():
 
 def test_thread_mode_control_calls_race_with_drain():
     r = run_isolated("""
-        import socket, threading, time
-        from enx_media._native import _core
+        import threading, time
         from enx_media.sfu import Worker
+        from rtp_util import rtp, udp
         w = Worker("127.0.0.1", 0)
-        pub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); pub.bind(("127.0.0.1", 0))
-        sub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sub.bind(("127.0.0.1", 0))
+        pub, sub = udp(None), udp(None)
         tp = w.create_transport("none"); w.bind_transport(tp, *pub.getsockname())
         prods = [w.create_producer(tp, 0x100 + i, "opus") for i in range(4)]
         w.start_thread()
@@ -367,8 +336,7 @@ def test_thread_mode_control_calls_race_with_drain():
             while not stop.is_set():
                 s += 1
                 for i in range(4):
-                    pub.sendto(_core.write_rtp(payload_type=111, sequence_number=s & 0xffff, timestamp=s * 960,
-                                               ssrc=0x100 + i, payload=b"\\0" * 300), w.address)
+                    pub.sendto(rtp(s, s * 960, 0x100 + i, bytes(300), 111), w.address)
         th = threading.Thread(target=blast, daemon=True); th.start()
         ssrc = 0x10000
         end = time.monotonic() + 2.0

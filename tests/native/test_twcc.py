@@ -7,8 +7,7 @@ import time
 import pytest
 
 from enx_media._native import _core
-from enx_media.sfu import Worker
-from rtp_util import CM, GCM, Peer, pump_for, rtp
+from rtp_util import CM, GCM, PLAIN, Peer, pair, pump_for, rtp
 
 WORKER_RTCP_SSRC = 0x454E5801
 
@@ -190,132 +189,81 @@ def twcc_rtp(seq, ts, ssrc, twseq, ext_id=3):
     return rtp(seq, ts, ssrc, payload=b"\x10\x00" + b"\x11" * 200, ext=[(ext_id, (twseq & 0xFFFF).to_bytes(2, "big"))])
 
 
-def collect_feedback(peer, w, until, deadline=2.0, srtp=True):
-    got = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end and not until(got):
-        w.poll_once(5)
-        try:
-            while True:
-                d = peer.sock.recv(4096)
-                got.append(peer.rx.unprotect_rtcp(d) if srtp else d)
-        except (BlockingIOError, OSError):
-            pass
-    return got
-
-
-@pytest.mark.parametrize("spec", [GCM, CM], ids=["gcm", "cm"])
-def test_worker_sends_feedback_srtcp(spec):
-    w = Worker("127.0.0.1", 0)
-    try:
-        prod = Peer(w, spec, ext_ids={"transport_cc": 3})
-        producer = w.create_producer(prod.transport, 0x7C01, "vp8")
-        sub = Peer(w, GCM)
-        w.create_consumer(sub.transport, producer, 0x7C02, 96)
-        sent = [i for i in range(65520, 65560) if i not in (65530, 65531, 65540)]
-        for k, s in enumerate(sent):
-            prod.send_rtp(twcc_rtp(2000 + k, 3000 * k, 0x7C01, s))
-        for _ in range(10):
-            w.poll_once(5)
-        w.native.send_transport_feedback()
-        reported = {}
-
-        def done(got):
-            for d in got[len(done.seen):]:
-                for p in _core.parse_rtcp(d):
-                    assert p["type"] == "transport_cc"
-                    f = parse_twcc(_rtcp_one(d))
-                    assert f["sender"] == WORKER_RTCP_SSRC and f["media"] == 0x7C01
-                    for i, st in enumerate(f["statuses"]):
-                        reported.setdefault((f["base"] + i) & 0xFFFF, st)
-            done.seen = list(got)
-            return len([1 for v in reported.values() if v]) >= len(sent)
-        done.seen = []
-        collect_feedback(prod, w, done)
-        assert {s & 0xFFFF for s, st in reported.items() if st} == {s & 0xFFFF for s in sent}
-        assert all(reported[s & 0xFFFF] == 0 for s in (65530, 65531, 65540))
-        st = prod.transport.stats
-        assert st["tcc_feedback_sent"] >= 1 and st["tcc_packets_reported"] == len(sent)
-        assert producer.stats["packets_in"] == len(sent)
-        prod.close()
-        sub.close()
-    finally:
-        w.stop()
-
-
-class PlainPeer(Peer):
-    """A peer on the plain ("none") profile: no SRTP either way."""
-
-    def __init__(self, worker, ext_ids=None):
-        import socket
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.01)
-        self.tx = self.rx = None
-        self.transport = worker.create_transport("none", ext_ids=ext_ids)
-        worker.bind_transport(self.transport, *self.sock.getsockname())
-        self.worker = worker
-
-    def recv_all(self, want, pump, rtcp=False, deadline=3.0, lose=()):
-        out, end = [], time.monotonic() + deadline
-        while len(out) < want and time.monotonic() < end:
-            pump()
-            try:
-                while len(out) < want:
-                    out.append(self.sock.recv(4096))
-            except OSError:
-                pass
-        return out
-
-
 def _rtcp_one(d):
     assert (int.from_bytes(d[2:4], "big") + 1) * 4 == len(d)    # one packet, no compound
     return d
 
 
-def test_worker_feedback_from_the_drain_every_50ms_plain_and_threads():
+@pytest.mark.parametrize("spec", [GCM, CM], ids=["gcm", "cm"])
+def test_worker_sends_feedback_srtcp(worker, spec):
+    w = worker
+    prod, producer, sub, _ = pair(w, 0x7C01, 0x7C02, 96, pub=spec, ext_ids={"transport_cc": 3})
+    sent = [i for i in range(65520, 65560) if i not in (65530, 65531, 65540)]
+    for k, s in enumerate(sent):
+        prod.send_rtp(twcc_rtp(2000 + k, 3000 * k, 0x7C01, s))
+    for _ in range(10):
+        w.poll_once(5)
+    w.native.send_transport_feedback()
+    reported = {}
+
+    def done(got):
+        for d in got[len(done.seen):]:
+            for p in _core.parse_rtcp(d):
+                assert p["type"] == "transport_cc"
+                f = parse_twcc(_rtcp_one(d))
+                assert f["sender"] == WORKER_RTCP_SSRC and f["media"] == 0x7C01
+                for i, st in enumerate(f["statuses"]):
+                    reported.setdefault((f["base"] + i) & 0xFFFF, st)
+        done.seen = list(got)
+        return len([1 for v in reported.values() if v]) >= len(sent)
+    done.seen = []
+    prod.recv_until(pump_for(w), done)
+    assert {s & 0xFFFF for s, st in reported.items() if st} == {s & 0xFFFF for s in sent}
+    assert all(reported[s & 0xFFFF] == 0 for s in (65530, 65531, 65540))
+    st = prod.transport.stats
+    assert st["tcc_feedback_sent"] >= 1 and st["tcc_packets_reported"] == len(sent)
+    assert producer.stats["packets_in"] == len(sent)
+    prod.close()
+    sub.close()
+
+
+@pytest.mark.parametrize("worker", [2], ids=["two_fanout_threads"], indirect=True)
+def test_worker_feedback_from_the_drain_every_50ms_plain_and_threads(worker):
     """Without an explicit call: the drain (and run_timers when idle) reports at least every 50 ms;
     with two fan-out threads the draining thread alone builds it."""
-    w = Worker("127.0.0.1", 0, fanout_threads=2)
-    try:
-        prod = PlainPeer(w, ext_ids={"transport_cc": 5})
-        producer = w.create_producer(prod.transport, 0x7D01, "opus")
-        subs = [PlainPeer(w) for _ in range(2)]
-        for i, s in enumerate(subs):
-            w.create_consumer(s.transport, producer, 0x7D10 + i, 111, clock_rate=48000)
-        got = []
-        for k in range(40):
-            prod.sock.sendto(twcc_rtp(k, 960 * k, 0x7D01, 7 + k, ext_id=5), w.address)
-            w.poll_once(5)
-            time.sleep(0.005)
-        got = collect_feedback(prod, w, lambda g: sum(parse_twcc(x)["count"] for x in g) >= 40, srtp=False)
-        seqs = set()
-        for d in got:
-            f = parse_twcc(d)
-            seqs |= {(f["base"] + i) & 0xFFFF for i, s in enumerate(f["statuses"]) if s}
-        assert seqs == set(range(7, 47))
-        assert len(got) >= 2                   # spread over > 200 ms: more than one report
-        assert prod.transport.stats["tcc_packets_reported"] == 40
-        for s in subs:
-            assert len(s.recv_all(40, pump_for(w), deadline=1.0)) == 40
-            s.close()
-        prod.close()
-    finally:
-        w.stop()
+    w = worker
+    prod = Peer(w, PLAIN, ext_ids={"transport_cc": 5})
+    producer = w.create_producer(prod.transport, 0x7D01, "opus")
+    subs = [Peer(w, PLAIN) for _ in range(2)]
+    for i, s in enumerate(subs):
+        w.create_consumer(s.transport, producer, 0x7D10 + i, 111, clock_rate=48000)
+    for k in range(40):
+        prod.send_rtp(twcc_rtp(k, 960 * k, 0x7D01, 7 + k, ext_id=5))
+        w.poll_once(5)
+        time.sleep(0.005)
+    got = prod.recv_until(pump_for(w), lambda g: sum(parse_twcc(x)["count"] for x in g) >= 40)
+    seqs = set()
+    for d in got:
+        f = parse_twcc(d)
+        seqs |= {(f["base"] + i) & 0xFFFF for i, s in enumerate(f["statuses"]) if s}
+    assert seqs == set(range(7, 47))
+    assert len(got) >= 2                   # spread over > 200 ms: more than one report
+    assert prod.transport.stats["tcc_packets_reported"] == 40
+    for s in subs:
+        assert len(s.recv_all(40, pump_for(w), deadline=1.0)) == 40
+        s.close()
+    prod.close()
 
 
-def test_no_feedback_without_the_extension():
-    w = Worker("127.0.0.1", 0)
-    try:
-        prod = Peer(w, GCM)
-        w.create_producer(prod.transport, 0x7E01, "vp8")
-        for k in range(5):
-            prod.send_rtp(twcc_rtp(k, 3000 * k, 0x7E01, k))
-        for _ in range(10):
-            w.poll_once(5)
-        w.native.send_transport_feedback()
-        assert collect_feedback(prod, w, lambda g: False, deadline=0.2) == []
-        assert prod.transport.stats["tcc_feedback_sent"] == 0
-        prod.close()
-    finally:
-        w.stop()
+def test_no_feedback_without_the_extension(worker):
+    w = worker
+    prod = Peer(w, GCM)
+    w.create_producer(prod.transport, 0x7E01, "vp8")
+    for k in range(5):
+        prod.send_rtp(twcc_rtp(k, 3000 * k, 0x7E01, k))
+    for _ in range(10):
+        w.poll_once(5)
+    w.native.send_transport_feedback()
+    assert prod.recv_until(pump_for(w), lambda g: False, deadline=0.2) == []
+    assert prod.transport.stats["tcc_feedback_sent"] == 0
+    prod.close()

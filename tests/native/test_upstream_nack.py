@@ -6,35 +6,19 @@ import pytest
 from aiortc.rtp import RtcpPacket, RtcpPsfbPacket, RtcpRtpfbPacket
 
 from enx_media._native import _core
-from enx_media.sfu import Worker
-from rtp_util import CM, GCM, Peer, pump_for, rtp
+from rtp_util import CM, FANOUT, GCM, Peer, pair, pump_for, rtp, video
 
 WORKER_RTCP_SSRC = 0x454E5801
 
 
-@pytest.fixture(params=[1, 2], ids=["one_thread", "two_fanout_threads"])
-def worker(request):
-    w = Worker("127.0.0.1", 0, fanout_threads=request.param)
-    yield w
-    w.stop()
-
-
-def video(seq, ssrc, payload_byte=0):
-    return rtp(seq, 3000 * seq, ssrc, payload=bytes([0x10, 0, payload_byte]) + b"\x22" * 300)
+def tagged(seq, ssrc, tag=0):
+    """A VP8 packet whose first payload byte after the descriptor is tag."""
+    return video(seq, ssrc, bytes([tag]) + b"\x22" * 300)
 
 
 def feedback(peer, w, until, deadline=2.0):
     """Decrypted RTCP packets (aiortc's parser) reaching the publisher until until(packets) holds."""
-    got = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end and not until(got):
-        w.poll_once(5)
-        try:
-            while True:
-                got += RtcpPacket.parse(peer.rx.unprotect_rtcp(peer.sock.recv(4096)))
-        except OSError:
-            pass
-    return got
+    return peer.recv_until(pump_for(w), until, deadline, parse=RtcpPacket.parse)
 
 
 def nacks(pkts, media):
@@ -45,6 +29,7 @@ def nacks(pkts, media):
     return out
 
 
+@FANOUT
 @pytest.mark.parametrize("spec", [GCM, CM], ids=["gcm", "cm"])
 def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
     prod = Peer(worker, spec)
@@ -56,7 +41,7 @@ def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
     seqs = [(65525 + i) & 0xFFFF for i in range(20)]
     for s in seqs:
         if s not in skipped:
-            prod.send_rtp(video(s, 0xAB01, s & 0xFF))
+            prod.send_rtp(tagged(s, 0xAB01, s & 0xFF))
     got = feedback(prod, worker, lambda g: nacks(g, 0xAB01))
     first = nacks(got, 0xAB01)
     assert first and set(first[0].lost) == skipped          # all of them at once, nothing else
@@ -65,8 +50,8 @@ def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
         assert [_core.parse_rtp(p)["sequence_number"] for p in out] == [q for q in seqs if q not in skipped]
     # the publisher resends them (same SSRC) late: consumers get them with their mapped seqs
     for s in sorted(skipped, key=lambda q: (q - 65525) & 0xFFFF):
-        prod.send_rtp(video(s, 0xAB01, s & 0xFF))
-    prod.send_rtp(video(seqs[-1] + 1, 0xAB01, 0x77))
+        prod.send_rtp(tagged(s, 0xAB01, s & 0xFF))
+    prod.send_rtp(tagged(seqs[-1] + 1, 0xAB01, 0x77))
     for s in subs:
         out = [_core.parse_rtp(p) for p in s.recv_all(4, pump_for(worker))]
         assert [h["sequence_number"] for h in out] == [65533, 65534, 2, seqs[-1] + 1]
@@ -82,14 +67,12 @@ def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
         p.close()
 
 
+@FANOUT
 def test_never_resent_gives_up_with_a_pli(worker):
-    prod = Peer(worker, GCM)
-    producer = worker.create_producer(prod.transport, 0xAC01, "vp8")
-    sub = Peer(worker, GCM)
-    worker.create_consumer(sub.transport, producer, 0xAC02, 96)
+    prod, producer, sub, _ = pair(worker, 0xAC01, 0xAC02, 96)
     for s in range(100, 110):
         if s != 105:
-            prod.send_rtp(video(s, 0xAC01))
+            prod.send_rtp(tagged(s, 0xAC01))
     t0 = time.monotonic()
     got = feedback(prod, worker, lambda g: any(isinstance(p, RtcpPsfbPacket) for p in g), deadline=3.0)
     elapsed = time.monotonic() - t0
@@ -104,12 +87,13 @@ def test_never_resent_gives_up_with_a_pli(worker):
     sub.close()
 
 
+@FANOUT
 def test_reordering_within_a_batch_is_not_nacked_and_audio_never(worker):
     prod = Peer(worker, GCM)
     video_p = worker.create_producer(prod.transport, 0xAD01, "vp8")
     audio_p = worker.create_producer(prod.transport, 0xAD02, "opus")
     for s in (1, 3, 2, 4):
-        prod.send_rtp(video(s, 0xAD01))
+        prod.send_rtp(tagged(s, 0xAD01))
     for s in (1, 2, 5, 6):
         prod.send_rtp(rtp(s, 960 * s, 0xAD02, payload=b"\x01" * 40))
     got = feedback(prod, worker, lambda g: False, deadline=0.3)
@@ -119,13 +103,14 @@ def test_reordering_within_a_batch_is_not_nacked_and_audio_never(worker):
     prod.close()
 
 
+@FANOUT
 def test_gap_too_large_asks_for_a_key_frame(worker):
     prod = Peer(worker, GCM)
     producer = worker.create_producer(prod.transport, 0xAE01, "h264")
-    prod.send_rtp(video(10, 0xAE01))
+    prod.send_rtp(tagged(10, 0xAE01))
     for _ in range(5):
         worker.poll_once(2)
-    prod.send_rtp(video(10 + 1000, 0xAE01))        # 999 lost: more than the list holds
+    prod.send_rtp(tagged(10 + 1000, 0xAE01))        # 999 lost: more than the list holds
     got = feedback(prod, worker, lambda g: any(isinstance(p, RtcpPsfbPacket) for p in g))
     assert any(isinstance(p, RtcpPsfbPacket) and p.media_ssrc == 0xAE01 for p in got)
     assert nacks(got, 0xAE01) == []
@@ -134,34 +119,24 @@ def test_gap_too_large_asks_for_a_key_frame(worker):
     prod.close()
 
 
-def test_nack_packing_matches_write_nack():
+def test_nack_packing_matches_write_nack(worker):
     """The native PID+BLP packing (seen through a worker) is byte for byte the Python writer's for the
     same losses (a batch boundary may split them over two NACKs)."""
-    w = Worker("127.0.0.1", 0)
-    try:
-        prod = Peer(w, GCM)
-        w.create_producer(prod.transport, 0xAF01, "vp8")
-        lost = {3, 4, 19, 20, 21, 40, 56, 57, 100}
-        for s in range(1, 102):
-            if s not in lost:
-                prod.send_rtp(video(s, 0xAF01))
-        raw, named = [], set()
-        end = time.monotonic() + 2
-        while named != lost and time.monotonic() < end:
-            w.poll_once(5)
-            try:
-                while True:
-                    d = prod.rx.unprotect_rtcp(prod.sock.recv(4096))
-                    p = _core.parse_rtcp(d)[0]
-                    assert p["type"] == "nack" and p["media_ssrc"] == 0xAF01
-                    raw.append((d, p["lost"]))
-                    named |= set(p["lost"])
-            except OSError:
-                pass
-        assert named == lost
-        for d, seqs in raw:
-            assert set(seqs) <= lost
-            assert d == _core.write_nack(WORKER_RTCP_SSRC, 0xAF01, seqs)
-        prod.close()
-    finally:
-        w.stop()
+    prod = Peer(worker, GCM)
+    worker.create_producer(prod.transport, 0xAF01, "vp8")
+    lost = {3, 4, 19, 20, 21, 40, 56, 57, 100}
+    for s in range(1, 102):
+        if s not in lost:
+            prod.send_rtp(tagged(s, 0xAF01))
+
+    def named(got):
+        return {q for _, p in got for q in p.get("lost", ())}
+
+    raw = prod.recv_until(pump_for(worker), lambda got: named(got) == lost,
+                          parse=lambda d: [(d, _core.parse_rtcp(d)[0])])
+    assert all(p["type"] == "nack" and p["media_ssrc"] == 0xAF01 for _, p in raw)
+    assert named(raw) == lost
+    for d, p in raw:
+        assert set(p["lost"]) <= lost
+        assert d == _core.write_nack(WORKER_RTCP_SSRC, 0xAF01, p["lost"])
+    prod.close()
