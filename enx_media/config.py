@@ -25,45 +25,36 @@ class Setting:
     help: str
 
 
-# The single list of settings: flags, env vars, TOML keys and --help text all come from here.
-SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", "ENX_DATA_DIR", str, "./enx-data",
-            "directory holding the SQLite database and post-session files"),
-    Setting("http_host", "ENX_HTTP_HOST", str, "127.0.0.1", "address the REST/WebSocket server binds"),
-    Setting("http_port", "ENX_HTTP_PORT", int, 8080, "TCP port of the REST/WebSocket server"),
-    Setting("media_port", "ENX_MEDIA_PORT", int, 7882, "UDP port of the media worker (ICE-lite, DTLS, SRTP)"),
-    Setting("media_host", "ENX_MEDIA_HOST", str, "127.0.0.1", "address the media UDP socket binds"),
-    Setting("announced_ip", "ENX_ANNOUNCED_IP", str, "127.0.0.1",
-            "IP announced in ICE candidates (the address clients send media to)"),
-    Setting("consent_timeout", "ENX_CONSENT_TIMEOUT", int, 30,
-            "seconds without a valid STUN check before a WebRTC transport is closed (RFC 7675: 30)"),
-    Setting("token_ttl", "ENX_TOKEN_TTL", int, 86400, "default token lifetime in seconds"),
-    Setting("token_max_ttl", "ENX_TOKEN_MAX_TTL", int, 7 * 86400, "longest token lifetime a request may ask for"),
-    Setting("scheduled_token_lead", "ENX_SCHEDULED_TOKEN_LEAD", int, 900,
-            "seconds before a scheduled room's window when tokens start being issued"),
-    Setting("max_body_bytes", "ENX_MAX_BODY_BYTES", int, 64 * 1024, "largest accepted request body (413 above)"),
-    Setting("log_level", "ENX_LOG_LEVEL", str, "info", "logging level: debug, info, warning, error"),
-    Setting("demo", "ENX_DEMO", str, "auto",
-            "token endpoint of the /demo page (anyone who knows a room ID may join it): on, off, or auto = on "
-            "only while the HTTP server binds a loopback address"),
-)
+def _setting(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
 
 
 @dataclass
 class Settings:
-    data_dir: str = "./enx-data"
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    media_port: int = 7882
-    media_host: str = "127.0.0.1"
-    announced_ip: str = "127.0.0.1"
-    consent_timeout: int = 30
-    token_ttl: int = 86400
-    token_max_ttl: int = 7 * 86400
-    scheduled_token_lead: int = 900
-    max_body_bytes: int = 64 * 1024
-    log_level: str = "info"
-    demo: str = "auto"
+    """The single list of settings: flags, env vars, TOML keys, defaults and --help text all come from
+    these fields (``SETTINGS`` below is derived from them)."""
+
+    data_dir: str = _setting("./enx-data", "ENX_DATA_DIR",
+                             "directory holding the SQLite database and post-session files")
+    http_host: str = _setting("127.0.0.1", "ENX_HTTP_HOST", "address the REST/WebSocket server binds")
+    http_port: int = _setting(8080, "ENX_HTTP_PORT", "TCP port of the REST/WebSocket server")
+    media_port: int = _setting(7882, "ENX_MEDIA_PORT", "UDP port of the media worker (ICE-lite, DTLS, SRTP)")
+    media_host: str = _setting("127.0.0.1", "ENX_MEDIA_HOST", "address the media UDP socket binds")
+    announced_ip: str = _setting("127.0.0.1", "ENX_ANNOUNCED_IP",
+                                 "IP announced in ICE candidates (the address clients send media to)")
+    consent_timeout: int = _setting(30, "ENX_CONSENT_TIMEOUT",
+                                    "seconds without a valid STUN check before a WebRTC transport is closed "
+                                    "(RFC 7675: 30)")
+    token_ttl: int = _setting(86400, "ENX_TOKEN_TTL", "default token lifetime in seconds")
+    token_max_ttl: int = _setting(7 * 86400, "ENX_TOKEN_MAX_TTL", "longest token lifetime a request may ask for")
+    scheduled_token_lead: int = _setting(900, "ENX_SCHEDULED_TOKEN_LEAD",
+                                         "seconds before a scheduled room's window when tokens start being issued")
+    max_body_bytes: int = _setting(64 * 1024, "ENX_MAX_BODY_BYTES", "largest accepted request body (413 above)")
+    log_level: str = _setting("info", "ENX_LOG_LEVEL", "logging level: debug, info, warning, error")
+    demo: str = _setting("auto", "ENX_DEMO",
+                         "token endpoint of the /demo page (anyone who knows a room ID may join it): on, off, or "
+                         "auto = on only while the HTTP server binds a loopback address")
+    # Where the values came from; set by load_settings, not a setting itself.
     config_file: str | None = field(default=None)
 
     @property
@@ -90,6 +81,11 @@ class Settings:
         if self.demo not in ("on", "off", "auto"):
             raise ValueError("demo must be on, off or auto")
         return self
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.metadata["env"], type(f.default), f.default, f.metadata["help"])
+    for f in dataclasses.fields(Settings) if "env" in f.metadata)
 
 
 def _coerce(setting: Setting, value: Any, source: str) -> Any:
@@ -128,7 +124,3 @@ def load_settings(flags: Mapping[str, Any] | None = None, *, environ: Mapping[st
             values[s.name] = _coerce(s, flags[s.name], "--" + s.name.replace("_", "-"))
     settings = Settings(**values, config_file=config_file)
     return settings.validate()
-
-
-def settings_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(Settings)]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from .apps import AppCredentials, AppRegistry
 from .config import Settings
-from .rooms import RoomService
-from .store import Store
-from .tokens import TokenService
+from .control.apps import AppCredentials, AppRegistry
+from .control.rooms import RoomService
+from .control.sessions import SessionRecorder, SessionService
+from .control.tokens import TokenService
+from .events import EventBus
+from .store import SqliteStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -23,41 +25,57 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(self, settings: Settings | None = None, *, store: Store | None = None):
         self.settings = settings or Settings()
-        self.store = store or Store(self.settings.db_path)
+        self.store = store or SqliteStore(self.settings.db_path)
         self.apps = AppRegistry(self.store)
         self.rooms = RoomService(self.store)
         self.tokens = TokenService(self.store, self.apps, self.rooms, default_ttl=self.settings.token_ttl,
                                    max_ttl=self.settings.token_max_ttl,
                                    scheduled_lead=self.settings.scheduled_token_lead)
+        self.sessions = SessionService(self.store, self.rooms)
+        # What happens in live rooms; the session record is its first subscriber (CDR, webhooks and
+        # recordings subscribe the same way).
+        self.events = EventBus()
+        self.events.subscribe(SessionRecorder(self.store))
 
     # -- media plane ----------------------------------------------------------------------------------
-    webrtc = None
-    signaling = None
+    webrtc = None       # WebRtcServer: the media UDP port (ICE-lite, DTLS) and its native worker
+    live = None         # RoomManager: the rooms with a live session on this node
+    signaling = None    # SignalingHub: connect() / serve() a client socket
 
     async def start_media(self) -> None:
         """Open the media UDP port and the signaling hub (needs a running asyncio loop)."""
-        from .signaling import SignalingHub
+        from .room import RoomManager
+        from .signaling import MessageNotifier, SignalingHub
         from .webrtc.server import WebRtcServer
 
         if self.signaling is not None:
             return
         s = self.settings
-        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout)
-        self.webrtc.start()
-        self.signaling = SignalingHub(self, self.webrtc)
-        closed = self.signaling.sessions.close_dangling()
+        closed = self.sessions.close_dangling()
         if closed:
             log.info("ended %d session(s) left open by a previous run", closed)
+        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout)
+        self.webrtc.start()
+        self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier())
+        self.signaling = SignalingHub(self.live)
         log.info("media worker on udp %s:%d announced as %s", s.media_host, self.webrtc.port, s.announced_ip)
 
     async def stop_media(self) -> None:
-        if self.signaling is not None:
-            for runtime in list(self.signaling.rooms.values()):
-                await self.signaling.end_session(runtime, "node-stopped")
-            self.signaling = None
+        if self.live is not None:
+            await self.live.end_all("node-stopped")
+            self.live = self.signaling = None
         if self.webrtc is not None:
             await self.webrtc.stop()
             self.webrtc = None
+
+    def stats(self) -> dict:
+        """What the node counts, for metrics: stored rooms and tokens, the live rooms, the media port."""
+        out: dict = {"rooms": self.rooms.count(), "tokens": self.tokens.count(), "event_failures": self.events.failures}
+        if self.live is not None:
+            out.update(self.live.stats())
+        if self.webrtc is not None:
+            out["media"] = self.webrtc.stats()
+        return out
 
     def ensure_first_app(self) -> AppCredentials | None:
         """Create an app on first start so a fresh node is usable at once; None if apps exist."""

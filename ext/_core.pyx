@@ -1,11 +1,19 @@
 # cython: language_level=3
-"""enx-media packet core: one module, per-topic files included in the order a packet moves through them
-(see STYLE.md: a .pxd beside a .pyx in ext/ is ignored when built into enx_media._native)."""
+"""enx-media packet core: one compiled module. Per-topic files are included in this order: the packet
+formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, entities,
+transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
+ingest: the producer side, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
+rtcp_io: feedback in and out), then the control API (worker) and bench helpers. Structs must be
+defined before a struct that embeds them; functions may be used before their definition.
+(A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
+ext/includes/*.pxd, see STYLE.md.)"""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free
 from cnet cimport *
 from openssl cimport *
+
+cdef struct Core      # the worker's C state (worker.pxi), passed to every packet-path function
 
 include "rtp.pxi"
 include "rtcp.pxi"
@@ -16,6 +24,11 @@ include "stats.pxi"
 include "nack.pxi"
 include "entities.pxi"
 include "twcc.pxi"
+include "events.pxi"
+include "udp.pxi"
+include "ingest.pxi"
 include "fanout.pxi"
+include "consumer.pxi"
+include "rtcp_io.pxi"
 include "worker.pxi"
 include "benchtools.pxi"

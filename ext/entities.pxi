@@ -42,9 +42,7 @@ cdef struct CTransport:
     uint64_t tcc_packets_reported
     double rtt_ms               # from the last receiver report with a usable LSR on this transport
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
-    CConsumer **consumers       # the consumers sending on it: a batch's copies to it share messages (GSO)
-    int nconsumers
-    int cap_consumers
+    PtrList consumers           # CConsumer*: the consumers sending on it (a batch's copies to it share GSO messages)
 
 cdef struct CProducer:
     uint64_t id
@@ -60,9 +58,7 @@ cdef struct CProducer:
     int64_t hist_seq[HIST_SLOTS]   # extended seq stored in each slot, -1 = empty
     uint16_t hist_len[HIST_SLOTS]
     uint8_t *hist
-    CConsumer **consumers
-    int nconsumers
-    int cap_consumers
+    PtrList consumers           # CConsumer*
     int64_t last_pli_ns
     uint64_t pli_forwarded
     uint64_t pli_limited
@@ -163,30 +159,10 @@ cdef class Transport:
 
     def __dealloc__(self):
         if self.t != NULL:
-            free(self.t.consumers)
+            plist_free(&self.t.consumers)
             free(self.t.tcc)
         free(self.t)
         self.t = NULL
-
-    cdef int _attach(self, CConsumer *c) except -1:
-        cdef CConsumer **n
-        if self.t.nconsumers == self.t.cap_consumers:
-            n = <CConsumer **>realloc(self.t.consumers, sizeof(CConsumer *) * (self.t.cap_consumers * 2 + 4))
-            if n == NULL:
-                raise MemoryError()
-            self.t.consumers = n
-            self.t.cap_consumers = self.t.cap_consumers * 2 + 4
-        self.t.consumers[self.t.nconsumers] = c
-        self.t.nconsumers += 1
-        return 0
-
-    cdef void _detach(self, CConsumer *c):
-        cdef int i
-        for i in range(self.t.nconsumers):
-            if self.t.consumers[i] == c:
-                self.t.consumers[i] = self.t.consumers[self.t.nconsumers - 1]
-                self.t.nconsumers -= 1
-                return
 
     @property
     def id(self):
@@ -227,7 +203,7 @@ cdef class Producer:
     def __dealloc__(self):
         if self.p != NULL:
             free(self.p.hist)
-            free(self.p.consumers)
+            plist_free(&self.p.consumers)
             free(self.p)
             self.p = NULL
 
@@ -242,33 +218,13 @@ cdef class Producer:
     @property
     def stats(self):
         d = counters_dict(&self.p.c)
-        d.update(keyframes=self.p.keyframes, restarts=self.p.restarts, consumers=self.p.nconsumers,
+        d.update(keyframes=self.p.keyframes, restarts=self.p.restarts, consumers=self.p.consumers.n,
                  pli_forwarded=self.p.pli_forwarded, pli_rate_limited=self.p.pli_limited,
                  sender_reports=self.p.sr_count, sr_ntp=self.p.sr_ntp, sr_rtp_timestamp=self.p.sr_rtp_ts,
                  nacks_sent=self.p.nacks_sent, nack_seqs_requested=self.p.nack_seqs_requested,
                  nack_recovered=self.p.nack_recovered, nack_gave_up=self.p.nack_gave_up,
                  nack_pending=self.p.nnack)
         return d
-
-    cdef int _attach(self, CConsumer *c) except -1:
-        cdef CConsumer **n
-        if self.p.nconsumers == self.p.cap_consumers:
-            n = <CConsumer **>realloc(self.p.consumers, sizeof(CConsumer *) * (self.p.cap_consumers * 2 + 8))
-            if n == NULL:
-                raise MemoryError()
-            self.p.consumers = n
-            self.p.cap_consumers = self.p.cap_consumers * 2 + 8
-        self.p.consumers[self.p.nconsumers] = c
-        self.p.nconsumers += 1
-        return 0
-
-    cdef void _detach(self, CConsumer *c):
-        cdef int i
-        for i in range(self.p.nconsumers):
-            if self.p.consumers[i] == c:
-                self.p.consumers[i] = self.p.consumers[self.p.nconsumers - 1]
-                self.p.nconsumers -= 1
-                return
 
 
 cdef class Consumer:
@@ -320,14 +276,6 @@ cdef class Consumer:
     @max_temporal_layer.setter
     def max_temporal_layer(self, int tid):
         self.c.max_temporal_layer = tid
-
-    @property
-    def seq_offset(self):
-        return self.c.seq_offset
-
-    @property
-    def ts_offset(self):
-        return self.c.ts_offset
 
     @property
     def stats(self):

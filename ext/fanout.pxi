@@ -1,15 +1,8 @@
-# The fan-out and send path: a receive batch's RTP packets, grouped by producer, become per-destination
-# runs of protected copies, sent as UDP GSO messages (UDP_SEGMENT: several same-size datagrams to one
-# destination per message) with sendmmsg. Module-level nogil functions over a per-thread SendCtx, so that
-# fan-out helper threads (NativeWorker(fanout_threads=N)) run the same code on their shard of transports.
-
-cdef enum:
-    RECV_BATCH = 64
-    SEND_BATCH = 256           # slots per sendmmsg; small enough that the buffers stay in L2
-    GSO_MAX_SEGS = 64          # UDP_MAX_SEGMENTS of Linux 4.18-6.x
-    GSO_MAX_BYTES = 60000      # one GSO message stays below the 64 KiB UDP length
-    CMSG_SLOT = 32             # >= CMSG_SPACE(sizeof(uint16_t)), keeps each cmsghdr aligned
-
+# The fan-out: a receive batch's RTP packets (Pending, queued by ingest.pxi), grouped by producer, become
+# per-destination runs of protected copies (consumer.pxi), so that a destination's copies of one batch go
+# out as few UDP GSO messages (udp.pxi). Fan-out helper threads (NativeWorker(fanout_threads=N)) each
+# serve the transports of their shard with the same functions. Also here until it gets a home of its
+# own: the consumer's output numbering (consumer_number/gap/drop/resync).
 
 cdef struct Pending:
     # an RTP packet of the current receive batch whose producer side is done, waiting for fan-out
@@ -22,196 +15,6 @@ cdef struct Pending:
     int empty                   # padding only, no payload
     int64_t seq
     int64_t ts
-
-
-cdef struct SendCtx:
-    # one thread's outgoing batch: slots (sbuf/siov), messages (smsg; a GSO message spans several slots)
-    int fd
-    int *gso                   # the worker's flag: 1 while UDP GSO is used, 0 if off or refused
-    int nsend                  # slots used
-    int nmsg                   # messages queued
-    int run_first              # the open run (ctx_run_start): its first slot and its destination
-    sockaddr_in *run_dst
-    uint8_t *sbuf
-    uint8_t *scmsg             # one UDP_SEGMENT cmsg per message
-    iovec *siov
-    mmsghdr *smsg
-    uint64_t packets_out, bytes_out, send_calls, send_failed
-    uint64_t gso_messages, gso_segments, gso_fallbacks
-
-
-cdef SendCtx *ctx_new(int fd, int *gso) noexcept nogil:
-    cdef SendCtx *x = <SendCtx *>calloc(1, sizeof(SendCtx))
-    cdef int i
-    if x == NULL:
-        return NULL
-    x.fd = fd
-    x.gso = gso
-    x.sbuf = <uint8_t *>malloc(SEND_BATCH * SLOT)
-    x.scmsg = <uint8_t *>calloc(SEND_BATCH, CMSG_SLOT)
-    x.siov = <iovec *>calloc(SEND_BATCH, sizeof(iovec))
-    x.smsg = <mmsghdr *>calloc(SEND_BATCH, sizeof(mmsghdr))
-    if x.sbuf == NULL or x.scmsg == NULL or x.siov == NULL or x.smsg == NULL:
-        ctx_free(x)
-        return NULL
-    for i in range(SEND_BATCH):
-        x.siov[i].iov_base = x.sbuf + i * SLOT
-        x.smsg[i].msg_hdr.msg_iov = &x.siov[i]
-        x.smsg[i].msg_hdr.msg_iovlen = 1
-        x.smsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-    return x
-
-
-cdef void ctx_free(SendCtx *x) noexcept nogil:
-    if x != NULL:
-        free(x.sbuf)
-        free(x.scmsg)
-        free(x.siov)
-        free(x.smsg)
-        free(x)
-
-
-cdef void ctx_zero(SendCtx *x) noexcept nogil:
-    x.packets_out = x.bytes_out = x.send_calls = x.send_failed = 0
-    x.gso_messages = x.gso_segments = x.gso_fallbacks = 0
-
-
-cdef inline void ctx_run_start(SendCtx *x, sockaddr_in *dst) noexcept nogil:
-    """Open a run: the next slots are copies to dst, made into (GSO) messages by ctx_run_end."""
-    x.run_first = x.nsend
-    x.run_dst = dst
-
-
-cdef inline void ctx_run_end(SendCtx *x) noexcept nogil:
-    if x.nsend > x.run_first:
-        ctx_emit(x, x.run_first, x.nsend, x.run_dst)
-    x.run_first = x.nsend
-
-
-cdef inline void ctx_run_room(SendCtx *x) noexcept nogil:
-    """Room for one more slot of the open run: a full batch ends the run so far and goes out, then
-    the run continues in the empty batch. Whatever the consumer layout, no slot past SEND_BATCH."""
-    if x.nsend >= SEND_BATCH:
-        ctx_run_end(x)
-        ctx_flush(x)
-
-
-cdef inline uint8_t *ctx_slot(SendCtx *x) noexcept nogil:
-    if x.nsend == SEND_BATCH:
-        ctx_flush(x)
-    return x.sbuf + x.nsend * SLOT
-
-
-cdef inline void ctx_queue(SendCtx *x, int n, sockaddr_in *dst) noexcept nogil:
-    """One datagram in the current slot (from ctx_slot) as a message of its own."""
-    cdef msghdr *m = &x.smsg[x.nmsg].msg_hdr
-    x.siov[x.nsend].iov_len = n
-    m.msg_iov = &x.siov[x.nsend]
-    m.msg_iovlen = 1
-    m.msg_name = dst
-    m.msg_control = NULL
-    m.msg_controllen = 0
-    x.nsend += 1
-    x.nmsg += 1
-    x.packets_out += 1
-    x.bytes_out += n
-
-
-cdef void ctx_emit(SendCtx *x, int first, int end, sockaddr_in *dst) noexcept nogil:
-    """Turn slots first..end-1 (one destination, in order) into messages: runs of equal size whose
-    last one may be shorter go as one UDP GSO message (UDP_SEGMENT = the run's size), the rest
-    one datagram per message."""
-    cdef int s = first, e, sz, l, total
-    cdef msghdr *m
-    cdef cmsghdr *cm
-    while s < end:
-        sz = <int>x.siov[s].iov_len
-        e = s + 1
-        if x.gso[0]:
-            total = sz
-            while e < end and e - s < GSO_MAX_SEGS:
-                l = <int>x.siov[e].iov_len
-                if l > sz or total + l > GSO_MAX_BYTES:
-                    break
-                total += l
-                e += 1
-                if l < sz:
-                    break
-        m = &x.smsg[x.nmsg].msg_hdr
-        m.msg_iov = &x.siov[s]
-        m.msg_iovlen = e - s
-        m.msg_name = dst
-        if e - s > 1:
-            cm = <cmsghdr *>(x.scmsg + x.nmsg * CMSG_SLOT)
-            cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
-            cm.cmsg_level = SOL_UDP
-            cm.cmsg_type = UDP_SEGMENT
-            (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>sz
-            m.msg_control = cm
-            m.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-            x.gso_messages += 1
-            x.gso_segments += e - s
-        else:
-            m.msg_control = NULL
-            m.msg_controllen = 0
-        x.nmsg += 1
-        s = e
-
-
-cdef void ctx_send_split(SendCtx *x, int k) noexcept nogil:
-    """Send GSO message k as one datagram per segment (GSO refused or switched off)."""
-    cdef mmsghdr one[GSO_MAX_SEGS]
-    cdef msghdr *m = &x.smsg[k].msg_hdr
-    cdef int n = <int>m.msg_iovlen, i, off = 0, r
-    for i in range(n):
-        memset(&one[i], 0, sizeof(mmsghdr))
-        one[i].msg_hdr.msg_iov = &m.msg_iov[i]
-        one[i].msg_hdr.msg_iovlen = 1
-        one[i].msg_hdr.msg_name = m.msg_name
-        one[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-    while off < n:
-        r = sendmmsg(x.fd, &one[off], n - off, 0)
-        x.send_calls += 1
-        if r <= 0:
-            if r < 0 and errno == EINTR:
-                continue
-            x.send_failed += 1
-            off += 1
-            continue
-        off += r
-
-
-cdef void ctx_flush(SendCtx *x) noexcept nogil:
-    cdef int off = 0, end, r, segs
-    while off < x.nmsg:
-        segs = <int>x.smsg[off].msg_hdr.msg_iovlen
-        if segs > 1 and not x.gso[0]:
-            ctx_send_split(x, off)
-            off += 1
-            continue
-        end = x.nmsg
-        if not x.gso[0]:
-            end = off + 1
-            while end < x.nmsg and x.smsg[end].msg_hdr.msg_iovlen == 1:
-                end += 1
-        r = sendmmsg(x.fd, &x.smsg[off], end - off, 0)
-        x.send_calls += 1
-        if r <= 0:
-            if r < 0 and errno == EINTR:
-                continue
-            if r < 0 and segs > 1 and (errno == EIO or errno == EINVAL):
-                # the kernel or the route refuses UDP GSO: plain datagrams from now on
-                x.gso[0] = 0
-                x.gso_fallbacks += 1
-                continue
-            # a failed datagram (e.g. ICMP-refused peer) must not stop the rest of the batch
-            x.send_failed += segs
-            off += 1
-            continue
-        off += r
-    x.nsend = 0
-    x.nmsg = 0
-    x.run_first = 0
 
 
 cdef inline void consumer_gap(CConsumer *c, int64_t in_seq) noexcept nogil:
@@ -294,52 +97,6 @@ cdef inline void consumer_resync(CConsumer *c) noexcept nogil:
     c.rtx_floor = c.last_out_seq + 1
 
 
-cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
-                      int64_t out_ts, int64_t in_seq, int is_rtx) noexcept nogil:
-    """Rewrite + protect one copy into the next slot of the open run (ctx_run_start; ctx_run_end turns
-    the run into messages). Returns 1 if a slot was used."""
-    cdef uint8_t *out
-    cdef int n
-    cdef SentEntry *e
-    ctx_run_room(x)
-    out = x.sbuf + x.nsend * SLOT
-    memcpy(out, buf, length)
-    rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
-    n = length
-    if c.transport.tx != NULL:
-        n = srtp_protect(c.transport.tx, out, length, SLOT)
-        if n < 0:
-            c.drops[drop_reason(n)] += 1
-            return 0
-    x.siov[x.nsend].iov_len = n
-    x.nsend += 1
-    x.packets_out += 1
-    x.bytes_out += n
-    c.c.packets_out += 1
-    c.c.bytes_out += n
-    c.transport.c.packets_out += 1
-    c.transport.c.bytes_out += n
-    if is_rtx:
-        c.retransmits += 1
-    else:
-        # what went out under out_seq, for NACKs (only this packet is ever sent again under it)
-        e = &c.sent[out_seq & (SENT_RING - 1)]
-        e.out_seq = out_seq
-        e.in_seq = in_seq
-        e.rtx_ns = 0
-    return 1
-
-
-cdef inline void send_fresh(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                            int64_t in_ts, int64_t now) noexcept nogil:
-    cdef int64_t out_seq, out_ts
-    if not c.transport.bound:
-        c.drops[DROP_UNKNOWN_SOURCE] += 1
-        return
-    if consumer_number(c, in_seq, in_ts, now, &out_seq, &out_ts):
-        protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, 0)
-
-
 cdef struct Fan:
     # one receive batch's RTP packets waiting for fan-out, grouped by producer; read-only while the
     # fan-out threads run
@@ -391,8 +148,8 @@ cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
     cdef CConsumer *c
     cdef CConsumer *c2
     cdef CTransport *t
-    for i in range(p.nconsumers):
-        c = p.consumers[i]
+    for i in range(p.consumers.n):
+        c = <CConsumer *>p.consumers.items[i]
         t = c.transport
         if shard >= 0 and t.shard != shard:
             continue      # another thread's (its consumers' fields are that thread's to touch)
@@ -402,11 +159,11 @@ cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
             ctx_flush(x)  # room for this consumer's copies in one batch (ctx_run_room if more)
         ctx_run_start(x, &t.addr)
         fan_consumer(x, f, c, g)
-        if xg + 1 < f.ng and t.nconsumers > 1:
+        if xg + 1 < f.ng and t.consumers.n > 1:
             for y in range(xg + 1, f.ng):
                 h = f.gorder[y]
-                for j in range(t.nconsumers):
-                    c2 = t.consumers[j]
+                for j in range(t.consumers.n):
+                    c2 = <CConsumer *>t.consumers.items[j]
                     if c2.producer == f.gprod[h] and c2.fan_mark != f.serial:
                         fan_consumer(x, f, c2, h)
         ctx_run_end(x)
@@ -447,3 +204,83 @@ cdef void *helper_main(void *arg) noexcept nogil:
         hp.done = job
         pthread_cond_signal(&hp.cv_done)
         pthread_mutex_unlock(&hp.mu)
+
+
+cdef void fanout_pending(Core *w, int64_t t0) noexcept nogil:
+    """Fan out the queued RTP packets: group them by producer (larger packets first), then each
+    fan-out thread serves the transports of its shard (fan_group)."""
+    cdef Fan *f = w.fan
+    cdef int j, g, x, ng = 0
+    cdef CProducer *p
+    cdef Helper *h
+    if f.npend == 0:
+        return
+    for j in range(f.npend):
+        p = f.pend[j].p
+        for g in range(ng):
+            if f.gprod[g] == p:
+                break
+        else:
+            g = ng
+            ng += 1
+            f.gprod[g] = p
+            f.gcnt[g] = 0
+        f.gcnt[g] += 1
+    x = 0
+    for g in range(ng):
+        f.goff[g] = x
+        x += f.gcnt[g]
+        f.gcnt[g] = 0
+    for j in range(f.npend):
+        for g in range(ng):
+            if f.gprod[g] == f.pend[j].p:
+                break
+        f.gidx[f.goff[g] + f.gcnt[g]] = j
+        f.gcnt[g] += 1
+    for g in range(ng):       # insertion sort by first packet size, largest first
+        x = g
+        while x > 0 and f.pend[f.gidx[f.goff[f.gorder[x - 1]]]].length < f.pend[f.gidx[f.goff[g]]].length:
+            f.gorder[x] = f.gorder[x - 1]
+            x -= 1
+        f.gorder[x] = g
+    f.ng = ng
+    f.t0 = t0
+    f.serial += 1
+    if w.nshards == 1:
+        for x in range(ng):
+            fan_group(w.tx, f, x, -1)
+            w.lat_pending += f.gcnt[f.gorder[x]]
+            if w.tx.nsend >= 128:
+                # a large fan-out goes out now rather than waiting for the rest of the batch
+                flush_recorded(w, t0)
+    else:
+        for j in range(w.nshards - 1):
+            h = &w.helpers[j]
+            pthread_mutex_lock(&h.mu)
+            h.go += 1
+            pthread_cond_signal(&h.cv_go)
+            pthread_mutex_unlock(&h.mu)
+        for x in range(ng):
+            fan_group(w.tx, f, x, 0)
+        ctx_flush(w.tx)
+        for j in range(w.nshards - 1):
+            h = &w.helpers[j]
+            pthread_mutex_lock(&h.mu)
+            while h.done != h.go:
+                pthread_cond_wait(&h.cv_done, &h.mu)
+            pthread_mutex_unlock(&h.mu)
+        w.lat_pending += f.npend
+        flush_recorded(w, t0)
+    f.npend = 0
+
+
+cdef void flush_recorded(Core *w, int64_t t0) noexcept nogil:
+    """Flush, then count each RTP packet whose fan-out is complete at its receive-to-sent latency."""
+    cdef int64_t bucket
+    core_flush(w)
+    if w.lat_pending:
+        bucket = (now_ns() - t0) // LAT_BUCKET_NS
+        if bucket >= LAT_BUCKETS:
+            bucket = LAT_BUCKETS - 1
+        w.lat_hist[bucket] += w.lat_pending
+        w.lat_pending = 0

@@ -1,5 +1,7 @@
-# Open-addressing hash table uint64 -> pointer (transports by ip:port, producers/consumers by SSRC).
-# Inserts and deletes happen with the GIL (control actions); lookups run in the nogil packet loop.
+# The worker's containers: an open-addressing hash table uint64 -> pointer (transports by ip:port,
+# producers/consumers by SSRC) and a pointer list (PtrList: the consumers of a producer or transport, the
+# transports with transport-cc, the producers with missing seqs). Inserts and deletes happen with the
+# GIL (control actions); lookups and walks run in the nogil packet loop.
 
 cdef struct U64Map:
     uint64_t *keys
@@ -87,3 +89,38 @@ cdef void map_del(U64Map *m, uint64_t key) noexcept nogil:
             m.vals[i] = m.vals[j]
             m.vals[j] = NULL
             i = j
+
+
+cdef struct PtrList:
+    # an unordered list of entity pointers the nogil loop walks; deletion moves the last item into the hole
+    void **items
+    int n
+    int cap
+
+
+cdef int plist_add(PtrList *l, void *x) noexcept nogil:
+    cdef void **m
+    if l.n == l.cap:
+        m = <void **>realloc(l.items, sizeof(void *) * (l.cap * 2 + 8))
+        if m == NULL:
+            return -1
+        l.items = m
+        l.cap = l.cap * 2 + 8
+    l.items[l.n] = x
+    l.n += 1
+    return 0
+
+
+cdef void plist_del(PtrList *l, void *x) noexcept nogil:
+    cdef int i
+    for i in range(l.n):
+        if l.items[i] == x:
+            l.items[i] = l.items[l.n - 1]
+            l.n -= 1
+            return
+
+
+cdef void plist_free(PtrList *l) noexcept nogil:
+    free(l.items)
+    l.items = NULL
+    l.n = l.cap = 0

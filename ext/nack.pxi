@@ -1,6 +1,7 @@
 # Upstream NACK generator (node -> publisher, RFC 4585 §6.2.1): a producer remembers the sequence numbers
 # a gap skipped, asks for them at once, retries every max(20 ms, RTT) up to NACK_TRIES times and forgets
-# them after NACK_FORGET_NS or when they arrive. The worker sends what nack_due() collects.
+# them after NACK_FORGET_NS or when they arrive. The worker sends what nack_due() collects
+# (rtcp_io.pxi), written by rtcp.pxi's rtcp_write_nack.
 
 cdef enum:
     NACK_MAX = 256                  # missing seqs remembered per producer
@@ -80,26 +81,3 @@ cdef int nack_due(NackEntry *lst, int *n, int64_t now, int64_t retry_ns, int64_t
         j += 1
     n[0] = j
     return gave_up
-
-
-cdef int rtcp_write_nack(uint8_t *p, uint32_t sender, uint32_t media, const int64_t *seqs,
-                         int n) noexcept nogil:
-    """Generic NACK (RFC 4585 §6.2.1) for ascending extended seqs: PID + bitmask of the 16 after it."""
-    cdef int i = 0, pos = 12
-    cdef int64_t pid
-    cdef uint16_t blp
-    wr32(p + 4, sender)
-    wr32(p + 8, media)
-    while i < n:
-        pid = seqs[i]
-        blp = 0
-        i += 1
-        while i < n and seqs[i] - pid <= 16:
-            if seqs[i] > pid:
-                blp |= <uint16_t>(1 << (seqs[i] - pid - 1))
-            i += 1
-        wr16(p + pos, <uint16_t>pid)
-        wr16(p + pos + 2, blp)
-        pos += 4
-    rtcp_header(p, 1, RTCP_RTPFB, pos)
-    return pos

@@ -11,7 +11,7 @@ cdef struct Vp8Desc:
     int x, n, s, pid          # first octet: extension, non-reference, start of partition, partition idx
     int picid                 # -1 when absent
     int picid_bits            # 7 or 15
-    int picid_offset          # where it sits, for rewriting across layer switches
+    int picid_offset          # where it sits (a layer switch will rewrite it: the layer selector's issue)
     int tl0picidx             # -1 when absent
     int tl0_offset
     int tid                   # -1 when absent
@@ -80,18 +80,6 @@ cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:
     if d.s and d.pid == 0 and n > off and (p[off] & 0x01) == 0:
         d.keyframe = 1
     return ST_OK
-
-
-cdef void vp8_rewrite(uint8_t *p, const Vp8Desc *d, int picid, int tl0picidx) noexcept nogil:
-    """Write a continuous picture ID / TL0PICIDX after a layer switch (RFC 7741 §4.2)."""
-    if d.picid_offset >= 0:
-        if d.picid_bits == 15:
-            p[d.picid_offset] = 0x80 | ((picid >> 8) & 0x7f)
-            p[d.picid_offset + 1] = picid & 0xff
-        else:
-            p[d.picid_offset] = picid & 0x7f
-    if d.tl0_offset >= 0:
-        p[d.tl0_offset] = tl0picidx & 0xff
 
 
 cdef inline int _h264_key_type(int t) noexcept nogil:

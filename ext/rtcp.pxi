@@ -97,6 +97,42 @@ cdef int rtcp_write_fir(uint8_t *p, uint32_t sender, uint32_t media, uint8_t seq
     return 20
 
 
+cdef int rtcp_write_sr(uint8_t *p, uint32_t ssrc, uint64_t ntp, uint32_t rtp_ts, uint32_t packets,
+                       uint32_t octets) noexcept nogil:
+    # RFC 3550 §6.4.1: sender info, no report blocks (a send-only stream of ours)
+    rtcp_header(p, 0, RTCP_SR, 28)
+    wr32(p + 4, ssrc)
+    wr32(p + 8, <uint32_t>(ntp >> 32))
+    wr32(p + 12, <uint32_t>ntp)
+    wr32(p + 16, rtp_ts)
+    wr32(p + 20, packets)
+    wr32(p + 24, octets)
+    return 28
+
+
+cdef int rtcp_write_nack(uint8_t *p, uint32_t sender, uint32_t media, const int64_t *seqs,
+                         int n) noexcept nogil:
+    """Generic NACK (RFC 4585 §6.2.1) for ascending extended seqs: PID + bitmask of the 16 after it."""
+    cdef int i = 0, pos = 12
+    cdef int64_t pid
+    cdef uint16_t blp
+    wr32(p + 4, sender)
+    wr32(p + 8, media)
+    while i < n:
+        pid = seqs[i]
+        blp = 0
+        i += 1
+        while i < n and seqs[i] - pid <= 16:
+            if seqs[i] > pid:
+                blp |= <uint16_t>(1 << (seqs[i] - pid - 1))
+            i += 1
+        wr16(p + pos, <uint16_t>pid)
+        wr16(p + pos + 2, blp)
+        pos += 4
+    rtcp_header(p, 1, RTCP_RTPFB, pos)
+    return pos
+
+
 def _report_block(dict r):
     lost = r.get("packets_lost", 0) & 0xffffff
     return (r["ssrc"].to_bytes(4, "big") + bytes([r.get("fraction_lost", 0)]) + lost.to_bytes(3, "big")

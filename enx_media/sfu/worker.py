@@ -2,7 +2,7 @@
 
 The packet path lives in ``enx_media._native._core.NativeWorker``; this class owns it, runs its
 drain loop (in a thread, or on an asyncio loop via ``add_reader``) and hands STUN/DTLS datagrams and
-events to callbacks, once per batch.
+events (``MediaEvent``: typed, one ``kind`` each, listed in its docstring) to callbacks, once per batch.
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 # arrives; the drain handles them too while packets flow
 TIMER_INTERVAL_S = 0.02
 
+MediaEvent = _core.MediaEvent
+MEDIA_EVENT_KINDS = _core.MEDIA_EVENT_KINDS
+
 ControlHandler = Callable[[bytes, tuple], None]
-EventHandler = Callable[[tuple], None]
+EventHandler = Callable[[MediaEvent], None]
 
 
 class Worker:

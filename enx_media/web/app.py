@@ -4,7 +4,6 @@ Endpoints stay thin: read and check the request, call the engine, shape the resp
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -13,7 +12,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -26,14 +25,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import errors as E
-from ..apps import App
 from ..config import Settings
+from ..control.apps import App
+from ..control.rooms import iso
 from ..engine import Engine
-from ..rooms import iso
-from ..signaling import JOIN_TIMEOUT
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-MAX_ERRORS_BEFORE_JOIN = 20
 DEMO_TOKENS_PER_MINUTE = 30
 
 log = logging.getLogger(__name__)
@@ -66,6 +63,13 @@ def envelope_error(code: int, reason: str, desc: str, status: int, headers: dict
     return JSONResponse({"result": code, "error": reason, "desc": desc}, status_code=status, headers=headers)
 
 
+def error_response(exc: E.EnxError) -> JSONResponse:
+    """The one mapping from engine errors to HTTP: status by kind, the EnableX envelope, and the Basic
+    challenge on a 401."""
+    headers = {"WWW-Authenticate": REALM} if isinstance(exc, E.Unauthenticated) else None
+    return envelope_error(exc.code, exc.reason, exc.desc, status_for(exc), headers)
+
+
 def _flatten(stats: dict, prefix: str = ""):
     """Numeric leaves of a nested stats dict as (dotted_name, value)."""
     for key, value in stats.items():
@@ -91,40 +95,41 @@ class Metrics:
         self.rooms_deleted = Counter("enx_rooms_deleted_total", "Rooms deleted", registry=self.registry)
         engine_ref = engine
 
-        class StoreCollector:
+        class EngineCollector:
             def collect(self):
+                stats = engine_ref.stats()
                 g = GaugeMetricFamily("enx_rooms", "Rooms stored, all apps")
-                g.add_metric([], engine_ref.rooms.count())
+                g.add_metric([], stats["rooms"])
                 yield g
                 t = GaugeMetricFamily("enx_tokens", "Tokens stored, all apps")
-                t.add_metric([], engine_ref.tokens.count())
+                t.add_metric([], stats["tokens"])
                 yield t
-                server = engine_ref.webrtc
-                if server is not None:
+                media = stats.get("media")
+                if media is not None:
                     c = CounterMetricFamily("enx_media_handshake", "ICE/DTLS outcomes on the media port",
                                             labels=["outcome"])
-                    for name, value in server.counters.items():
+                    for name, value in media["handshake"].items():
                         c.add_metric([name], value)
                     yield c
                     w = CounterMetricFamily("enx_media_worker", "Native worker counters (packets, bytes, drops)",
                                             labels=["counter"])
-                    for name, value in _flatten(server.worker.stats):
+                    for name, value in _flatten(media["worker"]):
                         w.add_metric([name], value)
                     yield w
                     g = GaugeMetricFamily("enx_media_transports", "Open WebRTC transports")
-                    g.add_metric([], len(server.by_ufrag))
+                    g.add_metric([], media["transports"])
                     yield g
-                hub = engine_ref.signaling
-                if hub is not None:
+                if "live_participants" in stats:
                     g = GaugeMetricFamily("enx_live_participants", "Participants connected, all rooms")
-                    g.add_metric([], sum(len(r.participants) for r in hub.rooms.values()))
+                    g.add_metric([], stats["live_participants"])
                     yield g
 
-        self.registry.register(StoreCollector())
+        self.registry.register(EngineCollector())
 
 
 class ApiMiddleware:
-    """Pure ASGI middleware: body size limit, metrics, and a last-resort 500 in the envelope."""
+    """Pure ASGI middleware: body size limit, metrics, and every engine error (and a last-resort 500) as
+    the EnableX envelope."""
 
     def __init__(self, app, *, max_body: int, metrics: Metrics):
         self.app = app
@@ -173,7 +178,7 @@ class ApiMiddleware:
             if status_holder["sent"]:
                 raise
             if isinstance(exc, E.EnxError):
-                resp = envelope_error(exc.code, exc.reason, exc.desc, status_for(exc))
+                resp = error_response(exc)
             else:
                 log.exception("unhandled error path=%s", scope.get("path"))
                 resp = envelope_error(1500, "internal error", "the node failed to handle this request", 500)
@@ -312,36 +317,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         async def close(code: int, reason: str) -> None:
             await websocket.close(code, reason)
 
-        conn = hub.connect(websocket.send_json, close)
-        peer_gone = False
-        join_deadline = time.monotonic() + JOIN_TIMEOUT
-        try:
-            while not conn.closed:
-                try:
-                    # A connection that never joins holds a socket for JOIN_TIMEOUT at most, and a few
-                    # errors before joining end it.
-                    timeout = None if conn.participant is not None else max(0.0, join_deadline - time.monotonic())
-                    message = await asyncio.wait_for(websocket.receive(), timeout)
-                except asyncio.TimeoutError:
-                    await conn.error(E.Conflict("no join within %d s" % JOIN_TIMEOUT, reason="join timeout"))
-                    await conn.close(4008, "join timeout")
-                    break
-                if message["type"] == "websocket.disconnect":
-                    peer_gone = True
-                    break
-                if message.get("text") is not None:
-                    await conn.handle_text(message["text"])
-                else:
-                    await conn.error(E.InvalidRequest("binary frames are not accepted; send JSON text"))
-                if conn.participant is None and conn.errors >= MAX_ERRORS_BEFORE_JOIN and not conn.closed:
-                    await conn.close(4008, "too many errors before join")
-            if not peer_gone:
-                # The node closes: let queued messages (an error, "removed", "session-ended") go first.
-                await conn.flushed()
-        except WebSocketDisconnect:
-            pass
-        finally:
-            await conn.disconnected()
+        async def receive() -> str | bytes | None:
+            try:
+                message = await websocket.receive()
+            except WebSocketDisconnect:
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            return message["text"] if message.get("text") is not None else (message.get("bytes") or b"")
+
+        await hub.serve(websocket.send_json, close, receive)
 
     async def demo_page(request: Request):
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
@@ -397,11 +382,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
               Mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")]
     routes += [Mount(prefix, routes=api_routes) for prefix in API_PREFIXES]
 
-    # -- error mapping: the only place that turns engine errors into HTTP ------------------------------
-    async def enx_error(request: Request, exc: E.EnxError):
-        headers = {"WWW-Authenticate": REALM} if isinstance(exc, E.Unauthenticated) else None
-        return envelope_error(exc.code, exc.reason, exc.desc, status_for(exc), headers)
-
+    # Engine errors reach ApiMiddleware (error_response); Starlette's own 404/405 are mapped here.
     async def http_error(request: Request, exc: HTTPException):
         reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "http error")
         desc = {404: f"no endpoint at {request.url.path}",
@@ -419,7 +400,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             if started_here:
                 await engine.stop_media()
 
-    app = Starlette(routes=routes, exception_handlers={E.EnxError: enx_error, HTTPException: http_error},
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
                     lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings

@@ -84,6 +84,10 @@ class WebRtcServer:
     def fingerprint(self) -> str:
         return self.certificate.fingerprint
 
+    def stats(self) -> dict:
+        """Handshake outcomes, open transports and the native worker's counters."""
+        return {"handshake": dict(self.counters), "transports": len(self.by_ufrag), "worker": self.worker.stats}
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()

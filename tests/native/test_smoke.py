@@ -20,6 +20,8 @@ def test_every_class_and_function():
     w.run_timers()
     assert t.stats["tcc_feedback_sent"] == 0 and p.stats["nacks_sent"] == 0 and p.stats["nack_gave_up"] == 0
     assert w.latency_histogram() == {}
+    ev = _core.MediaEvent(_core.UNKNOWN_SSRC, 1, 0, 5, "0")
+    assert ev.kind == "unknown_ssrc" and ev.ssrc == 5 and ev == _core.MediaEvent("unknown_ssrc", 1, 0, 5, "0")
     w.close_transport(t)
     assert w.stats["consumers"] == 0 and w.stats["producers"] == 0 and w.stats["transports"] == 0
     for fn in ("parse_rtp", "write_rtp", "pack_header_extensions", "parse_rtcp", "write_sr", "write_rr",

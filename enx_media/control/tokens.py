@@ -13,10 +13,10 @@ from typing import Any
 
 import jwt
 
-from . import errors as E
+from .. import errors as E
+from ..store import ClaimOutcome, Store, TokenRecord
 from .apps import App, AppRegistry
-from .rooms import ROLES, Room, RoomService, _int, _str, iso
-from .store import Store, dumps, now
+from .rooms import ROLES, Room, RoomService, _int, _json_chars, _str, iso
 
 ALGORITHM = "HS256"
 AUDIENCE = "enx-media"
@@ -86,10 +86,10 @@ class TokenService:
         data = body.get("data") or {}
         if not isinstance(data, dict):
             raise E.ValidationFailed("data must be an object")
-        if len(dumps(data)) > 2048:
+        if _json_chars(data) > 2048:
             raise E.ValidationFailed("data must serialise to at most 2048 bytes")
 
-        t = now()
+        t = time.time()
         expires = t + ttl
         window = room.window
         if window is not None:
@@ -107,23 +107,17 @@ class TokenService:
         if data:
             claims["data"] = data
         token = jwt.encode(claims, app.token_secret, algorithm=ALGORITHM, headers={"kid": app.app_id})
-        self.store.execute(
-            "INSERT INTO tokens(token_id, app_id, room_id, user_ref, role, issued, expires) VALUES (?,?,?,?,?,?,?)",
-            (token_id, app.app_id, room.room_id, user_ref, role, issued_at, int(expires)))
+        self.store.tokens.add(TokenRecord(token_id, app.app_id, room.room_id, user_ref, role, issued_at,
+                                          int(expires)))
         return IssuedToken(token, TokenClaims(token_id, app.app_id, room.room_id, user_ref, name, role,
                                               issued_at, int(expires), data))
 
     def revoke(self, app_id: str, room_id: str, token_id: str) -> None:
-        cur = self.store.execute("UPDATE tokens SET revoked=? WHERE token_id=? AND room_id=? AND app_id=?"
-                                 " AND revoked IS NULL", (now(), token_id, room_id, app_id))
-        if cur.rowcount == 0:
-            exists = self.store.query_one("SELECT revoked FROM tokens WHERE token_id=? AND room_id=? AND app_id=?",
-                                          (token_id, room_id, app_id))
-            if exists is None:
-                raise E.NotFound(f"no token {token_id!r} in this room", reason="token not found")
+        if not self.store.tokens.revoke(app_id, room_id, token_id, time.time()):
+            raise E.NotFound(f"no token {token_id!r} in this room", reason="token not found")
 
     def count(self) -> int:
-        return self.store.query_one("SELECT count(*) FROM tokens")[0]
+        return self.store.tokens.count()
 
     # -- verifying ----------------------------------------------------------------------------------
     def verify(self, token: Any, *, room_id: str | None = None, at: float | None = None) -> TokenClaims:
@@ -170,10 +164,10 @@ class TokenService:
             raise E.TokenWrongRoom("token is for another room")
         if claims["role"] not in ROLES:
             raise E.TokenMalformed("token role unknown")
-        row = self.store.query_one("SELECT revoked, room_id, app_id FROM tokens WHERE token_id=?", (claims["jti"],))
-        if row is None or row["room_id"] != claims["room"] or row["app_id"] != app_id:
+        row = self.store.tokens.get(claims["jti"])
+        if row is None or row.room_id != claims["room"] or row.app_id != app_id:
             raise E.TokenRevoked("token is not known to this node")
-        if row["revoked"] is not None:
+        if row.revoked is not None:
             raise E.TokenRevoked("token was revoked")
         if self.rooms.find(claims["room"]) is None:
             raise E.TokenRevoked("the token's room no longer exists")
@@ -184,10 +178,8 @@ class TokenService:
     def claim_for_session(self, claims: TokenClaims, session_id: str) -> None:
         """Bind a token to the session it first joined: it stays valid for rejoins of that session and
         is refused for any later one (the seed's 'single use')."""
-        with self.store.transaction() as db:
-            row = db.execute("SELECT used_session FROM tokens WHERE token_id=?", (claims.token_id,)).fetchone()
-            if row is None:
-                raise E.TokenRevoked("token is not known to this node")
-            if row["used_session"] not in (None, session_id):
-                raise E.TokenAlreadyUsed("token was already used in an earlier session")
-            db.execute("UPDATE tokens SET used_session=? WHERE token_id=?", (session_id, claims.token_id))
+        outcome = self.store.tokens.claim_for_session(claims.token_id, session_id)
+        if outcome is ClaimOutcome.UNKNOWN:
+            raise E.TokenRevoked("token is not known to this node")
+        if outcome is ClaimOutcome.USED_ELSEWHERE:
+            raise E.TokenAlreadyUsed("token was already used in an earlier session")

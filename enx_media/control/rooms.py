@@ -1,4 +1,4 @@
-"""Rooms: validation of both request shapes, storage, and the live-session view.
+"""Rooms: validation of both request shapes, the canonical room, and the room service over the repositories.
 
 Two request shapes reach ``POST /rooms``:
 
@@ -16,11 +16,12 @@ import datetime as dt
 import json
 import math
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict, NotFound, ValidationFailed
-from .store import Store, dumps, now
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..store import RoomDeletion, RoomRecord, Store
 
 MODES = ("group", "lecture", "p2p")
 TYPES = ("permanent", "scheduled", "adhoc")
@@ -90,6 +91,11 @@ def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
     raise ValidationFailed(f"{field} must be one of {', '.join(choices)}, got {_show(value)}")
 
 
+def _json_chars(value: Any) -> int:
+    """Length of the compact JSON form: what the size limits on ``data`` count."""
+    return len(json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -142,10 +148,6 @@ class Room:
     data: dict[str, Any]
     created: float
     updated: float
-
-    @property
-    def capacity(self) -> int:
-        return MODE_CAPACITY[self.mode]
 
     @property
     def duration_s(self) -> int | None:
@@ -203,7 +205,7 @@ def normalize_room_request(body: Any, *, at: float, previous: Room | None = None
         data = {}
     if not isinstance(data, dict):
         raise ValidationFailed("data must be an object")
-    if len(dumps(data)) > 8192:
+    if _json_chars(data) > 8192:
         raise ValidationFailed("data must serialise to at most 8192 bytes")
 
     if "name" not in body:
@@ -363,79 +365,79 @@ def merge_patch(room: Room, patch: Any) -> dict[str, Any]:
     return merged
 
 
+def _room(r: RoomRecord) -> Room:
+    return Room(r.room_id, r.app_id, r.name, r.owner_ref, r.mode, r.type, r.settings, r.data, r.created,
+                r.updated)
+
+
+def _record(room: Room) -> RoomRecord:
+    return RoomRecord(room.room_id, room.app_id, room.name, room.owner_ref, room.mode, room.type, room.settings,
+                      room.data, room.created, room.updated)
+
+
 class RoomService:
     def __init__(self, store: Store):
         self.store = store
 
-    def _row_to_room(self, r) -> Room:
-        return Room(r["room_id"], r["app_id"], r["name"], r["owner_ref"] or "", r["mode"], r["type"],
-                    json.loads(r["settings"]), json.loads(r["data"]), r["created"], r["updated"])
-
     def create(self, app_id: str, body: Any) -> Room:
-        t = now()
+        t = time.time()
         fields = normalize_room_request(body, at=t)
         room = Room(secrets.token_hex(12), app_id, fields["name"], fields["owner_ref"], fields["mode"],
                     fields["type"], fields["settings"], fields["data"], t, t)
-        self.store.execute(
-            "INSERT INTO rooms(room_id, app_id, name, owner_ref, mode, type, settings, data, created, updated)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (room.room_id, app_id, room.name, room.owner_ref, room.mode, room.type, dumps(room.settings),
-             dumps(room.data), room.created, room.updated))
+        self.store.rooms.add(_record(room))
         return room
 
     def get(self, app_id: str, room_id: str) -> Room:
         """The room if it belongs to this app. Another app's room is reported as not found."""
-        r = self.store.query_one("SELECT * FROM rooms WHERE room_id=? AND app_id=?", (room_id, app_id))
+        r = self.store.rooms.get(room_id, app_id)
         if r is None:
-            raise NotFound(f"no room {room_id!r} in this app", reason="room not found")
-        return self._row_to_room(r)
+            raise _no_room(room_id)
+        return _room(r)
 
     def find(self, room_id: str) -> Room | None:
-        r = self.store.query_one("SELECT * FROM rooms WHERE room_id=?", (room_id,))
-        return self._row_to_room(r) if r else None
+        r = self.store.rooms.get(room_id)
+        return _room(r) if r else None
 
     def list(self, app_id: str, offset: int, limit: int) -> tuple[int, list[Room]]:
-        total = self.store.query_one("SELECT count(*) FROM rooms WHERE app_id=?", (app_id,))[0]
-        rows = self.store.query("SELECT * FROM rooms WHERE app_id=? ORDER BY created, room_id LIMIT ? OFFSET ?",
-                                (app_id, limit, offset))
-        return total, [self._row_to_room(r) for r in rows]
+        total, records = self.store.rooms.list(app_id, offset, limit)
+        return total, [_room(r) for r in records]
 
     def count(self) -> int:
-        return self.store.query_one("SELECT count(*) FROM rooms")[0]
+        return self.store.rooms.count()
 
     def update(self, app_id: str, room_id: str, patch: Any) -> Room:
-        with self.store.transaction() as db:
-            room = self.get(app_id, room_id)
-            fields = normalize_room_request(merge_patch(room, patch), at=now(), previous=room)
-            if fields["mode"] != room.mode and self.live_session(room_id):
+        def change(current: RoomRecord, live_session: str | None) -> RoomRecord:
+            room = _room(current)
+            fields = normalize_room_request(merge_patch(room, patch), at=time.time(), previous=room)
+            if fields["mode"] != room.mode and live_session:
                 raise Conflict("the room's mode cannot change while a session is live", reason="session live")
             room.name, room.owner_ref, room.mode, room.type = (fields["name"], fields["owner_ref"],
                                                               fields["mode"], fields["type"])
-            room.settings, room.data, room.updated = fields["settings"], fields["data"], now()
-            db.execute("UPDATE rooms SET name=?, owner_ref=?, mode=?, type=?, settings=?, data=?, updated=?"
-                       " WHERE room_id=?", (room.name, room.owner_ref, room.mode, room.type,
-                                            dumps(room.settings), dumps(room.data), room.updated, room_id))
-        return room
+            room.settings, room.data, room.updated = fields["settings"], fields["data"], time.time()
+            return _record(room)
+
+        r = self.store.rooms.update(app_id, room_id, change)
+        if r is None:
+            raise _no_room(room_id)
+        return _room(r)
 
     def delete(self, app_id: str, room_id: str) -> None:
-        with self.store.transaction() as db:
-            self.get(app_id, room_id)
-            if self.live_session(room_id):
-                raise Conflict("the room has a live session; it can be deleted once the session ends",
-                               reason="session live")
-            db.execute("DELETE FROM rooms WHERE room_id=?", (room_id,))
-            db.execute("UPDATE tokens SET revoked=? WHERE room_id=? AND revoked IS NULL", (now(), room_id))
+        outcome = self.store.rooms.delete_if_idle(app_id, room_id, time.time())
+        if outcome is RoomDeletion.NOT_FOUND:
+            raise _no_room(room_id)
+        if outcome is RoomDeletion.SESSION_LIVE:
+            raise Conflict("the room has a live session; it can be deleted once the session ends",
+                           reason="session live")
 
-    # -- sessions (filled by the signaling layer) ---------------------------------------------------
+    # -- sessions (recorded by the signaling layer) -------------------------------------------------
     def live_session(self, room_id: str) -> str | None:
-        r = self.store.query_one("SELECT session_id FROM sessions WHERE room_id=? AND ended IS NULL", (room_id,))
-        return r["session_id"] if r else None
+        return self.store.sessions.live_session(room_id)
 
     def live_users(self, app_id: str, room_id: str) -> list[dict[str, Any]]:
         self.get(app_id, room_id)
-        rows = self.store.query(
-            "SELECT p.participant_id, p.user_ref, p.name, p.role, p.joined FROM participants p"
-            " JOIN sessions s ON s.session_id = p.session_id"
-            " WHERE s.room_id=? AND s.ended IS NULL AND p.left IS NULL ORDER BY p.joined", (room_id,))
-        return [{"participant_id": r["participant_id"], "user_ref": r["user_ref"], "name": r["name"],
-                 "role": r["role"], "joined": iso(r["joined"])} for r in rows]
+        return [{"participant_id": p.participant_id, "user_ref": p.user_ref, "name": p.name, "role": p.role,
+                 "joined": iso(p.joined)} for p in self.store.sessions.live_participants(room_id)]
+
+
+def _no_room(room_id: str) -> NotFound:
+    return NotFound(f"no room {room_id!r} in this app", reason="room not found")

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
-from .errors import Unauthenticated, ValidationFailed
-from .store import Store, now
+from ..errors import Unauthenticated, ValidationFailed
+from ..store import AppRecord, Store
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class AppCredentials:
     app_id: str
     app_key: str
     name: str
+
+
+def _app(r: AppRecord) -> App:
+    return App(r.app_id, r.name, r.created, r.token_secret)
 
 
 def _hash_key(salt: bytes, app_key: str) -> bytes:
@@ -45,33 +50,29 @@ class AppRegistry:
         app_id = secrets.token_hex(12)
         app_key = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        self.store.execute(
-            "INSERT INTO apps(app_id, name, key_salt, key_hash, token_secret, created) VALUES (?,?,?,?,?,?)",
-            (app_id, name, salt, _hash_key(salt, app_key), secrets.token_bytes(32), now()),
-        )
+        self.store.apps.add(AppRecord(app_id, name, time.time(), secrets.token_bytes(32), salt,
+                                      _hash_key(salt, app_key)))
         return AppCredentials(app_id, app_key, name)
 
     def list(self) -> list[App]:
-        rows = self.store.query("SELECT app_id, name, created, token_secret FROM apps ORDER BY created")
-        return [App(r["app_id"], r["name"], r["created"], r["token_secret"]) for r in rows]
+        return [_app(r) for r in self.store.apps.list()]
 
     def count(self) -> int:
-        return self.store.query_one("SELECT count(*) FROM apps")[0]
+        return self.store.apps.count()
 
     def get(self, app_id: str) -> App | None:
-        r = self.store.query_one("SELECT app_id, name, created, token_secret FROM apps WHERE app_id=?", (app_id,))
-        return App(r["app_id"], r["name"], r["created"], r["token_secret"]) if r else None
+        r = self.store.apps.get(app_id)
+        return _app(r) if r else None
 
     def authenticate(self, app_id: str, app_key: str) -> App:
         """Return the app whose credentials these are, or raise Unauthenticated.
 
         The comparison runs in constant time, and an unknown App ID costs the same HMAC as a known one
         so timing does not tell which App IDs exist."""
-        r = self.store.query_one(
-            "SELECT app_id, name, created, token_secret, key_salt, key_hash FROM apps WHERE app_id=?", (app_id,))
-        salt = r["key_salt"] if r else self._dummy_salt
-        expected = r["key_hash"] if r else b"\0" * 32
+        r = self.store.apps.get(app_id)
+        salt = r.key_salt if r else self._dummy_salt
+        expected = r.key_hash if r else b"\0" * 32
         ok = hmac.compare_digest(_hash_key(salt, app_key), expected)
         if not (r and ok):
             raise Unauthenticated("App ID or App Key is wrong")
-        return App(r["app_id"], r["name"], r["created"], r["token_secret"])
+        return _app(r)

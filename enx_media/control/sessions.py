@@ -1,0 +1,92 @@
+"""Sessions: the live instance of a room, and who was in it when. What the signaling layer records and
+the CDR and post-session APIs read."""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from .. import events as ev
+from ..store import ChatMessageRecord, ParticipantRecord, Store
+from .rooms import Room, RoomService, iso
+
+
+class SessionService:
+    def __init__(self, store: Store, rooms: RoomService):
+        self.store = store
+        self.rooms = rooms
+
+    def start(self, room: Room) -> str:
+        """The live session of the room, started now if there is none."""
+        return self.store.sessions.start(room.app_id, room.room_id, secrets.token_hex(12), time.time())
+
+    def end(self, session_id: str, reason: str) -> None:
+        """End the session; an ad hoc room goes with it (seed: "created on demand and destroyed after use")."""
+        self.store.sessions.end(session_id, reason, time.time())
+
+    def discard(self, session_id: str) -> None:
+        """Forget a session nobody ended up joining (its first join was refused)."""
+        self.store.sessions.discard_if_empty(session_id)
+
+    def participant_joined(self, session_id: str, participant_id: str, user_ref: str, name: str, role: str,
+                           token_id: str) -> None:
+        self.store.sessions.add_participant(
+            ParticipantRecord(session_id, participant_id, user_ref, name, role, token_id, time.time()))
+
+    def participant_left(self, session_id: str, participant_id: str, reason: str) -> None:
+        self.store.sessions.participant_left(session_id, participant_id, reason, time.time())
+
+    def record_chat(self, session_id: str, room_id: str, sender: dict[str, str], text: str,
+                    recipients: list[str] | None) -> float:
+        t = time.time()
+        self.store.sessions.add_chat_message(ChatMessageRecord(
+            session_id, room_id, sender["participant_id"], sender["user_ref"], sender["name"],
+            list(recipients) if recipients else None, text, t))
+        return t
+
+    def get(self, session_id: str) -> dict[str, Any] | None:
+        s = self.store.sessions.get(session_id)
+        if s is None:
+            return None
+        return {"session_id": s.session_id, "room_id": s.room_id, "started": iso(s.started),
+                "ended": iso(s.ended), "end_reason": s.end_reason,
+                "participants": [{"participant_id": p.participant_id, "user_ref": p.user_ref, "name": p.name,
+                                  "role": p.role, "joined": iso(p.joined), "left": iso(p.left),
+                                  "leave_reason": p.leave_reason}
+                                 for p in self.store.sessions.participants(session_id)]}
+
+    def chat_transcript(self, session_id: str) -> list[dict[str, Any]]:
+        return [{"sender_id": m.sender_id, "sender_ref": m.sender_ref, "sender_name": m.sender_name,
+                 "to": m.recipients, "text": m.text, "sent": iso(m.sent)}
+                for m in self.store.sessions.chat_messages(session_id)]
+
+    def close_dangling(self) -> int:
+        """Sessions left open by a node that stopped without ending them: end them now."""
+        ids = self.store.sessions.open_session_ids()
+        for session_id in ids:
+            self.end(session_id, "node-restart")
+        return len(ids)
+
+
+class SessionRecorder:
+    """The session record as a subscriber of the event bus: what the live room publishes (sessions
+    started and ended, participants joining and leaving, chat) is written as it happens, so the REST
+    API's live users, the post-session data and a restarted node all read the same record."""
+
+    def __init__(self, store: Store):
+        self.sessions = store.sessions
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.SessionStarted):
+            self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
+        elif isinstance(event, ev.SessionEnded):
+            self.sessions.end(event.session_id, event.reason, event.at)
+        elif isinstance(event, ev.ParticipantJoined):
+            self.sessions.add_participant(ParticipantRecord(event.session_id, event.participant_id, event.user_ref,
+                                                            event.name, event.role, event.token_id, event.at))
+        elif isinstance(event, ev.ParticipantLeft):
+            self.sessions.participant_left(event.session_id, event.participant_id, event.reason, event.at)
+        elif isinstance(event, ev.ChatMessage):
+            self.sessions.add_chat_message(ChatMessageRecord(
+                event.session_id, event.room_id, event.sender_id, event.sender_ref, event.sender_name,
+                list(event.to) if event.to else None, event.text, event.at))

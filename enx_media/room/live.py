@@ -1,0 +1,378 @@
+"""The live room: a room with a session on this node, its participants, their streams, the floor and
+the duration timer, and the moderator actions on them. Rules come from `policy`; media from `media`;
+what happens is published on the event bus; what participants are told goes through the `Notifier`
+the room is given (signaling implements it), so the room never imports the protocol.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from .. import errors as E
+from .. import events as ev
+from ..control.rooms import Room, RoomService
+from ..control.tokens import TokenService
+from ..sfu.router import Producer
+from ..webrtc.server import WebRtcServer
+from . import policy
+from .media import ParticipantMedia, RoomMedia, Subscription
+
+log = logging.getLogger(__name__)
+
+QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
+
+
+class Channel(Protocol):
+    """A participant's link to its client."""
+
+    async def send(self, message: dict) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Notifier(Protocol):
+    """What the room tells participants; `to` is who receives it."""
+
+    async def participant_joined(self, to: Iterable["Participant"], p: "Participant") -> None: ...
+
+    async def participant_left(self, to: Iterable["Participant"], p: "Participant", reason: str) -> None: ...
+
+    async def stream_added(self, to: Iterable["Participant"], s: Producer) -> None: ...
+
+    async def stream_removed(self, to: Iterable["Participant"], s: Producer) -> None: ...
+
+    async def muted(self, to: Iterable["Participant"], target: "Participant", kind: str, muted: bool,
+                    by: "Participant", streams: list[str]) -> None: ...
+
+    async def floor(self, to: Iterable["Participant"], action: str, target: "Participant",
+                    by: "Participant") -> None: ...
+
+    async def chat(self, to: Iterable["Participant"], sender: "Participant", text: str,
+                   recipients: list[str] | None, sent: float) -> None: ...
+
+    async def session_warning(self, to: Iterable["Participant"], seconds_left: int) -> None: ...
+
+    async def session_ended(self, to: Iterable["Participant"], reason: str) -> None: ...
+
+    async def removed(self, p: "Participant", by: "Participant", reason: str) -> None: ...
+
+    async def offer(self, p: "Participant", sdp: str, subscriptions: list[Subscription]) -> None: ...
+
+    async def transport_closed(self, p: "Participant", direction: str, reason: str) -> None: ...
+
+    async def relay(self, p: "Participant", sender: "Participant", payload: dict) -> None: ...
+
+
+@dataclass(eq=False)
+class Participant:
+    participant_id: str
+    user_ref: str
+    name: str
+    role: str
+    token_id: str
+    channel: Channel
+    joined: float = field(default_factory=time.time)
+    floor: bool = False
+    media: ParticipantMedia = field(default_factory=ParticipantMedia)
+
+
+class LiveRoom:
+    def __init__(self, manager: "RoomManager", room: Room, session_id: str):
+        self.manager = manager
+        self.notifier = manager.notifier
+        self.bus = manager.bus
+        self.room = room
+        self.session_id = session_id
+        self.participants: dict[str, Participant] = {}
+        self.floor_requests: set[str] = set()
+        self.ended = False
+        self.media = RoomMedia(self, manager.server) if manager.server is not None else None
+        self._tasks: list[asyncio.Task] = []
+        # A scheduled room's session ends with its window; any other ends `duration` after it started.
+        limit = room.window[1] - time.time() if room.window else room.duration_s
+        loop = asyncio.get_running_loop()
+        if limit:
+            self._tasks.append(loop.create_task(self._duration_limit(max(1, int(limit)))))
+        if self.media is not None:
+            self._tasks.append(loop.create_task(self._sample_quality()))
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def has(self, p: Participant) -> bool:
+        return not self.ended and self.participants.get(p.participant_id) is p
+
+    def everyone(self, exclude: Participant | None = None) -> list[Participant]:
+        return [p for p in self.participants.values() if p is not exclude]
+
+    def moderators(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.role == "moderator"]
+
+    def audience_of(self, p: Participant) -> list[Participant]:
+        """Who hears about p joining or leaving."""
+        people = self.everyone(exclude=p)
+        return people if policy.announced(self.room, p) else [x for x in people if x.role == "moderator"]
+
+    def visible_to(self, p: Participant) -> list[Participant]:
+        return policy.visible_to(self.room, p, self.participants.values())
+
+    def target(self, pid: str) -> Participant:
+        t = self.participants.get(pid)
+        if t is None:
+            raise E.NotFound(f"no participant {pid!r} in this session")
+        return t
+
+    def _event(self, event_type: type[ev.Event], /, **fields: Any) -> None:
+        self.bus.publish(event_type(self.session_id, self.room.room_id, self.room.app_id, **fields))
+
+    def _media(self) -> RoomMedia:
+        if self.media is None:
+            raise E.Conflict("this node runs without a media worker")
+        return self.media
+
+    def live_streams(self) -> list[Producer]:
+        return self.media.live_producers() if self.media is not None else []
+
+    # -- membership ---------------------------------------------------------------------------------
+    def admit(self, p: Participant) -> None:
+        self.participants[p.participant_id] = p
+        self._event(ev.ParticipantJoined, participant_id=p.participant_id, user_ref=p.user_ref, name=p.name,
+                    role=p.role, token_id=p.token_id)
+        log.info("joined room=%s participant=%s role=%s", self.room.room_id, p.participant_id, p.role)
+
+    async def announce_join(self, p: Participant) -> None:
+        await self.notifier.participant_joined(self.audience_of(p), p)
+
+    async def leave(self, p: Participant, reason: str) -> None:
+        if p.participant_id not in self.participants:
+            return
+        await self._drop(p, reason, announce=True)
+        if not self.participants and not self.ended:
+            await self.end("last-left")
+
+    async def _drop(self, p: Participant, reason: str, announce: bool) -> None:
+        audience = self.audience_of(p)
+        self.participants.pop(p.participant_id, None)
+        self.floor_requests.discard(p.participant_id)
+        if self.media is not None:
+            for s in [s for s in self.media.producers.values() if s.participant_id == p.participant_id]:
+                await self.media.remove_producer(s, "participant left", announce=announce)
+            self.media.close_participant(p)
+        self._event(ev.ParticipantLeft, participant_id=p.participant_id, reason=reason)
+        log.info("left room=%s participant=%s reason=%s", self.room.room_id, p.participant_id, reason)
+        if announce:
+            await self.notifier.participant_left([x for x in audience if x.participant_id in self.participants],
+                                                 p, reason)
+
+    async def end(self, reason: str) -> None:
+        if self.ended:
+            return
+        await self.notifier.session_ended(self.everyone(), reason)
+        self.ended = True
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for p in list(self.participants.values()):
+            await self._drop(p, f"session-ended:{reason}", announce=False)
+            await p.channel.close(4000, "session ended")
+        if self.media is not None:
+            self.media.close()
+        self.manager.forget(self)
+        self._event(ev.SessionEnded, reason=reason)
+        log.info("session ended room=%s session=%s reason=%s", self.room.room_id, self.session_id, reason)
+
+    async def _duration_limit(self, seconds: int) -> None:
+        # Warn a minute before the end (a fifth of the session if shorter), then end it.
+        warn_before = min(60, seconds // 5)
+        try:
+            await asyncio.sleep(seconds - warn_before)
+            await self.notifier.session_warning(self.everyone(), warn_before)
+            await asyncio.sleep(warn_before)
+            await self.end("duration")
+        except asyncio.CancelledError:
+            pass
+
+    async def _sample_quality(self) -> None:
+        try:
+            while not self.ended:
+                await asyncio.sleep(QUALITY_INTERVAL_S)
+                self.sample_quality()
+        except asyncio.CancelledError:
+            pass
+
+    def sample_quality(self) -> None:
+        """A QualitySample per participant from the core's counters (what the CDR will read)."""
+        if self.media is None:
+            return
+        for p in list(self.participants.values()):
+            self._event(ev.QualitySample, participant_id=p.participant_id,
+                        **self.media.router.quality(p.participant_id))
+
+    # -- streams ------------------------------------------------------------------------------------
+    async def publish(self, p: Participant, offer_sdp: str) -> str:
+        policy.check_publish(self.room, p)
+        return self._media().publish(p, offer_sdp)
+
+    async def stream_live(self, s: Producer) -> None:
+        """A producer is live (its transport connected and its SSRC known): tell everyone, feed the
+        subscribers that want it."""
+        publisher = self.participants.get(s.participant_id)
+        if publisher is None or self.media is None:
+            return
+        self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
+                    codec=s.codec)
+        await self.notifier.stream_added(self.everyone(), s)
+        for sub in self.everyone(exclude=publisher):
+            if self.media.wants(sub, s):
+                await self.media.update_subscription(sub)
+
+    async def stream_gone(self, s: Producer, reason: str, announce: bool) -> None:
+        self._event(ev.StreamUnpublished, participant_id=s.participant_id, stream_id=s.producer_id, reason=reason)
+        if announce:
+            await self.notifier.stream_removed(self.everyone(), s)
+
+    async def unpublish(self, p: Participant, stream_ids: list[str] | None) -> list[str]:
+        if self.media is None:
+            return []
+        return await self.media.unpublish(p, stream_ids)
+
+    async def subscribe(self, p: Participant, stream_ids: list[str] | None) -> None:
+        policy.check_subscribe(self.room)
+        await self._media().subscribe(p, stream_ids)
+
+    async def answer(self, p: Participant, answer_sdp: str) -> None:
+        await self._media().answer(p, answer_sdp)
+
+    # -- moderation and floor -----------------------------------------------------------------------
+    async def set_muted(self, p: Participant, pid: str, kind: str, muted: bool) -> list[str]:
+        policy.check_moderator(p, "mute others")
+        target = self.target(pid)
+        changed = []
+        for s in list(self.media.producers.values()) if self.media is not None else []:
+            if s.participant_id == target.participant_id and kind in ("all", s.kind):
+                self.media.router.set_paused(s, muted)
+                changed.append(s.producer_id)
+        self._event(ev.ModeratorAction, moderator_id=p.participant_id, action="mute" if muted else "unmute",
+                    target_id=pid, detail=kind)
+        await self.notifier.muted(self.everyone(), target, kind, muted, p, changed)
+        return changed
+
+    async def remove(self, p: Participant, pid: str, reason: str) -> None:
+        policy.check_moderator(p, "remove participants")
+        target = self.target(pid)
+        if target is p:
+            raise E.ValidationFailed("use leave to leave the room")
+        self._event(ev.ModeratorAction, moderator_id=p.participant_id, action="remove", target_id=pid,
+                    detail=reason)
+        await self.notifier.removed(target, p, reason)
+        await self.leave(target, "removed")
+        await target.channel.close(4001, "removed by a moderator")
+
+    async def floor(self, p: Participant, action: str, pid: str | None) -> None:
+        policy.check_floor(self.room, p, action)
+        target = p
+        if action in ("grant", "revoke"):
+            target = self.target(pid or "")
+            policy.check_floor_target(target, action)
+        if action == "request":
+            self.floor_requests.add(p.participant_id)
+            self._event(ev.FloorChanged, participant_id=p.participant_id, action="requested", by=p.participant_id)
+            await self.notifier.floor(self.moderators(), "requested", p, p)
+        elif action == "grant":
+            target.floor = True
+            self.floor_requests.discard(target.participant_id)
+            self._event(ev.FloorChanged, participant_id=target.participant_id, action="granted", by=p.participant_id)
+            await self.notifier.floor(self.everyone(), "granted", target, p)
+        else:
+            target.floor = False
+            await self.unpublish(target, None)
+            done = "released" if action == "release" else "revoked"
+            self._event(ev.FloorChanged, participant_id=target.participant_id, action=done, by=p.participant_id)
+            await self.notifier.floor(self.everyone(), done, target, p)
+
+    async def chat(self, p: Participant, text: str, to: list[str] | None) -> float:
+        if to is not None:
+            missing = [pid for pid in to if pid not in self.participants]
+            if missing:
+                raise E.NotFound(f"no participant(s) {', '.join(missing)} in this session")
+        sent = time.time()
+        self._event(ev.ChatMessage, sender_id=p.participant_id, sender_ref=p.user_ref, sender_name=p.name, text=text,
+                    to=None if to is None else tuple(to), at=sent)
+        recipients = self.everyone() if to is None else [x for x in self.everyone()
+                                                           if x.participant_id in set(to) | {p.participant_id}]
+        await self.notifier.chat(recipients, p, text, to, sent)
+        return sent
+
+    async def relay(self, p: Participant, to: str, payload: dict) -> None:
+        policy.check_relay(self.room)
+        await self.notifier.relay(self.target(to), p, payload)
+
+
+class RoomManager:
+    """The live rooms of this node: joins by token, sessions started and ended, media events routed to
+    the room they belong to."""
+
+    def __init__(self, rooms: RoomService, tokens: TokenService, server: WebRtcServer | None,
+                 bus: ev.EventBus, notifier: Notifier):
+        self.rooms_service = rooms
+        self.tokens = tokens
+        self.server = server
+        self.bus = bus
+        self.notifier = notifier
+        self.live: dict[str, LiveRoom] = {}
+        if server is not None:
+            server.event_handlers.append(self._on_media_event)
+
+    def join(self, channel: Channel, token: str, room_id: str | None = None) -> tuple[LiveRoom, Participant]:
+        """Admit the token's holder to its room's live session, starting one if needed. One step of the
+        loop (no await): the checks and the bookkeeping cannot interleave with another join."""
+        claims = self.tokens.verify(token, room_id=room_id)
+        room = self.rooms_service.find(claims.room_id)
+        if room is None:
+            raise E.TokenRevoked("the token's room no longer exists")
+        window = room.window
+        if window is not None and not window[0] <= time.time() < window[1]:
+            # DESIGN: joins outside a scheduled room's window are refused (tokens come a little earlier).
+            raise E.TokenOutsideWindow("this scheduled room is not open now")
+        live = self.live.get(room.room_id)
+        if live is not None:
+            live.room = room  # settings changed by a PATCH apply to the next join
+            if any(p.token_id == claims.token_id for p in live.participants.values()):
+                raise E.TokenAlreadyUsed("this token is in use by a connected participant")
+        policy.check_capacity(room, live.participants.values() if live else (), claims.role)
+        session_id = live.session_id if live is not None else secrets.token_hex(12)
+        # Claimed before the session exists anywhere: a refused first join leaves no session behind.
+        self.tokens.claim_for_session(claims, session_id)
+        if live is None:
+            live = LiveRoom(self, room, session_id)
+            self.live[room.room_id] = live
+            self.bus.publish(ev.SessionStarted(session_id, room.room_id, room.app_id))
+        p = Participant(secrets.token_hex(6), claims.user_ref, claims.name or claims.user_ref, claims.role,
+                        claims.token_id, channel)
+        live.admit(p)
+        return live, p
+
+    def forget(self, live: LiveRoom) -> None:
+        if self.live.get(live.room.room_id) is live:
+            del self.live[live.room.room_id]
+
+    async def end_all(self, reason: str) -> None:
+        for live in list(self.live.values()):
+            await live.end(reason)
+
+    def _on_media_event(self, event: Any) -> None:
+        if getattr(event, "kind", None) != "unknown_ssrc" or not event.mid:
+            return
+        for live in self.live.values():
+            if live.media is None:
+                continue
+            producer = live.media.router.learn_ssrc(event.transport_id, event.ssrc, event.mid)
+            if producer is not None:
+                asyncio.ensure_future(live.media.producer_learned(producer))
+                return
+
+    def stats(self) -> dict[str, int]:
+        return {"live_rooms": len(self.live),
+                "live_participants": sum(len(r.participants) for r in self.live.values())}

@@ -1,0 +1,236 @@
+"""A live room's media: publishing (a publish transport per offer, its tracks as producers), subscribing
+(one subscribe transport per participant, renegotiated as streams come and go) and the transports'
+lifecycle. Uses the SFU router for producers and consumers and the WebRTC server for transports."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .. import errors as E
+from ..sfu.router import Consumer, Producer, Router
+from ..webrtc import negotiation, sdp
+from ..webrtc.server import WebRtcServer, WebRtcTransport
+
+if TYPE_CHECKING:
+    from .live import LiveRoom, Participant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One m-line of a subscribe transport: the section offered and the consumer behind it."""
+    section: sdp.OutgoingMedia
+    producer: Producer
+    consumer: Consumer | None = None
+    offered_active: bool = False   # what the last offer sent said about this section
+
+
+@dataclass(eq=False)
+class ParticipantMedia:
+    publish_transports: list[WebRtcTransport] = field(default_factory=list)
+    subscribe_transport: WebRtcTransport | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+    follow_all: bool = False        # subscribed to every stream, now and later
+    wanted: set[str] = field(default_factory=set)
+    offer_version: int = 0
+    offer_pending: bool = False
+    renegotiate: bool = False
+    next_mid: int = 0
+
+
+class RoomMedia:
+    def __init__(self, room: "LiveRoom", server: WebRtcServer):
+        self.room = room
+        self.server = server
+        self.router = Router(server.worker)
+
+    @property
+    def producers(self) -> dict[str, Producer]:
+        return self.router.producers
+
+    def live_producers(self) -> list[Producer]:
+        return [p for p in self.router.producers.values() if p.live]
+
+    # -- publish ------------------------------------------------------------------------------------
+    def publish(self, p: "Participant", offer_sdp: str) -> str:
+        """Answer a publish offer with a new publish transport; its tracks become producers once the
+        transport connects."""
+        try:
+            offer = sdp.parse(offer_sdp, "offer")
+            negotiation.check_offer_roles(offer)
+            plan = negotiation.plan_publish(offer)
+        except (sdp.SdpError, ValueError) as exc:
+            raise E.ValidationFailed(str(exc)) from None
+        t = self.server.create_transport("publish", plan.ext_ids)
+        t.set_remote(offer.ice_ufrag, offer.fingerprint)
+        p.media.publish_transports.append(t)
+        pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
+                            tr.mid, tr.ssrc, t) for tr in plan.tracks]
+        t.on_connected = lambda tr: asyncio.ensure_future(self._publish_connected(p, tr, pending))
+        t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
+        return sdp.write_answer(offer, ice_ufrag=t.ufrag, ice_pwd=t.pwd, fingerprint=self.server.fingerprint,
+                                ip=self.server.announced_ip, port=self.server.port, accepted=plan.accepted)
+
+    async def _publish_connected(self, p: "Participant", t: WebRtcTransport, pending: list[Producer]) -> None:
+        if not self.room.has(p) or t.state != "connected":
+            return
+        for producer in pending:
+            self.router.create_producer(producer)
+        for producer in pending:
+            if producer.live:
+                await self.room.stream_live(producer)
+
+    async def producer_learned(self, producer: Producer) -> None:
+        """A producer's SSRC was learned from its first packets (no a=ssrc in the offer)."""
+        await self.room.stream_live(producer)
+
+    async def unpublish(self, p: "Participant", stream_ids: list[str] | None) -> list[str]:
+        own = [s for s in self.producers.values() if s.participant_id == p.participant_id]
+        if stream_ids is not None:
+            unknown = set(stream_ids) - {s.producer_id for s in own}
+            if unknown:
+                raise E.NotFound(f"not your stream(s): {', '.join(sorted(unknown))}")
+            own = [s for s in own if s.producer_id in stream_ids]
+        emptied = {id(s.transport): s.transport for s in own}
+        for s in own:
+            await self.remove_producer(s, "unpublished")
+        # Close the transports this call emptied; one still connecting (its streams not yet live) stays.
+        for t in emptied.values():
+            if t in p.media.publish_transports and not any(x.transport is t for x in self.producers.values()):
+                p.media.publish_transports.remove(t)
+                t.on_closed = None
+                t.close("unpublished")
+        return [s.producer_id for s in own]
+
+    async def remove_producer(self, s: Producer, reason: str, announce: bool = True) -> None:
+        if self.producers.get(s.producer_id) is not s:
+            return
+        was_live = s.live
+        for sub in self.room.participants.values():
+            changed = False
+            for sm in sub.media.subscriptions:
+                if sm.producer is s and sm.section.active:
+                    if sm.consumer is not None:
+                        self.router.close_consumer(sm.consumer)
+                        sm.consumer = None
+                    sm.section.active = False
+                    changed = True
+            if changed:
+                await self.update_subscription(sub)
+        self.router.close_producer(s)
+        if was_live:
+            await self.room.stream_gone(s, reason, announce)
+
+    async def transport_closed(self, p: "Participant", t: WebRtcTransport, reason: str) -> None:
+        if not self.room.has(p):
+            return
+        if t in p.media.publish_transports:
+            p.media.publish_transports.remove(t)
+            for s in [s for s in self.producers.values() if s.transport is t]:
+                await self.remove_producer(s, "transport closed")
+        if t is p.media.subscribe_transport:
+            for sm in p.media.subscriptions:
+                if sm.consumer is not None:
+                    self.router.close_consumer(sm.consumer)
+            p.media.subscribe_transport = None
+            p.media.subscriptions.clear()
+            p.media.offer_pending = False
+        await self.room.notifier.transport_closed(p, t.direction, reason)
+
+    def close_participant(self, p: "Participant") -> None:
+        """Close p's transports (its producers are removed by the caller first)."""
+        for sm in p.media.subscriptions:
+            if sm.consumer is not None:
+                self.router.close_consumer(sm.consumer)
+        for t in p.media.publish_transports:
+            t.on_closed = None
+            t.close("participant left")
+        if p.media.subscribe_transport is not None:
+            p.media.subscribe_transport.on_closed = None
+            p.media.subscribe_transport.close("participant left")
+        p.media.subscriptions.clear()
+
+    # -- subscribe ----------------------------------------------------------------------------------
+    async def subscribe(self, p: "Participant", stream_ids: list[str] | None) -> None:
+        if stream_ids is None:
+            p.media.follow_all = True
+        else:
+            unknown = [sid for sid in stream_ids if sid not in self.producers]
+            if unknown:
+                raise E.NotFound(f"unknown stream(s): {', '.join(unknown)}")
+            p.media.wanted |= set(stream_ids)
+        await self.update_subscription(p, force=True)
+
+    def wants(self, p: "Participant", s: Producer) -> bool:
+        return s.participant_id != p.participant_id and (p.media.follow_all or s.producer_id in p.media.wanted)
+
+    async def update_subscription(self, p: "Participant", force: bool = False) -> None:
+        """Bring p's subscribe transport in line with the streams it wants; send a new offer if needed."""
+        m = p.media
+        if self.room.ended or (not m.follow_all and not m.wanted and not m.subscriptions):
+            return
+        if m.offer_pending:
+            m.renegotiate = True
+            return
+        have = {sm.producer.producer_id for sm in m.subscriptions if sm.section.active}
+        added = [s for s in self.live_producers() if self.wants(p, s) and s.producer_id not in have]
+        dropped = any(sm.offered_active and not sm.section.active for sm in m.subscriptions)
+        if not (added or dropped or force) or not (added or m.subscriptions):
+            return  # nothing to offer yet: the first stream-added brings the first offer
+        if m.subscribe_transport is None:
+            t = self.server.create_transport("subscribe")
+            m.subscribe_transport = t
+            t.on_connected = lambda tr: asyncio.ensure_future(self._subscribe_connected(p))
+            t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
+        for s in added:
+            section = negotiation.subscriber_section(m.next_mid, s.kind, s.codec, s.participant_id, s.producer_id)
+            m.next_mid += 1
+            m.subscriptions.append(Subscription(section, s))
+        for sm in m.subscriptions:
+            sm.offered_active = sm.section.active
+        t = m.subscribe_transport
+        m.offer_version += 1
+        offer = sdp.write_offer([sm.section for sm in m.subscriptions], ice_ufrag=t.ufrag, ice_pwd=t.pwd,
+                                fingerprint=self.server.fingerprint, ip=self.server.announced_ip,
+                                port=self.server.port, version=m.offer_version)
+        m.offer_pending = True
+        await self.room.notifier.offer(p, offer, [sm for sm in m.subscriptions if sm.section.active])
+
+    async def answer(self, p: "Participant", answer_sdp: str) -> None:
+        m = p.media
+        if not m.offer_pending or m.subscribe_transport is None:
+            raise E.Conflict("no subscribe offer is waiting for an answer")
+        try:
+            answer = sdp.parse(answer_sdp, "answer")
+            negotiation.check_answer_roles(answer)
+        except (sdp.SdpError, ValueError) as exc:
+            raise E.ValidationFailed(str(exc)) from None
+        t = m.subscribe_transport
+        if t.remote_ufrag is None:
+            t.set_remote(answer.ice_ufrag, answer.fingerprint)
+        m.offer_pending = False
+        if t.state == "connected":
+            self._create_consumers(p)
+        if m.renegotiate:
+            m.renegotiate = False
+            await self.update_subscription(p, force=True)
+
+    async def _subscribe_connected(self, p: "Participant") -> None:
+        if self.room.has(p):
+            self._create_consumers(p)
+
+    def _create_consumers(self, p: "Participant") -> None:
+        t = p.media.subscribe_transport
+        for sm in p.media.subscriptions:
+            if not sm.section.active or sm.consumer is not None or not sm.producer.live:
+                continue
+            pt, clock_rate = negotiation.consumer_rtp_parameters(sm.producer.codec)
+            sm.consumer = self.router.create_consumer(sm.producer, t, p.participant_id, sm.section.ssrc, pt,
+                                                      clock_rate)
+
+    def close(self) -> None:
+        self.router.close()

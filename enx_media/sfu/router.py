@@ -1,0 +1,170 @@
+"""The SFU router of one live room: its producers (published tracks) and consumers (a track as sent to
+one subscriber), named after mediasoup's objects. The only Python code that asks the native worker
+for producers and consumers; media never passes through here, only their lifecycle.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+# The core sends at most one PLI per producer per window (PLI_INTERVAL_NS in ext/entities.pxi) and
+# refuses a request inside it. A subscriber that joins inside the window would then wait for the
+# encoder's next periodic key frame (seconds), so the router asks once more the moment the window
+# closes: the one thing the native limit does not do by itself.
+PLI_WINDOW_S = 0.5
+
+
+@dataclass(eq=False)
+class Producer:
+    """A published track (one mid of a publish transport). `native` exists once its SSRC is known: from
+    the offer's a=ssrc lines, or learned from the MID header extension of its first packets."""
+    producer_id: str
+    participant_id: str
+    kind: str
+    codec: str
+    mid: str
+    ssrc: int | None
+    transport: Any                  # webrtc.server.WebRtcTransport
+    native: Any = None
+    paused: bool = False
+    last_keyframe_request: float = field(default=0.0, repr=False)
+
+    @property
+    def live(self) -> bool:
+        return self.native is not None
+
+
+@dataclass(eq=False)
+class Consumer:
+    producer: Producer
+    transport: Any
+    subscriber_id: str
+    ssrc: int
+    payload_type: int
+    clock_rate: int
+    native: Any = None
+
+
+class Router:
+    """Producers and consumers of one room on one worker."""
+
+    def __init__(self, worker: Worker, on_producer_ready: Callable[[Producer], None] | None = None):
+        self.worker = worker
+        self.producers: dict[str, Producer] = {}
+        self.consumers: list[Consumer] = []
+        self.on_producer_ready = on_producer_ready   # a producer's SSRC became known after its creation
+
+    # -- producers ----------------------------------------------------------------------------------
+    def create_producer(self, producer: Producer) -> Producer:
+        self.producers[producer.producer_id] = producer
+        if producer.ssrc is not None:
+            self._open_native(producer)
+        return producer
+
+    def _open_native(self, p: Producer) -> None:
+        try:
+            p.native = self.worker.create_producer(p.transport.native, p.ssrc, p.codec)
+        except ValueError as exc:
+            log.warning("producer refused producer=%s: %s", p.producer_id, exc)
+
+    def close_producer(self, p: Producer) -> None:
+        """Close the producer and every consumer of it."""
+        if self.producers.pop(p.producer_id, None) is None:
+            return
+        for c in [c for c in self.consumers if c.producer is p]:
+            self.close_consumer(c)
+        if p.native is not None:
+            self.worker.close_producer(p.native)
+            p.native = None
+
+    def learn_ssrc(self, transport_id: int, ssrc: int, mid: str) -> Producer | None:
+        """An SSRC the core did not know arrived on a transport with a MID header extension: if it
+        names one of this router's producers still waiting for its SSRC, that producer opens now."""
+        for p in self.producers.values():
+            if (p.ssrc is None and p.mid == mid and p.transport.native is not None
+                    and p.transport.native.id == transport_id):
+                p.ssrc = ssrc
+                self._open_native(p)
+                return p if p.live else None
+        return None
+
+    def set_paused(self, p: Producer, paused: bool) -> None:
+        """Stop or resume forwarding to every consumer of p (a server mute)."""
+        p.paused = paused
+        for c in self.consumers:
+            if c.producer is p and c.native is not None:
+                c.native.pause() if paused else c.native.resume(True)
+        if not paused and p.kind == "video":
+            self.request_keyframe(p)
+
+    # -- consumers ----------------------------------------------------------------------------------
+    def create_consumer(self, p: Producer, transport: Any, subscriber_id: str, ssrc: int, payload_type: int,
+                        clock_rate: int) -> Consumer | None:
+        if p.native is None or transport.native is None:
+            return None
+        try:
+            native = self.worker.create_consumer(transport.native, p.native, ssrc, payload_type, clock_rate,
+                                                 wait_keyframe=p.kind == "video")
+        except ValueError as exc:
+            log.warning("consumer refused producer=%s: %s", p.producer_id, exc)
+            return None
+        c = Consumer(p, transport, subscriber_id, ssrc, payload_type, clock_rate, native)
+        self.consumers.append(c)
+        if p.paused:
+            native.pause()
+        if p.kind == "video":
+            self.request_keyframe(p)
+        return c
+
+    def close_consumer(self, c: Consumer) -> None:
+        if c in self.consumers:
+            self.consumers.remove(c)
+        if c.native is not None:
+            self.worker.close_consumer(c.native)
+            c.native = None
+
+    # -- key frames ---------------------------------------------------------------------------------
+    def request_keyframe(self, p: Producer, retry: bool = True) -> None:
+        if p.native is None or self.producers.get(p.producer_id) is not p:
+            return
+        now = time.monotonic()
+        if self.worker.request_keyframe(p.native):
+            p.last_keyframe_request = now
+        elif retry:
+            delay = max(0.01, PLI_WINDOW_S - (now - p.last_keyframe_request) + 0.005)
+            asyncio.get_running_loop().call_later(delay, self.request_keyframe, p, False)
+
+    # -- stats --------------------------------------------------------------------------------------
+    def quality(self, participant_id: str) -> dict[str, Any]:
+        """What the core counted for one participant's producers and consumers."""
+        out = dict(streams_sent=0, streams_received=0, packets_in=0, bytes_in=0, packets_out=0, bytes_out=0,
+                   fraction_lost=0.0, jitter=0, rtt_ms=0.0)
+        for p in self.producers.values():
+            if p.participant_id == participant_id and p.native is not None:
+                s = p.native.stats
+                out["streams_sent"] += 1
+                out["packets_in"] += s["packets_in"]
+                out["bytes_in"] += s["bytes_in"]
+        for c in self.consumers:
+            if c.native is not None and c.subscriber_id == participant_id:
+                s = c.native.stats
+                out["streams_received"] += 1
+                out["packets_out"] += s["packets_out"]
+                out["bytes_out"] += s["bytes_out"]
+                out["fraction_lost"] = max(out["fraction_lost"], s["fraction_lost"])
+                out["jitter"] = max(out["jitter"], s["jitter"])
+                out["rtt_ms"] = max(out["rtt_ms"], s["rtt_ms"])
+        return out
+
+    def close(self) -> None:
+        for p in list(self.producers.values()):
+            self.close_producer(p)
+        for c in list(self.consumers):
+            self.close_consumer(c)

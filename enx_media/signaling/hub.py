@@ -1,0 +1,78 @@
+"""The signaling front of a node: `connect()` / `serve()` make a Connection for each client socket, and
+`MessageNotifier` is the room's Notifier written as protocol messages to each recipient's
+connection."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from .. import errors as E
+from . import messages as M
+from .connection import JOIN_TIMEOUT, Close, Connection, Receive, Send
+
+if TYPE_CHECKING:
+    from ..room.live import Participant, RoomManager
+    from ..room.media import Subscription
+    from ..sfu.router import Producer
+
+
+class MessageNotifier:
+    """Implements room.live.Notifier: each notification becomes one message per recipient."""
+
+    @staticmethod
+    async def _to(people: Iterable["Participant"], message: dict) -> None:
+        for p in list(people):
+            await p.channel.send(message)
+
+    async def participant_joined(self, to, p) -> None:
+        await self._to(to, M.participant_joined(p))
+
+    async def participant_left(self, to, p, reason: str) -> None:
+        await self._to(to, M.participant_left(p, reason))
+
+    async def stream_added(self, to, s: "Producer") -> None:
+        await self._to(to, M.stream_added(s))
+
+    async def stream_removed(self, to, s: "Producer") -> None:
+        await self._to(to, M.stream_removed(s))
+
+    async def muted(self, to, target, kind: str, muted: bool, by, streams: list[str]) -> None:
+        await self._to(to, M.muted(target, kind, muted, by, streams))
+
+    async def floor(self, to, action: str, target, by) -> None:
+        await self._to(to, M.floor(action, target, by))
+
+    async def chat(self, to, sender, text: str, recipients: list[str] | None, sent: float) -> None:
+        await self._to(to, M.chat(sender, text, recipients, sent))
+
+    async def session_warning(self, to, seconds_left: int) -> None:
+        await self._to(to, M.session_warning(seconds_left))
+
+    async def session_ended(self, to, reason: str) -> None:
+        await self._to(to, M.session_ended(reason))
+
+    async def removed(self, p, by, reason: str) -> None:
+        await p.channel.send(M.removed(by, reason))
+
+    async def offer(self, p, sdp: str, subscriptions: list["Subscription"]) -> None:
+        await p.channel.send(M.offer(sdp, subscriptions))
+
+    async def transport_closed(self, p, direction: str, reason: str) -> None:
+        exc = E.Conflict(f"{direction} transport closed: {reason}", reason="transport closed")
+        await p.channel.send(M.error(exc, transport=direction))
+
+    async def relay(self, p, sender, payload: dict) -> None:
+        await p.channel.send(M.relay(sender, payload))
+
+
+class SignalingHub:
+    def __init__(self, rooms: "RoomManager"):
+        self.rooms = rooms
+
+    def connect(self, send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT) -> Connection:
+        """A Connection for one client socket: feed it frames with `serve()` or `handle_text()`."""
+        return Connection(self.rooms, send, close, join_timeout=join_timeout)
+
+    async def serve(self, send: Send, close: Close, receive: Receive) -> None:
+        """Run one client socket to its end: `receive()` returns a text frame (str), a binary frame
+        (bytes) or None when the peer is gone."""
+        await self.connect(send, close).serve(receive)

@@ -1,0 +1,222 @@
+"""Repository interfaces of the control plane's durable data: one Protocol per aggregate, and the records
+they carry. A storage backend is one module implementing these; the control services see nothing else.
+
+Every method is one atomic operation. Where the services need several statements to agree (ending a
+session that deletes its ad hoc room, binding a token to its first session, deleting a room only while no
+session is live), that is one method here, so a backend keeps it in one transaction.
+
+Times are epoch seconds (float); ``settings``, ``data`` and chat ``recipients`` are JSON-shaped values the
+backend stores as it likes.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+
+# --- records -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AppRecord:
+    app_id: str
+    name: str
+    created: float
+    token_secret: bytes
+    key_salt: bytes
+    key_hash: bytes
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_id: str
+    app_id: str
+    name: str
+    owner_ref: str
+    mode: str
+    type: str
+    settings: dict[str, Any]
+    data: dict[str, Any]
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    app_id: str
+    room_id: str
+    user_ref: str
+    role: str
+    issued: float
+    expires: float
+    revoked: float | None = None
+    used_session: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    app_id: str
+    room_id: str
+    started: float
+    ended: float | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ParticipantRecord:
+    session_id: str
+    participant_id: str
+    user_ref: str
+    name: str
+    role: str
+    token_id: str | None
+    joined: float
+    left: float | None = None
+    leave_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessageRecord:
+    session_id: str
+    room_id: str
+    sender_id: str
+    sender_ref: str
+    sender_name: str
+    recipients: list[str] | None  # None: everyone in the room
+    text: str
+    sent: float
+    message_id: int | None = None  # given by the backend, increasing in the order messages were added
+
+
+class RoomDeletion(enum.Enum):
+    """What deleting a room did."""
+    DELETED = "deleted"
+    NOT_FOUND = "not found"
+    SESSION_LIVE = "session live"
+
+
+class ClaimOutcome(enum.Enum):
+    """What binding a token to a session did."""
+    CLAIMED = "claimed"                # bound to the session now, or it already was bound to it
+    UNKNOWN = "unknown"                # no such token
+    USED_ELSEWHERE = "used elsewhere"  # bound to an earlier session
+
+
+# A room change computed from the current record and the room's live session id (None if none). It
+# returns the record to write, or raises to leave the room as it was.
+RoomChange = Callable[[RoomRecord, Optional[str]], RoomRecord]
+
+
+# --- repositories ------------------------------------------------------------------------------------
+@runtime_checkable
+class AppRepository(Protocol):
+    def add(self, app: AppRecord) -> None: ...
+
+    def get(self, app_id: str) -> AppRecord | None: ...
+
+    def list(self) -> list[AppRecord]:
+        """All apps, oldest first."""
+        ...
+
+    def count(self) -> int: ...
+
+
+@runtime_checkable
+class RoomRepository(Protocol):
+    def add(self, room: RoomRecord) -> None: ...
+
+    def get(self, room_id: str, app_id: str | None = None) -> RoomRecord | None:
+        """The room; with ``app_id``, only if it belongs to that app."""
+        ...
+
+    def list(self, app_id: str, offset: int, limit: int) -> tuple[int, list[RoomRecord]]:
+        """(how many rooms the app has, one page of them ordered by creation)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def update(self, app_id: str, room_id: str, change: RoomChange) -> RoomRecord | None:
+        """Read the app's room and its live session, write what ``change`` returns, in one transaction.
+        None if the app has no such room; an exception from ``change`` leaves the room unchanged."""
+        ...
+
+    def delete_if_idle(self, app_id: str, room_id: str, at: float) -> RoomDeletion:
+        """Delete the app's room and revoke its tokens (revoked=at), unless a session of it is live."""
+        ...
+
+
+@runtime_checkable
+class TokenRepository(Protocol):
+    def add(self, token: TokenRecord) -> None: ...
+
+    def get(self, token_id: str) -> TokenRecord | None: ...
+
+    def count(self) -> int: ...
+
+    def revoke(self, app_id: str, room_id: str, token_id: str, at: float) -> bool:
+        """Mark the token revoked (kept as it was if it already is). False if the app's room has no such
+        token."""
+        ...
+
+    def claim_for_session(self, token_id: str, session_id: str) -> ClaimOutcome:
+        """Bind the token to ``session_id`` unless it is bound to another session."""
+        ...
+
+
+@runtime_checkable
+class SessionRepository(Protocol):
+    def start(self, app_id: str, room_id: str, session_id: str, at: float) -> str:
+        """The room's live session id; if it has none, start one with ``session_id`` and return that."""
+        ...
+
+    def end(self, session_id: str, reason: str, at: float) -> str | None:
+        """End the session and mark its present participants left ("session-ended"); if its room is ad hoc,
+        delete the room and revoke its tokens. One transaction. Returns the deleted room's id, if any."""
+        ...
+
+    def discard_if_empty(self, session_id: str) -> bool:
+        """Delete a session nobody joined; False (and nothing deleted) if it has participants."""
+        ...
+
+    def get(self, session_id: str) -> SessionRecord | None: ...
+
+    def open_session_ids(self) -> list[str]:
+        """Sessions not ended (after a restart: left open by a node that stopped without ending them)."""
+        ...
+
+    def live_session(self, room_id: str) -> str | None: ...
+
+    def add_participant(self, participant: ParticipantRecord) -> None: ...
+
+    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float) -> None:
+        """Mark the participant left, if it has not left already."""
+        ...
+
+    def participants(self, session_id: str) -> list[ParticipantRecord]:
+        """Everyone who joined the session, in join order."""
+        ...
+
+    def live_participants(self, room_id: str) -> list[ParticipantRecord]:
+        """Who is in the room's live session now, in join order."""
+        ...
+
+    def add_chat_message(self, message: ChatMessageRecord) -> int:
+        """Store the message; returns its message_id."""
+        ...
+
+    def chat_messages(self, session_id: str) -> list[ChatMessageRecord]:
+        """The session's chat in the order it was sent."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One backend: its four repositories over one database, and closing it."""
+
+    apps: AppRepository
+    rooms: RoomRepository
+    tokens: TokenRepository
+    sessions: SessionRepository
+
+    def close(self) -> None: ...

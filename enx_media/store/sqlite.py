@@ -1,0 +1,401 @@
+"""The SQLite backend (WAL) of the repository interfaces: all of the project's SQL, schema migrations included.
+
+One connection guarded by a lock: the control plane's writes are small and the event loop calls them
+directly; WAL keeps readers in other processes (the CLI) from blocking the node.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .repositories import (AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RoomChange,
+                           RoomDeletion, RoomRecord, SessionRecord, TokenRecord)
+
+# Each entry moves the schema one version forward. Never edit a released entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE apps (
+        app_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_salt BLOB NOT NULL,
+        key_hash BLOB NOT NULL,
+        token_secret BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE rooms (
+        room_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(app_id),
+        name TEXT NOT NULL,
+        owner_ref TEXT,
+        mode TEXT NOT NULL,
+        type TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX rooms_by_app ON rooms(app_id, created, room_id);
+    CREATE TABLE tokens (
+        token_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        user_ref TEXT NOT NULL,
+        role TEXT NOT NULL,
+        issued REAL NOT NULL,
+        expires REAL NOT NULL,
+        revoked REAL,
+        used_session TEXT
+    );
+    CREATE INDEX tokens_by_room ON tokens(room_id);
+    CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        end_reason TEXT
+    );
+    CREATE INDEX sessions_by_room ON sessions(room_id, started);
+    CREATE TABLE participants (
+        session_id TEXT NOT NULL REFERENCES sessions(session_id),
+        participant_id TEXT NOT NULL,
+        user_ref TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_id TEXT,
+        joined REAL NOT NULL,
+        left REAL,
+        PRIMARY KEY (session_id, participant_id)
+    );
+    """,
+    """
+    CREATE TABLE chat_messages (
+        message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        sender_id TEXT NOT NULL,
+        sender_ref TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        recipients TEXT,
+        text TEXT NOT NULL,
+        sent REAL NOT NULL
+    );
+    CREATE INDEX chat_by_session ON chat_messages(session_id, message_id);
+    ALTER TABLE participants ADD COLUMN leave_reason TEXT;
+    """,
+)
+
+
+class _Database:
+    """The connection, its lock, and the migrations that bring its schema to the current version."""
+
+    def __init__(self, path: Path):
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for stmt in script.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute(f"PRAGMA user_version={i}")
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, tuple(params))
+
+    def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchone()
+
+    def all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if the block raises (the exception goes on)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+# --- apps --------------------------------------------------------------------------------------------
+def _app(r: sqlite3.Row) -> AppRecord:
+    return AppRecord(r["app_id"], r["name"], r["created"], r["token_secret"], r["key_salt"], r["key_hash"])
+
+
+class SqliteApps:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def add(self, app: AppRecord) -> None:
+        self._db.execute(
+            "INSERT INTO apps(app_id, name, key_salt, key_hash, token_secret, created) VALUES (?,?,?,?,?,?)",
+            (app.app_id, app.name, app.key_salt, app.key_hash, app.token_secret, app.created))
+
+    def get(self, app_id: str) -> AppRecord | None:
+        r = self._db.one("SELECT * FROM apps WHERE app_id=?", (app_id,))
+        return _app(r) if r else None
+
+    def list(self) -> list[AppRecord]:
+        return [_app(r) for r in self._db.all("SELECT * FROM apps ORDER BY created")]
+
+    def count(self) -> int:
+        return self._db.one("SELECT count(*) FROM apps")[0]
+
+
+# --- rooms -------------------------------------------------------------------------------------------
+def _room(r: sqlite3.Row) -> RoomRecord:
+    return RoomRecord(r["room_id"], r["app_id"], r["name"], r["owner_ref"] or "", r["mode"], r["type"],
+                      json.loads(r["settings"]), json.loads(r["data"]), r["created"], r["updated"])
+
+
+def _live_session(db: sqlite3.Connection, room_id: str) -> str | None:
+    r = db.execute("SELECT session_id FROM sessions WHERE room_id=? AND ended IS NULL", (room_id,)).fetchone()
+    return r["session_id"] if r else None
+
+
+def _delete_room(db: sqlite3.Connection, room_id: str, at: float) -> None:
+    db.execute("DELETE FROM rooms WHERE room_id=?", (room_id,))
+    db.execute("UPDATE tokens SET revoked=? WHERE room_id=? AND revoked IS NULL", (at, room_id))
+
+
+class SqliteRooms:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def add(self, room: RoomRecord) -> None:
+        self._db.execute(
+            "INSERT INTO rooms(room_id, app_id, name, owner_ref, mode, type, settings, data, created, updated)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (room.room_id, room.app_id, room.name, room.owner_ref, room.mode, room.type, _dumps(room.settings),
+             _dumps(room.data), room.created, room.updated))
+
+    def get(self, room_id: str, app_id: str | None = None) -> RoomRecord | None:
+        if app_id is None:
+            r = self._db.one("SELECT * FROM rooms WHERE room_id=?", (room_id,))
+        else:
+            r = self._db.one("SELECT * FROM rooms WHERE room_id=? AND app_id=?", (room_id, app_id))
+        return _room(r) if r else None
+
+    def list(self, app_id: str, offset: int, limit: int) -> tuple[int, list[RoomRecord]]:
+        with self._db.transaction() as db:  # the total and the page from one snapshot
+            total = db.execute("SELECT count(*) FROM rooms WHERE app_id=?", (app_id,)).fetchone()[0]
+            rows = db.execute("SELECT * FROM rooms WHERE app_id=? ORDER BY created, room_id LIMIT ? OFFSET ?",
+                              (app_id, limit, offset)).fetchall()
+        return total, [_room(r) for r in rows]
+
+    def count(self) -> int:
+        return self._db.one("SELECT count(*) FROM rooms")[0]
+
+    def update(self, app_id: str, room_id: str, change: RoomChange) -> RoomRecord | None:
+        with self._db.transaction() as db:
+            r = db.execute("SELECT * FROM rooms WHERE room_id=? AND app_id=?", (room_id, app_id)).fetchone()
+            if r is None:
+                return None
+            new = change(_room(r), _live_session(db, room_id))
+            db.execute("UPDATE rooms SET name=?, owner_ref=?, mode=?, type=?, settings=?, data=?, updated=?"
+                       " WHERE room_id=?", (new.name, new.owner_ref, new.mode, new.type, _dumps(new.settings),
+                                            _dumps(new.data), new.updated, room_id))
+            return new
+
+    def delete_if_idle(self, app_id: str, room_id: str, at: float) -> RoomDeletion:
+        with self._db.transaction() as db:
+            if db.execute("SELECT 1 FROM rooms WHERE room_id=? AND app_id=?", (room_id, app_id)).fetchone() is None:
+                return RoomDeletion.NOT_FOUND
+            if _live_session(db, room_id):
+                return RoomDeletion.SESSION_LIVE
+            _delete_room(db, room_id, at)
+            return RoomDeletion.DELETED
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+def _token(r: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(r["token_id"], r["app_id"], r["room_id"], r["user_ref"], r["role"], r["issued"],
+                       r["expires"], r["revoked"], r["used_session"])
+
+
+class SqliteTokens:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def add(self, token: TokenRecord) -> None:
+        self._db.execute(
+            "INSERT INTO tokens(token_id, app_id, room_id, user_ref, role, issued, expires, revoked, used_session)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (token.token_id, token.app_id, token.room_id, token.user_ref, token.role, token.issued, token.expires,
+             token.revoked, token.used_session))
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        r = self._db.one("SELECT * FROM tokens WHERE token_id=?", (token_id,))
+        return _token(r) if r else None
+
+    def count(self) -> int:
+        return self._db.one("SELECT count(*) FROM tokens")[0]
+
+    def revoke(self, app_id: str, room_id: str, token_id: str, at: float) -> bool:
+        with self._db.transaction() as db:
+            cur = db.execute("UPDATE tokens SET revoked=? WHERE token_id=? AND room_id=? AND app_id=?"
+                             " AND revoked IS NULL", (at, token_id, room_id, app_id))
+            if cur.rowcount:
+                return True
+            return db.execute("SELECT 1 FROM tokens WHERE token_id=? AND room_id=? AND app_id=?",
+                              (token_id, room_id, app_id)).fetchone() is not None
+
+    def claim_for_session(self, token_id: str, session_id: str) -> ClaimOutcome:
+        with self._db.transaction() as db:
+            r = db.execute("SELECT used_session FROM tokens WHERE token_id=?", (token_id,)).fetchone()
+            if r is None:
+                return ClaimOutcome.UNKNOWN
+            if r["used_session"] not in (None, session_id):
+                return ClaimOutcome.USED_ELSEWHERE
+            db.execute("UPDATE tokens SET used_session=? WHERE token_id=?", (session_id, token_id))
+            return ClaimOutcome.CLAIMED
+
+
+# --- sessions, participants, chat ----------------------------------------------------------------------
+def _session(r: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(r["session_id"], r["app_id"], r["room_id"], r["started"], r["ended"], r["end_reason"])
+
+
+def _participant(r: sqlite3.Row) -> ParticipantRecord:
+    return ParticipantRecord(r["session_id"], r["participant_id"], r["user_ref"], r["name"], r["role"],
+                             r["token_id"], r["joined"], r["left"], r["leave_reason"])
+
+
+def _chat(r: sqlite3.Row) -> ChatMessageRecord:
+    return ChatMessageRecord(r["session_id"], r["room_id"], r["sender_id"], r["sender_ref"], r["sender_name"],
+                             None if r["recipients"] is None else json.loads(r["recipients"]), r["text"], r["sent"],
+                             r["message_id"])
+
+
+class SqliteSessions:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def start(self, app_id: str, room_id: str, session_id: str, at: float) -> str:
+        with self._db.transaction() as db:
+            live = _live_session(db, room_id)
+            if live:
+                return live
+            db.execute("INSERT INTO sessions(session_id, app_id, room_id, started) VALUES (?,?,?,?)",
+                       (session_id, app_id, room_id, at))
+            return session_id
+
+    def end(self, session_id: str, reason: str, at: float) -> str | None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE participants SET left=?, leave_reason=? WHERE session_id=? AND left IS NULL",
+                       (at, "session-ended", session_id))
+            db.execute("UPDATE sessions SET ended=?, end_reason=? WHERE session_id=? AND ended IS NULL",
+                       (at, reason, session_id))
+            r = db.execute("SELECT s.room_id, r.type FROM sessions s JOIN rooms r ON r.room_id = s.room_id"
+                           " WHERE s.session_id=?", (session_id,)).fetchone()
+            # Ad hoc rooms live for one session (seed: "created on demand and destroyed after use").
+            if r and r["type"] == "adhoc":
+                _delete_room(db, r["room_id"], at)
+                return r["room_id"]
+            return None
+
+    def discard_if_empty(self, session_id: str) -> bool:
+        with self._db.transaction() as db:
+            if db.execute("SELECT count(*) FROM participants WHERE session_id=?", (session_id,)).fetchone()[0]:
+                return False
+            db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+            return True
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        r = self._db.one("SELECT * FROM sessions WHERE session_id=?", (session_id,))
+        return _session(r) if r else None
+
+    def open_session_ids(self) -> list[str]:
+        return [r["session_id"] for r in self._db.all("SELECT session_id FROM sessions WHERE ended IS NULL")]
+
+    def live_session(self, room_id: str) -> str | None:
+        r = self._db.one("SELECT session_id FROM sessions WHERE room_id=? AND ended IS NULL", (room_id,))
+        return r["session_id"] if r else None
+
+    def add_participant(self, participant: ParticipantRecord) -> None:
+        p = participant
+        self._db.execute(
+            "INSERT INTO participants(session_id, participant_id, user_ref, name, role, token_id, joined, left,"
+            " leave_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+            (p.session_id, p.participant_id, p.user_ref, p.name, p.role, p.token_id, p.joined, p.left,
+             p.leave_reason))
+
+    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float) -> None:
+        self._db.execute("UPDATE participants SET left=?, leave_reason=? WHERE session_id=? AND participant_id=?"
+                         " AND left IS NULL", (at, reason, session_id, participant_id))
+
+    def participants(self, session_id: str) -> list[ParticipantRecord]:
+        return [_participant(r) for r in
+                self._db.all("SELECT * FROM participants WHERE session_id=? ORDER BY joined", (session_id,))]
+
+    def live_participants(self, room_id: str) -> list[ParticipantRecord]:
+        rows = self._db.all(
+            "SELECT p.* FROM participants p JOIN sessions s ON s.session_id = p.session_id"
+            " WHERE s.room_id=? AND s.ended IS NULL AND p.left IS NULL ORDER BY p.joined", (room_id,))
+        return [_participant(r) for r in rows]
+
+    def add_chat_message(self, message: ChatMessageRecord) -> int:
+        m = message
+        cur = self._db.execute(
+            "INSERT INTO chat_messages(session_id, room_id, sender_id, sender_ref, sender_name, recipients, text,"
+            " sent) VALUES (?,?,?,?,?,?,?,?)",
+            (m.session_id, m.room_id, m.sender_id, m.sender_ref, m.sender_name,
+             None if m.recipients is None else _dumps(m.recipients), m.text, m.sent))
+        return cur.lastrowid
+
+    def chat_messages(self, session_id: str) -> list[ChatMessageRecord]:
+        return [_chat(r) for r in
+                self._db.all("SELECT * FROM chat_messages WHERE session_id=? ORDER BY message_id", (session_id,))]
+
+
+# --- the store -------------------------------------------------------------------------------------------
+class SqliteStore:
+    """The default backend: one SQLite file (created, and migrated to the current schema, on open)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _Database(self.path)
+        self._db.migrate()
+        self.apps = SqliteApps(self._db)
+        self.rooms = SqliteRooms(self._db)
+        self.tokens = SqliteTokens(self._db)
+        self.sessions = SqliteSessions(self._db)
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.schema_version
+
+    def close(self) -> None:
+        self._db.close()

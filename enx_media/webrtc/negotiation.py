@@ -1,0 +1,74 @@
+"""Negotiation choices: what the node accepts from a publisher's offer, and what it offers a subscriber
+(mids, SSRCs, payload types, header extension IDs). `sdp.py` reads and writes the text; this module
+decides what goes in it."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from . import sdp
+
+# Header extensions offered to subscribers, by the IDs the node picks (the answer must echo them,
+# RFC 8285 §5). MID lets a receiver route an SSRC it has not seen yet to its m-line: without it, a
+# subscriber that learns several new SSRCs in one renegotiation can route only by payload type, and
+# two streams of one kind then collide. The core writes each consumer's own mid into every packet.
+SUBSCRIBER_EXTENSIONS = {"mid": (1, "urn:ietf:params:rtp-hdrext:sdes:mid")}
+
+
+@dataclass
+class PublishedTrack:
+    mid: str
+    kind: str
+    codec: str
+    ssrc: int | None    # None when the offer names none (simulcast): learned from the MID extension
+
+
+@dataclass
+class PublishPlan:
+    accepted: dict[str, bool]           # mid -> the section is answered recvonly (else rejected)
+    ext_ids: dict[str, int]             # header extension name -> the publisher's ID
+    tracks: list[PublishedTrack] = field(default_factory=list)
+
+
+def plan_publish(offer: sdp.RemoteDescription) -> PublishPlan:
+    """Accept every section that sends a codec the node forwards; raise ValueError if none does."""
+    plan = PublishPlan({}, {})
+    for m in offer.media:
+        ok = m.codec is not None and m.direction in ("sendonly", "sendrecv") and m.port != 0
+        plan.accepted[m.mid] = ok
+        if ok:
+            plan.ext_ids.update(m.extensions)
+            plan.tracks.append(PublishedTrack(m.mid, m.kind, m.codec, m.ssrc))
+    if not plan.tracks:
+        raise ValueError("the offer has no audio (Opus) or video (VP8/H.264) section to publish")
+    return plan
+
+
+def check_offer_roles(offer: sdp.RemoteDescription) -> None:
+    if offer.setup not in (None, "actpass", "active"):
+        raise ValueError("the offer must let the node be the DTLS server (a=setup:actpass or active)")
+
+
+def check_answer_roles(answer: sdp.RemoteDescription) -> None:
+    if answer.setup not in (None, "active"):
+        raise ValueError("the answer must take the DTLS client role (a=setup:active)")
+
+
+def subscriber_section(mid: int, kind: str, codec: str, publisher_id: str, track_id: str) -> sdp.OutgoingMedia:
+    """A sendonly section for one consumed track, with a fresh random SSRC (the core refuses one
+    already used on the transport: SRTP nonces)."""
+    return sdp.OutgoingMedia(str(mid), kind, codec, secrets.randbits(31) | 1, publisher_id, track_id)
+
+
+def consumer_rtp_parameters(codec: str) -> tuple[int, int]:
+    """(payload type, clock rate) the node sends a codec with on subscribe transports."""
+    _, pt, _, _ = sdp.NODE_CODECS[codec]
+    return pt, sdp.CLOCK_RATES[codec]
+
+
+def answered_extensions(answer: sdp.RemoteDescription, mid: str) -> dict[str, int]:
+    """The subscriber extensions the answer kept for a section (name -> ID)."""
+    for m in answer.media:
+        if m.mid == mid:
+            return {name: m.extensions[name] for name in SUBSCRIBER_EXTENSIONS if name in m.extensions}
+    return {}
