@@ -1,17 +1,19 @@
-"""Helpers for tests with real WebRTC peers: tracks whose frames carry a known colour, and frame checks."""
+"""Helpers for tests with real WebRTC peers: tracks whose frames carry a known colour, frame checks, aiortc
+peer connections and offers, headless Chromium, and REST calls to a node."""
 from __future__ import annotations
 
 import asyncio
-import fractions
+import contextlib
+import shutil
 import time
 
 import av
 import httpx
 import numpy as np
-from aiortc import VideoStreamTrack
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
+from aiortc.mediastreams import AudioStreamTrack
 
-from enx_media.client import RoomClient
+from enx_media.client import RoomClient, use_loopback_candidates
 
 # Every client a test makes through Api checks each message from the node against
 # api/signaling.schema.json; conftest fails the test if any broke it.
@@ -79,6 +81,62 @@ async def receive_audio(track, count: int, timeout: float = 20.0) -> int:
     return got
 
 
+def peer_connection() -> RTCPeerConnection:
+    """An aiortc peer connection that gathers 127.0.0.1 candidates only and asks no STUN server."""
+    use_loopback_candidates()
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def sendonly_offer(*tracks, codec: str | None = None) -> RTCPeerConnection:
+    """A peer connection sending each track on its own transceiver, its offer set as local description.
+    codec ("video/H264", ...) restricts the video transceivers to that codec (H.264: packetization-mode 1)."""
+    pc = peer_connection()
+    for track in tracks:
+        tr = pc.addTransceiver(track, direction="sendonly")
+        if codec and track.kind == "video":
+            tr.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == codec
+                                    and (codec != "video/H264" or c.parameters.get("packetization-mode") == "1")])
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc
+
+
+async def publish_offer(client: RoomClient, pc: RTCPeerConnection, sdp: str | None = None) -> dict:
+    """Publish pc's offer (or `sdp`, an edited one) over signaling and apply the node's answer; the reply."""
+    reply = await client.request("publish", sdp=sdp or pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    return reply
+
+
+def without_lines(sdp: str, *prefixes: str) -> str:
+    """The SDP without the lines that start with any of prefixes."""
+    return "\r\n".join(l for l in sdp.splitlines() if not l.startswith(prefixes)) + "\r\n"
+
+
+# Debian's chromium, headless with a fake camera; ICE on loopback (see tests/webrtc/test_chromium.py).
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(extra_flags=()):
+    """A page in a fresh headless Chromium (Playwright driving /usr/bin/chromium; never a downloaded one)."""
+    from playwright.async_api import async_playwright
+
+    pw = await async_playwright().start()
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS + list(extra_flags),
+                                       headless=True)
+    try:
+        yield await browser.new_page()
+    finally:
+        await browser.close()
+        await pw.stop()
+
+
 class Api:
     """REST helpers for a node under test."""
 
@@ -101,6 +159,16 @@ class Api:
 
     def client(self, room_id: str, user: str, role: str) -> RoomClient:
         return self.client_for(self.token(room_id, user, role))
+
+    async def joined(self, room_id: str, user: str, role: str) -> RoomClient:
+        """A client of a new token that has joined the room."""
+        c = self.client(room_id, user, role)
+        await c.join()
+        return c
+
+    async def moderator_and_participant(self, room_id: str, names=("pub", "sub")) -> tuple[RoomClient, RoomClient]:
+        """Two joined clients: a moderator (names[0]) and a participant (names[1])."""
+        return (await self.joined(room_id, names[0], "moderator"), await self.joined(room_id, names[1], "participant"))
 
     def client_for(self, token: str) -> RoomClient:
         c = RoomClient(self.ws_url, token, validate=True)

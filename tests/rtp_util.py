@@ -170,3 +170,13 @@ def pair(worker, ssrc, out_ssrc, pt=96, codec="vp8", pub=GCM, sub=GCM, clock_rat
     sink = Peer(worker, sub, **peer_kw)
     consumer = worker.create_consumer(sink.transport, producer, out_ssrc, pt, clock_rate)
     return prod, producer, sink, consumer
+
+
+def stun_binding(username: str, password) -> bytes:
+    """A STUN binding request (as an ICE agent checks a pair) signed with password (str or bytes)."""
+    from aioice import stun
+
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = username
+    msg.add_message_integrity(password.encode() if isinstance(password, str) else password)
+    return bytes(msg)

@@ -3,10 +3,10 @@ leave other transports working."""
 import asyncio
 import struct
 
-from aioice import stun
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from enx_media.webrtc.server import WebRtcServer
+from rtp_util import stun_binding
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 ADDR = ("127.0.0.1", 40000)
@@ -59,10 +59,7 @@ def test_dtls_garbage_is_discarded_and_a_stalled_handshake_times_out(monkeypatch
         t.set_remote("abcd", ("sha-256", ":".join(["00"] * 32)))
         reasons = []
         t.on_closed = lambda tr, reason: reasons.append(reason)
-        msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-        msg.attributes["USERNAME"] = f"{t.ufrag}:abcd"
-        msg.add_message_integrity(t.pwd.encode())
-        server._on_control(bytes(msg), ADDR)
+        server._on_control(stun_binding(f"{t.ufrag}:abcd", t.pwd), ADDR)
         assert t.addr == ADDR and server.counters["stun_ok"] == 1
         # Records that are not DTLS are discarded silently (RFC 6347 §4.1.2.7), not fatal.
         server._on_control(bytes([22, 0xfe, 0xfd]) + bytes(10) + b"\x00\x30" + b"\x01" * 48, ADDR)
@@ -162,10 +159,7 @@ def test_sdp_parser_only_raises_sdp_error(data):
 def test_dtls_before_the_peers_sdp_is_held_until_it_arrives():
     server = WebRtcServer("127.0.0.1", 0)
     t = server.create_transport("subscribe")
-    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-    msg.attributes["USERNAME"] = f"{t.ufrag}:zzzz"
-    msg.add_message_integrity(t.pwd.encode())
-    server._on_control(bytes(msg), ADDR)
+    server._on_control(stun_binding(f"{t.ufrag}:zzzz", t.pwd), ADDR)
     hello = bytes([22, 0xfe, 0xff]) + bytes(10) + b"\x00\x10" + bytes(16)
     server._on_control(hello, ADDR)
     assert t.dtls is None and len(t.held_dtls) == 1   # no certificate check possible yet: wait

@@ -12,8 +12,10 @@ import websockets
 from aioice import stun
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from enx_media.client import RoomClient, SignalingError, schema_problems
-from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
+from enx_media.client import SignalingError, schema_problems
+from media_util import COLORS, Api, ColorTrack, ToneTrack, publish_offer, receive_video, sendonly_offer
+from rtp_util import stun_binding, udp
+from token_util import claims as claims_of, resign
 
 
 def run(coro):
@@ -35,12 +37,6 @@ async def raw(api, messages, *, expect=1):
     return replies
 
 
-def _resign(token, secret, alg="HS256", **changes):
-    claims = jwt.decode(token, options={"verify_signature": False})
-    claims.update(changes)
-    return jwt.encode(claims, secret, algorithm=alg, headers={"kid": claims["iss"]})
-
-
 # --- tokens ------------------------------------------------------------------------------------------
 def test_join_refusals(node, creds, engine):
     api = Api(node, creds)
@@ -48,11 +44,10 @@ def test_join_refusals(node, creds, engine):
     other = api.room()
     token = api.token(room["room_id"], "u1", "participant")
     secret = engine.apps.get(creds[0]).token_secret
-    claims = jwt.decode(token, options={"verify_signature": False})
     cases = {
-        4003: _resign(token, secret, exp=int(time.time()) - 5),
-        4002: _resign(token, b"wrong key of thirty-two bytes..."),
-        4006: jwt.encode(claims, None, algorithm="none"),
+        4003: resign(token, secret, exp=int(time.time()) - 5),
+        4002: resign(token, b"wrong key of thirty-two bytes..."),
+        4006: jwt.encode(claims_of(token), None, algorithm="none"),
         4001: "not-a-token",
     }
     for code, bad in cases.items():
@@ -77,8 +72,7 @@ def test_token_reuse(node, creds):
         assert again.value.code == 4009
         await asyncio.wait_for(second.closed.wait(), 5)  # a refused join closes the socket
         # Rejoining the same live session after leaving it is allowed (token stays bound to the session).
-        keeper = api.client(room["room_id"], "keeper", "participant")
-        await keeper.join()
+        keeper = await api.joined(room["room_id"], "keeper", "participant")
         await first.leave()
         back = api.client_for(token)
         await back.join()
@@ -283,8 +277,7 @@ def test_capacity_per_role(node, creds):
     room = api.room(settings={"moderators": 1, "participants": 1})
 
     async def scenario():
-        m1 = api.client(room["room_id"], "m1", "moderator")
-        await m1.join()
+        m1 = await api.joined(room["room_id"], "m1", "moderator")
         m2 = api.client(room["room_id"], "m2", "moderator")
         with pytest.raises(SignalingError) as full:
             await m2.join()
@@ -300,8 +293,7 @@ def test_duration_limit_warns_then_ends(node, creds):
     room = api.room(duration=60)
 
     async def scenario():
-        a = api.client(room["room_id"], "a", "moderator")
-        await a.join()
+        a = await api.joined(room["room_id"], "a", "moderator")
         warn = await a.next_event("session-warning", timeout=70)
         assert warn["seconds_left"] == 12
         ended = await a.next_event("session-ended", timeout=30)
@@ -316,9 +308,7 @@ def test_duration_limit_warns_then_ends(node, creds):
 
 # --- media-plane bad input -----------------------------------------------------------------------------
 def _udp(port, data):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2)
-        s.bind(("127.0.0.1", 0))
+    with udp(2) as s:
         s.sendto(data, ("127.0.0.1", port))
         try:
             return s.recvfrom(2048)[0]
@@ -331,10 +321,7 @@ def test_bad_stun_dtls_rtp_are_counted_drops(node, creds):
     room = api.room(settings={"moderators": 1, "participants": 5})
 
     async def scenario():
-        pub = api.client(room["room_id"], "pub", "moderator")
-        sub = api.client(room["room_id"], "sub", "participant")
-        await pub.join()
-        await sub.join()
+        pub, sub = await api.moderator_and_participant(room["room_id"])
         pc = await pub.publish([ColorTrack(COLORS[5])])
         answer = pc.remoteDescription.sdp
         ufrag = next(l.split(":", 1)[1] for l in answer.splitlines() if l.startswith("a=ice-ufrag:"))
@@ -344,10 +331,7 @@ def test_bad_stun_dtls_rtp_are_counted_drops(node, creds):
         assert await receive_video(track, COLORS[5], 3) >= 2
 
         refused = api.metric("enx_media_handshake_total", 'outcome="stun_refused"')
-        msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-        msg.attributes["USERNAME"] = f"{ufrag}:whoever"
-        msg.add_message_integrity(b"not the password")
-        reply = await asyncio.to_thread(_udp, port, bytes(msg))
+        reply = await asyncio.to_thread(_udp, port, stun_binding(f"{ufrag}:whoever", b"not the password"))
         parsed = stun.parse_message(reply)
         assert parsed.message_class == stun.Class.ERROR and parsed.attributes["ERROR-CODE"][0] == 401
         assert api.metric("enx_media_handshake_total", 'outcome="stun_refused"') == refused + 1
@@ -373,10 +357,7 @@ def test_client_that_vanishes_is_cleaned_up(node, creds):
     room = api.room(settings={"moderators": 1, "participants": 5})
 
     async def scenario():
-        stay = api.client(room["room_id"], "stay", "moderator")
-        ghost = api.client(room["room_id"], "ghost", "participant")
-        await stay.join()
-        await ghost.join()
+        stay, ghost = await api.moderator_and_participant(room["room_id"], ("stay", "ghost"))
         await ghost.publish([ColorTrack(COLORS[1]), ToneTrack()])
         await ghost.subscribe()
         await stay.subscribe()
@@ -401,22 +382,16 @@ def test_client_that_vanishes_is_cleaned_up(node, creds):
 
 # --- transports that fail or die ------------------------------------------------------------------------
 def test_fingerprint_mismatch_closes_transport_with_reason(node, creds):
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
     api = Api(node, creds)
     room = api.room()
 
     async def scenario():
-        c = api.client(room["room_id"], "mallory", "moderator")
-        await c.join()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(ColorTrack(COLORS[0]), direction="sendonly")
-        await pc.setLocalDescription(await pc.createOffer())
+        c = await api.joined(room["room_id"], "mallory", "moderator")
+        pc = await sendonly_offer(ColorTrack(COLORS[0]))
         lines = pc.localDescription.sdp.splitlines()
         forged = "\r\n".join(("a=fingerprint:sha-256 " + ":".join(["AB"] * 32)) if l.startswith("a=fingerprint:")
                              else l for l in lines) + "\r\n"
-        reply = await c.request("publish", sdp=forged)
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await publish_offer(c, pc, forged)
         err = await c.next_event("error", timeout=20)
         assert err["transport"] == "publish" and "fingerprint mismatch" in err["desc"]
         assert api.metric("enx_media_handshake_total", 'outcome="dtls_failed"') >= 1
@@ -438,10 +413,7 @@ def test_dead_peer_times_out_on_consent(tmp_path):
         room = api.room(settings={"moderators": 1, "participants": 5})
 
         async def scenario():
-            pub = api.client(room["room_id"], "pub", "moderator")
-            sub = api.client(room["room_id"], "sub", "participant")
-            await pub.join()
-            await sub.join()
+            pub, sub = await api.moderator_and_participant(room["room_id"])
             await pub.publish([ColorTrack(COLORS[2])])
             await sub.subscribe()
             sid = await sub.wait_stream(pub.participant_id, "video")
@@ -484,8 +456,7 @@ def test_vanished_client_can_rejoin_at_once(node, creds):
     token = api.token(room["room_id"], "flaky", "participant")
 
     async def scenario():
-        keeper = api.client(room["room_id"], "keeper", "moderator")
-        await keeper.join()
+        keeper = await api.joined(room["room_id"], "keeper", "moderator")
         first = api.client_for(token)
         await first.join()
         first.ws.transport.abort()
@@ -515,8 +486,7 @@ def test_subscribe_in_an_empty_room_opens_nothing_yet(node, creds):
     room = api.room()
 
     async def scenario():
-        c = api.client(room["room_id"], "alone", "moderator")
-        await c.join()
+        c = await api.joined(room["room_id"], "alone", "moderator")
         before = api.metric("enx_media_transports")
         await c.subscribe()
         assert api.metric("enx_media_transports") == before  # no offer, no transport left to time out
@@ -532,19 +502,14 @@ def test_errors_before_join_end_the_connection(node, creds):
 
 
 def test_publish_offer_that_wants_to_be_dtls_server_is_refused(node, creds):
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
     api = Api(node, creds)
     room = api.room()
 
     async def scenario():
-        c = api.client(room["room_id"], "pub", "moderator")
-        await c.join()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(ColorTrack(COLORS[0]), direction="sendonly")
-        await pc.setLocalDescription(await pc.createOffer())
+        c = await api.joined(room["room_id"], "pub", "moderator")
+        pc = await sendonly_offer(ColorTrack(COLORS[0]))
         with pytest.raises(SignalingError) as bad:
-            await c.request("publish", sdp=pc.localDescription.sdp.replace("a=setup:actpass", "a=setup:passive"))
+            await publish_offer(c, pc, pc.localDescription.sdp.replace("a=setup:actpass", "a=setup:passive"))
         assert bad.value.code == 1002 and "DTLS server" in bad.value.message["desc"]
         await pc.close()
         await c.leave()

@@ -5,30 +5,13 @@ ICE stays on loopback because the node announces only 127.0.0.1 and Chromium is 
 reaches the node); WebRtcHideLocalIpsWithMdns is disabled so its host candidates are plain addresses.
 """
 import asyncio
-import shutil
 import time
 
 import pytest
 
-from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
-
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-]
+from media_util import CHROMIUM, COLORS, Api, ColorTrack, ToneTrack, chromium_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
-
-
-async def open_browser():
-    from playwright.async_api import async_playwright
-
-    pw = await async_playwright().start()
-    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-    return pw, browser
 
 
 def test_chromium_publishes_and_subscribes(node, creds):
@@ -36,52 +19,51 @@ def test_chromium_publishes_and_subscribes(node, creds):
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
     async def scenario():
-        pw, browser = await open_browser()
-        page = await browser.new_page()
+        async with chromium_page() as page:
+            watcher = await api.joined(room["room_id"], "watcher", "moderator")
+            try:
+                await in_page(page, watcher)
+            finally:
+                await watcher.leave()
+
+    async def in_page(page, watcher):
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        watcher = api.client(room["room_id"], "watcher", "moderator")
         unknown_before = api.metric("enx_media_worker_total", 'counter="drops.unknown_source"')
-        try:
-            await watcher.join()
-            await watcher.subscribe()
-            token = api.token(room["room_id"], "chrome", "participant")
-            started = time.monotonic()
-            await page.goto(f"{node.base}/demo?token={token}")
-            await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-            chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
-            # Chromium publishes: the aiortc subscriber decodes its fake camera's frames.
-            track = await watcher.wait_track(await watcher.wait_stream(chrome_id, "video"))
-            first = await asyncio.wait_for(track.recv(), 20)
-            first_frame_s = time.monotonic() - started
-            frames = [first] + [await asyncio.wait_for(track.recv(), 10) for _ in range(14)]
-            assert all(f.width >= 320 and f.height >= 240 for f in frames)
-            pixels = [f.to_ndarray(format="gray") for f in (frames[0], frames[-1])]
-            assert (pixels[0] != pixels[1]).any(), "the fake camera's picture moves; decoded frames must differ"
-            audio = await watcher.wait_track(await watcher.wait_stream(chrome_id, "audio"))
-            assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
+        await watcher.subscribe()
+        token = api.token(room["room_id"], "chrome", "participant")
+        started = time.monotonic()
+        await page.goto(f"{node.base}/demo?token={token}")
+        await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+        chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+        # Chromium publishes: the aiortc subscriber decodes its fake camera's frames.
+        track = await watcher.wait_track(await watcher.wait_stream(chrome_id, "video"))
+        first = await asyncio.wait_for(track.recv(), 20)
+        first_frame_s = time.monotonic() - started
+        frames = [first] + [await asyncio.wait_for(track.recv(), 10) for _ in range(14)]
+        assert all(f.width >= 320 and f.height >= 240 for f in frames)
+        pixels = [f.to_ndarray(format="gray") for f in (frames[0], frames[-1])]
+        assert (pixels[0] != pixels[1]).any(), "the fake camera's picture moves; decoded frames must differ"
+        audio = await watcher.wait_track(await watcher.wait_stream(chrome_id, "audio"))
+        assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
 
-            # The node's transport-cc feedback lets Chromium's bandwidth estimate leave its 300 kbit/s start.
-            estimate = 0
-            for _ in range(30):
-                estimate = await page.evaluate("window.enxDemo.room.outgoingBitrate()")
-                if estimate > 1_000_000:
-                    break
-                await asyncio.sleep(0.5)
-            assert estimate > 1_000_000, f"publisher bandwidth estimate stuck at {estimate} bit/s"
-            # Chromium subscribes: an aiortc publisher's frames are decoded in the page (getStats).
-            await watcher.publish([ColorTrack(COLORS[1]), ToneTrack()])
-            await page.wait_for_function("window.enxDemo.framesDecoded > 10", timeout=20000)
-            tiles = await page.evaluate("document.querySelectorAll('#videos video').length")
-            assert tiles >= 2  # own preview + the watcher's video
-            assert not errors, errors
-            # Chromium checks more than one candidate pair; media from any checked pair is accepted.
-            assert api.metric("enx_media_worker_total", 'counter="drops.unknown_source"') == unknown_before
-            print(f"chromium join->first frame at an aiortc subscriber: {first_frame_s:.2f} s")
-        finally:
-            await watcher.leave()
-            await browser.close()
-            await pw.stop()
+        # The node's transport-cc feedback lets Chromium's bandwidth estimate leave its 300 kbit/s start.
+        estimate = 0
+        for _ in range(30):
+            estimate = await page.evaluate("window.enxDemo.room.outgoingBitrate()")
+            if estimate > 1_000_000:
+                break
+            await asyncio.sleep(0.5)
+        assert estimate > 1_000_000, f"publisher bandwidth estimate stuck at {estimate} bit/s"
+        # Chromium subscribes: an aiortc publisher's frames are decoded in the page (getStats).
+        await watcher.publish([ColorTrack(COLORS[1]), ToneTrack()])
+        await page.wait_for_function("window.enxDemo.framesDecoded > 10", timeout=20000)
+        tiles = await page.evaluate("document.querySelectorAll('#videos video').length")
+        assert tiles >= 2  # own preview + the watcher's video
+        assert not errors, errors
+        # Chromium checks more than one candidate pair; media from any checked pair is accepted.
+        assert api.metric("enx_media_worker_total", 'counter="drops.unknown_source"') == unknown_before
+        print(f"chromium join->first frame at an aiortc subscriber: {first_frame_s:.2f} s")
 
     asyncio.run(scenario())
 
@@ -92,9 +74,7 @@ def test_demo_page_join_form(node, creds):
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
     async def scenario():
-        pw, browser = await open_browser()
-        page = await browser.new_page()
-        try:
+        async with chromium_page() as page:
             await page.goto(f"{node.base}/demo")
             await page.fill("#roomId", room["room_id"])
             await page.fill("#userName", "Dana")
@@ -114,8 +94,5 @@ def test_demo_page_join_form(node, creds):
             bad = await page.evaluate("""fetch('/demo/token', {method: 'POST', body: JSON.stringify({room_id: 'nope', name: 'x'})})
                                           .then(r => r.json())""")
             assert bad["result"] == 1404
-        finally:
-            await browser.close()
-            await pw.stop()
 
     asyncio.run(scenario())

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_audio, receive_video
+from media_util import (COLORS, Api, ColorTrack, ToneTrack, publish_offer, receive_audio, receive_video,
+                        sendonly_offer, without_lines)
 
 
 # Known flake, not in the node: in about one run in five (when run after the signaling tests) aiortc
@@ -60,24 +61,14 @@ def test_three_publishers_see_and_hear_each_other(node, creds):
 
 
 def test_h264_when_the_client_offers_only_h264(node, creds):
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-
     api = Api(node, creds)
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
     async def scenario():
-        pub = api.client(room["room_id"], "h264-pub", "moderator")
-        sub = api.client(room["room_id"], "h264-sub", "participant")
-        await pub.join()
-        await sub.join()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        tr = pc.addTransceiver(ColorTrack(COLORS[3]), direction="sendonly")
-        tr.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"])
-        await pc.setLocalDescription(await pc.createOffer())
-        reply = await pub.request("publish", sdp=pc.localDescription.sdp)
+        pub, sub = await api.moderator_and_participant(room["room_id"], ("h264-pub", "h264-sub"))
+        pc = await sendonly_offer(ColorTrack(COLORS[3]), codec="video/H264")
+        reply = await publish_offer(pub, pc)
         assert "H264/90000" in reply["sdp"] and "VP8" not in reply["sdp"]
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
         await sub.subscribe()
         sid = await sub.wait_stream(pub.participant_id, "video")
         assert sub.stream_info[sid]["codec"] == "h264"
@@ -92,24 +83,15 @@ def test_h264_when_the_client_offers_only_h264(node, creds):
 def test_publisher_without_ssrc_lines_is_learned_from_mid(node, creds):
     """Chromium's simulcast offers and Firefox name no a=ssrc: the node learns the SSRC from the MID
     header extension of the first packets (an unknown-SSRC event from the native core)."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
     api = Api(node, creds)
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
     async def scenario():
-        pub = api.client(room["room_id"], "nossrc", "moderator")
-        sub = api.client(room["room_id"], "watch", "participant")
-        await pub.join()
-        await sub.join()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(ColorTrack(COLORS[5]), direction="sendonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        offer = "\r\n".join(l for l in pc.localDescription.sdp.splitlines()
-                            if not l.startswith(("a=ssrc:", "a=ssrc-group:"))) + "\r\n"
+        pub, sub = await api.moderator_and_participant(room["room_id"], ("nossrc", "watch"))
+        pc = await sendonly_offer(ColorTrack(COLORS[5]))
+        offer = without_lines(pc.localDescription.sdp, "a=ssrc:", "a=ssrc-group:")
         assert "urn:ietf:params:rtp-hdrext:sdes:mid" in offer
-        reply = await pub.request("publish", sdp=offer)
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await publish_offer(pub, pc, offer)
         await sub.subscribe()
         sid = await sub.wait_stream(pub.participant_id, "video")
         assert await receive_video(await sub.wait_track(sid), COLORS[5], 8) >= 7

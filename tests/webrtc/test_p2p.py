@@ -2,10 +2,10 @@
 import asyncio
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from enx_media.client import SignalingError
-from media_util import COLORS, Api, ColorTrack, receive_video
+from media_util import COLORS, Api, ColorTrack, peer_connection, receive_video
 
 
 def test_p2p_media_bypasses_the_node(node, creds):
@@ -14,10 +14,8 @@ def test_p2p_media_bypasses_the_node(node, creds):
     before_in = api.metric("enx_media_worker_total", 'counter="packets_in"')
 
     async def scenario():
-        alice = api.client(room["room_id"], "alice", "moderator")
-        bob = api.client(room["room_id"], "bob", "participant")
-        await alice.join()
-        await bob.join()
+        alice = await api.joined(room["room_id"], "alice", "moderator")
+        bob = await api.joined(room["room_id"], "bob", "participant")
         carol = api.client(room["room_id"], "carol", "participant")
         with pytest.raises(SignalingError) as full:
             await carol.join()
@@ -27,8 +25,7 @@ def test_p2p_media_bypasses_the_node(node, creds):
             await alice.publish([ColorTrack(COLORS[0])])
         assert no_sfu.value.code == 1403
 
-        config = RTCConfiguration(iceServers=[])
-        pc_a, pc_b = RTCPeerConnection(config), RTCPeerConnection(config)
+        pc_a, pc_b = peer_connection(), peer_connection()
         pc_a.addTrack(ColorTrack(COLORS[3]))
         got = asyncio.get_running_loop().create_future()
         pc_b.on("track", lambda track: got.set_result(track))
