@@ -91,14 +91,20 @@ class LiveRoom:
         self.floor_requests: set[str] = set()
         self.ended = False
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
-        self._tasks: list[asyncio.Task] = []
+        self._timer: asyncio.Task | None = None
+        self._sampler: asyncio.Task | None = None
         # A scheduled room's session ends with its window; any other ends `duration` after it started.
         limit = room.window[1] - time.time() if room.window else room.duration_s
-        loop = asyncio.get_running_loop()
         if limit:
-            self._tasks.append(loop.create_task(self._duration_limit(max(1, int(limit)))))
+            self.limit_duration(max(1, int(limit)))
         if self.media is not None:
-            self._tasks.append(loop.create_task(self._sample_quality()))
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_quality())
+
+    def limit_duration(self, seconds: int) -> None:
+        """End the session `seconds` from now (with a warning before), replacing any earlier limit."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().create_task(self._duration_limit(seconds))
 
     # -- helpers ------------------------------------------------------------------------------------
     def has(self, p: Participant) -> bool:
@@ -171,8 +177,8 @@ class LiveRoom:
             return
         await self.notifier.session_ended(self.everyone(), reason)
         self.ended = True
-        for task in self._tasks:
-            if task is not asyncio.current_task():
+        for task in (self._timer, self._sampler):
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for p in list(self.participants.values()):
             await self._drop(p, f"session-ended:{reason}", announce=False)

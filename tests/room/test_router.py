@@ -1,0 +1,91 @@
+"""The SFU router in-process on a real native worker and real UDP sockets (127.0.0.1): producers that
+learn their SSRC from the MID header extension, consumers, pausing, closing. The router only needs a
+transport's native handle, so the transports here are plain-RTP native transports (the DTLS handshake
+that makes them in a node is tested in tests/webrtc)."""
+import asyncio
+import socket
+from types import SimpleNamespace
+
+from enx_media.sfu import Worker
+from enx_media.sfu.router import Producer, Router
+from rtp_util import PLAIN, Peer, rtp, vp8
+
+MID_EXT = 4
+
+
+def forwarded(peer, pump, want, deadline=2.0):
+    out = []
+    loop_end = asyncio.get_event_loop().time() + deadline
+    while len(out) < want and asyncio.get_event_loop().time() < loop_end:
+        pump()
+        try:
+            while True:
+                out.append(peer.sock.recv(4096))
+        except (socket.timeout, BlockingIOError):
+            pass
+    return out
+
+
+def test_producer_learns_its_ssrc_from_mid_and_feeds_consumers():
+    async def scenario():
+        events = []
+        worker = Worker("127.0.0.1", 0, on_event=events.append)
+        router = Router(worker)
+        pub = Peer(worker, PLAIN, ext_ids={"mid": MID_EXT})
+        sub = Peer(worker, PLAIN)
+        pub_t, sub_t = SimpleNamespace(native=pub.transport), SimpleNamespace(native=sub.transport)
+        producer = router.create_producer(Producer("p1", "alice", "video", "vp8", "v0", None, pub_t))
+        assert not producer.live and router.create_consumer(producer, sub_t, "bob", 0x1234, 96, 90000) is None
+
+        pub.send_rtp(rtp(1, 3000, 0xAB01, payload=vp8(b"k" * 100, key=True), ext=[(MID_EXT, b"v0")]))
+        for _ in range(20):
+            worker.poll_once(5)
+            if events:
+                break
+        learned = [router.learn_ssrc(e.transport_id, e.ssrc, e.mid) for e in events if e.kind == "unknown_ssrc"]
+        assert learned == [producer] and producer.ssrc == 0xAB01 and producer.live
+
+        consumer = router.create_consumer(producer, sub_t, "bob", 0x1234, 96, 90000)
+        assert consumer is not None and worker.stats["consumers"] == 1
+        for seq in range(2, 6):
+            pub.send_rtp(rtp(seq, 3000 * seq, 0xAB01, payload=vp8(b"k" * 100, key=True)))
+        got = forwarded(sub, lambda: worker.poll_once(5), 4)
+        assert len(got) == 4 and all(int.from_bytes(d[8:12], "big") == 0x1234 for d in got)
+
+        router.set_paused(producer, True)
+        assert consumer.native.paused
+        pub.send_rtp(rtp(6, 18000, 0xAB01, payload=vp8(b"k" * 100, key=True)))
+        assert forwarded(sub, lambda: worker.poll_once(5), 1, deadline=0.3) == []
+        router.set_paused(producer, False)
+        assert not consumer.native.paused
+
+        assert router.quality("alice")["streams_sent"] == 1
+        assert router.quality("bob")["streams_received"] == 1
+        router.close_producer(producer)
+        assert router.consumers == [] and worker.stats["consumers"] == 0 and worker.stats["producers"] == 0
+        pub.close()
+        sub.close()
+        worker.stop()
+    asyncio.run(scenario())
+
+
+def test_learn_ssrc_ignores_other_transports_and_known_ssrcs():
+    async def scenario():
+        worker = Worker("127.0.0.1", 0)
+        router = Router(worker)
+        a = Peer(worker, PLAIN, ext_ids={"mid": MID_EXT})
+        b = Peer(worker, PLAIN, ext_ids={"mid": MID_EXT})
+        known = router.create_producer(Producer("k", "alice", "audio", "opus", "a0", 0x5555,
+                                                SimpleNamespace(native=a.transport)))
+        waiting = router.create_producer(Producer("w", "alice", "video", "vp8", "v0", None,
+                                                  SimpleNamespace(native=a.transport)))
+        assert known.live and not waiting.live
+        assert router.learn_ssrc(b.transport.id, 0x7777, "v0") is None       # another transport's mid
+        assert router.learn_ssrc(a.transport.id, 0x7777, "a0") is None       # its SSRC came from the SDP
+        assert router.learn_ssrc(a.transport.id, 0x7777, "v0") is waiting and waiting.ssrc == 0x7777
+        router.close()
+        assert worker.stats["producers"] == 0
+        a.close()
+        b.close()
+        worker.stop()
+    asyncio.run(scenario())
