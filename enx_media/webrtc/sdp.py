@@ -48,7 +48,6 @@ class OfferedMedia:
     extensions: dict[str, int]   # name -> id, among what the node negotiates
     extmap_lines: list[tuple[int, str]]
     ssrc: int | None             # media SSRC (first of an FID group), None for simulcast without a=ssrc
-    rtx_ssrc: int | None
     port: int
 
 
@@ -102,16 +101,16 @@ def parse(text: str, kind: str) -> RemoteDescription:
             if e.uri in NEGOTIATED_EXTENSIONS:
                 exts[HEADER_EXTENSIONS[e.uri]] = e.id
                 lines.append((e.id, e.uri))
-        media_ssrc = rtx_ssrc = None
+        media_ssrc = None
         for g in m.ssrc_group:
             if g.semantic == "FID" and len(g.items) >= 2:
-                media_ssrc, rtx_ssrc = int(g.items[0]), int(g.items[1])
+                media_ssrc = int(g.items[0])   # the node does not negotiate RTX: its repair SSRC goes unused
                 break
         if media_ssrc is None and m.ssrc:
             media_ssrc = m.ssrc[0].ssrc
         codec, pt, rtpmap, fmtp, fb = chosen if chosen else (None, None, None, None, [])
         out.media.append(OfferedMedia(mid, m.kind, m.direction or "sendrecv", codec, pt, rtpmap, fmtp, fb,
-                                      exts, lines, media_ssrc, rtx_ssrc, m.port))
+                                      exts, lines, media_ssrc, m.port))
     if not out.media:
         raise SdpError("SDP has no audio or video section")
     return out
