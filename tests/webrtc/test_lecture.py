@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from enx_media.client import SignalingError
-from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
+from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_audio, receive_video
 
 SUBSCRIBERS = 20
 
@@ -80,5 +80,41 @@ def test_viewer_never_publishes(node, creds):
             await viewer.publish([ColorTrack(COLORS[1])])
         assert refused.value.code == 1403
         await viewer.leave()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("subscribed_first", [False, True], ids=["publish_then_subscribe", "subscribe_then_publish"])
+def test_participant_hears_and_sees_two_moderators(node, creds, subscribed_first):
+    """Two moderators each publish video and audio (aiortc on both ends): a participant subscribed to
+    both decodes all four streams. Its subscribe offer brings two new audio SSRCs at once, which a
+    receiver can tell apart only by the MID header extension the node writes per consumer."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 10})
+
+    async def scenario():
+        mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
+        student = api.client(room["room_id"], "student", "participant")
+        try:
+            if subscribed_first:
+                await student.join()
+                await student.subscribe()
+            for i, m in enumerate(mods):
+                await m.join()
+                await m.publish([ColorTrack(COLORS[i]), ToneTrack()])
+            if not subscribed_first:
+                await student.join()
+                await student.subscribe()
+            checks = []
+            for i, m in enumerate(mods):
+                vid = await student.wait_track(await student.wait_stream(m.participant_id, "video"))
+                aud = await student.wait_track(await student.wait_stream(m.participant_id, "audio"))
+                checks += [receive_video(vid, COLORS[i], 10, timeout=30), receive_audio(aud, 25, timeout=30)]
+            video0, audio0, video1, audio1 = await asyncio.gather(*checks)
+            assert video0 >= 9 and video1 >= 9, (video0, video1)
+            assert audio0 == 25 and audio1 == 25, (audio0, audio1)
+        finally:
+            for c in [student, *mods]:
+                await c.close()
 
     asyncio.run(scenario())
