@@ -1,4 +1,5 @@
 import base64
+import dataclasses
 
 import httpx
 import pytest
@@ -38,8 +39,8 @@ def test_every_api_route_requires_auth(node):
 
 def test_keys_are_stored_hashed(node, creds, engine):
     app_id, app_key = creds
-    row = engine.store.query_one("SELECT * FROM apps WHERE app_id=?", (app_id,))
-    assert app_key.encode() not in b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode()
-                                            for v in tuple(row))
+    record = engine.store.apps.get(app_id)
+    assert app_key.encode() not in b"".join(v if isinstance(v, bytes) else str(v).encode()
+                                            for v in dataclasses.astuple(record))
     raw = (node.data_dir / "enx.sqlite3").read_bytes()
     assert app_key.encode() not in raw

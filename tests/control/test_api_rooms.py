@@ -5,6 +5,7 @@ import httpx
 import pytest
 
 from conftest import make_room
+from enx_media.store import ParticipantRecord
 
 
 def test_create_seed_shape(api):
@@ -144,18 +145,16 @@ def test_users_of_room_without_session(api):
 def test_live_session_blocks_delete_and_lists_users(api, engine):
     room = make_room(api)
     rid = room["room_id"]
-    # A live session as the signaling layer records it (written through the same SQLite file).
-    engine.store.execute("INSERT INTO sessions(session_id, app_id, room_id, started) VALUES (?,?,?,?)",
-                         ("s1-" + rid, "x", rid, 1.0))
-    engine.store.execute("INSERT INTO participants(session_id, participant_id, user_ref, name, role, joined)"
-                         " VALUES (?,?,?,?,?,?)", ("s1-" + rid, "p1", "u1", "Alice", "moderator", 2.0))
+    # A live session as the signaling layer records it (through the same store).
+    sid = engine.store.sessions.start("x", rid, "s1-" + rid, 1.0)
+    engine.store.sessions.add_participant(ParticipantRecord(sid, "p1", "u1", "Alice", "moderator", None, 2.0))
     users = api.get(f"/rooms/{rid}/users").json()
     assert users["total"] == 1 and users["users"][0]["name"] == "Alice"
     r = api.delete(f"/rooms/{rid}")
     assert r.status_code == 409 and r.json()["error"] == "session live"
     r = api.patch(f"/rooms/{rid}", json={"mode": "lecture"})
     assert r.status_code == 409
-    engine.store.execute("UPDATE sessions SET ended=3.0 WHERE room_id=?", (rid,))
+    engine.store.sessions.end(sid, "test", 3.0)
     assert api.get(f"/rooms/{rid}/users").json()["total"] == 0
     assert api.delete(f"/rooms/{rid}").status_code == 200
 
