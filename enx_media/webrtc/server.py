@@ -9,7 +9,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from ..sfu import Worker
 from . import ice
@@ -72,7 +72,7 @@ class WebRtcServer:
         self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
         self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "dtls_unknown_source": 0,
                          "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0, "control_errors": 0}
-        self.event_handlers: list[Callable[[tuple], None]] = []
+        self.event_handlers: list[Callable[[Any], None]] = []   # called with each native MediaEvent
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -213,7 +213,7 @@ class WebRtcServer:
             if t.on_connected:
                 t.on_connected(t)
 
-    def _on_event(self, event: tuple) -> None:
+    def _on_event(self, event) -> None:   # a native MediaEvent
         for handler in self.event_handlers:
             handler(event)
 
