@@ -5,8 +5,7 @@ from enx_media._native import _core
 from rtp_util import udp, video
 
 
-def key_frame(seq):
-    return video(seq, 1111, b"\x9d\x01\x2a" + bytes(100))
+KEY_FRAME = b"\x9d\x01\x2a" + bytes(100)      # after the payload header: a VP8 key frame's start code
 
 
 def test_media_from_any_accepted_pair_and_cleanup():
@@ -20,7 +19,7 @@ def test_media_from_any_accepted_pair_and_cleanup():
     producer = w.create_producer(pub, 1111, "vp8")
     w.create_consumer(sub, producer, 2222, 100, 90000, False)
     for seq, sender in ((1, first), (2, second), (3, first), (4, second)):
-        sender.sendto(key_frame(seq), w.local_address)
+        sender.sendto(video(seq, 1111, KEY_FRAME), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     got = [_core.parse_rtp(sink.recv(2048))["sequence_number"] for _ in range(4)]
@@ -28,13 +27,13 @@ def test_media_from_any_accepted_pair_and_cleanup():
 
     # Rebinding to the second pair keeps the first accepted; closing forgets both.
     w.bind_transport(pub, *second.getsockname())
-    first.sendto(key_frame(5), w.local_address)
+    first.sendto(video(5, 1111, KEY_FRAME), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     assert _core.parse_rtp(sink.recv(2048))["sequence_number"] != got[-1]
     w.close_transport(pub)
-    first.sendto(key_frame(6), w.local_address)
-    second.sendto(key_frame(7), w.local_address)
+    first.sendto(video(6, 1111, KEY_FRAME), w.local_address)
+    second.sendto(video(7, 1111, KEY_FRAME), w.local_address)
     time.sleep(0.05)
     w.drain(4)
     assert w.stats["drops"]["unknown_source"] == 2

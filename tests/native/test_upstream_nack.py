@@ -11,9 +11,7 @@ from rtp_util import CM, FANOUT, GCM, Peer, pair, pump_for, rtp, video
 WORKER_RTCP_SSRC = 0x454E5801
 
 
-def tagged(seq, ssrc, tag=0):
-    """A VP8 packet whose first payload byte after the descriptor is tag."""
-    return video(seq, ssrc, bytes([tag]) + b"\x22" * 300)
+BODY = b"\x22" * 300
 
 
 def feedback(peer, w, until, deadline=2.0):
@@ -41,7 +39,7 @@ def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
     seqs = [(65525 + i) & 0xFFFF for i in range(20)]
     for s in seqs:
         if s not in skipped:
-            prod.send_rtp(tagged(s, 0xAB01, s & 0xFF))
+            prod.send_rtp(video(s, 0xAB01, bytes([s & 0xFF]) + BODY))
     got = feedback(prod, worker, lambda g: nacks(g, 0xAB01))
     first = nacks(got, 0xAB01)
     assert first and set(first[0].lost) == skipped          # all of them at once, nothing else
@@ -50,8 +48,8 @@ def test_gap_is_nacked_and_late_packets_are_forwarded_mapped(worker, spec):
         assert [_core.parse_rtp(p)["sequence_number"] for p in out] == [q for q in seqs if q not in skipped]
     # the publisher resends them (same SSRC) late: consumers get them with their mapped seqs
     for s in sorted(skipped, key=lambda q: (q - 65525) & 0xFFFF):
-        prod.send_rtp(tagged(s, 0xAB01, s & 0xFF))
-    prod.send_rtp(tagged(seqs[-1] + 1, 0xAB01, 0x77))
+        prod.send_rtp(video(s, 0xAB01, bytes([s & 0xFF]) + BODY))
+    prod.send_rtp(video(seqs[-1] + 1, 0xAB01, bytes([0x77]) + BODY))
     for s in subs:
         out = [_core.parse_rtp(p) for p in s.recv_all(4, pump_for(worker))]
         assert [h["sequence_number"] for h in out] == [65533, 65534, 2, seqs[-1] + 1]
@@ -72,7 +70,7 @@ def test_never_resent_gives_up_with_a_pli(worker):
     prod, producer, sub, _ = pair(worker, 0xAC01, 0xAC02, 96)
     for s in range(100, 110):
         if s != 105:
-            prod.send_rtp(tagged(s, 0xAC01))
+            prod.send_rtp(video(s, 0xAC01, bytes(1) + BODY))
     t0 = time.monotonic()
     got = feedback(prod, worker, lambda g: any(isinstance(p, RtcpPsfbPacket) for p in g), deadline=3.0)
     elapsed = time.monotonic() - t0
@@ -93,7 +91,7 @@ def test_reordering_within_a_batch_is_not_nacked_and_audio_never(worker):
     video_p = worker.create_producer(prod.transport, 0xAD01, "vp8")
     audio_p = worker.create_producer(prod.transport, 0xAD02, "opus")
     for s in (1, 3, 2, 4):
-        prod.send_rtp(tagged(s, 0xAD01))
+        prod.send_rtp(video(s, 0xAD01, bytes(1) + BODY))
     for s in (1, 2, 5, 6):
         prod.send_rtp(rtp(s, 960 * s, 0xAD02, payload=b"\x01" * 40))
     got = feedback(prod, worker, lambda g: False, deadline=0.3)
@@ -107,10 +105,10 @@ def test_reordering_within_a_batch_is_not_nacked_and_audio_never(worker):
 def test_gap_too_large_asks_for_a_key_frame(worker):
     prod = Peer(worker, GCM)
     producer = worker.create_producer(prod.transport, 0xAE01, "h264")
-    prod.send_rtp(tagged(10, 0xAE01))
+    prod.send_rtp(video(10, 0xAE01, bytes(1) + BODY))
     for _ in range(5):
         worker.poll_once(2)
-    prod.send_rtp(tagged(10 + 1000, 0xAE01))        # 999 lost: more than the list holds
+    prod.send_rtp(video(10 + 1000, 0xAE01, bytes(1) + BODY))        # 999 lost: more than the list holds
     got = feedback(prod, worker, lambda g: any(isinstance(p, RtcpPsfbPacket) for p in g))
     assert any(isinstance(p, RtcpPsfbPacket) and p.media_ssrc == 0xAE01 for p in got)
     assert nacks(got, 0xAE01) == []
@@ -127,7 +125,7 @@ def test_nack_packing_matches_write_nack(worker):
     lost = {3, 4, 19, 20, 21, 40, 56, 57, 100}
     for s in range(1, 102):
         if s not in lost:
-            prod.send_rtp(tagged(s, 0xAF01))
+            prod.send_rtp(video(s, 0xAF01, bytes(1) + BODY))
 
     def named(got):
         return {q for _, p in got for q in p.get("lost", ())}
