@@ -1,48 +1,20 @@
-"""Sessions: the live instance of a room, and who was in it when. What the signaling layer records and
-the CDR and post-session APIs read."""
+"""Sessions: the live instance of a room, and who was in it when. SessionRecorder writes the record from
+the live room's events; SessionService reads it (post-session data, CDR) and closes what a stopped node
+left open."""
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 from .. import events as ev
 from ..store import ChatMessageRecord, ParticipantRecord, Store
-from .rooms import Room, RoomService, iso
+from .rooms import RoomService, iso
 
 
 class SessionService:
     def __init__(self, store: Store, rooms: RoomService):
         self.store = store
         self.rooms = rooms
-
-    def start(self, room: Room) -> str:
-        """The live session of the room, started now if there is none."""
-        return self.store.sessions.start(room.app_id, room.room_id, secrets.token_hex(12), time.time())
-
-    def end(self, session_id: str, reason: str) -> None:
-        """End the session; an ad hoc room goes with it (seed: "created on demand and destroyed after use")."""
-        self.store.sessions.end(session_id, reason, time.time())
-
-    def discard(self, session_id: str) -> None:
-        """Forget a session nobody ended up joining (its first join was refused)."""
-        self.store.sessions.discard_if_empty(session_id)
-
-    def participant_joined(self, session_id: str, participant_id: str, user_ref: str, name: str, role: str,
-                           token_id: str) -> None:
-        self.store.sessions.add_participant(
-            ParticipantRecord(session_id, participant_id, user_ref, name, role, token_id, time.time()))
-
-    def participant_left(self, session_id: str, participant_id: str, reason: str) -> None:
-        self.store.sessions.participant_left(session_id, participant_id, reason, time.time())
-
-    def record_chat(self, session_id: str, room_id: str, sender: dict[str, str], text: str,
-                    recipients: list[str] | None) -> float:
-        t = time.time()
-        self.store.sessions.add_chat_message(ChatMessageRecord(
-            session_id, room_id, sender["participant_id"], sender["user_ref"], sender["name"],
-            list(recipients) if recipients else None, text, t))
-        return t
 
     def get(self, session_id: str) -> dict[str, Any] | None:
         s = self.store.sessions.get(session_id)
@@ -64,7 +36,7 @@ class SessionService:
         """Sessions left open by a node that stopped without ending them: end them now."""
         ids = self.store.sessions.open_session_ids()
         for session_id in ids:
-            self.end(session_id, "node-restart")
+            self.store.sessions.end(session_id, "node-restart", time.time())
         return len(ids)
 
 

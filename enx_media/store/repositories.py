@@ -175,10 +175,6 @@ class SessionRepository(Protocol):
         delete the room and revoke its tokens. One transaction. Returns the deleted room's id, if any."""
         ...
 
-    def discard_if_empty(self, session_id: str) -> bool:
-        """Delete a session nobody joined; False (and nothing deleted) if it has participants."""
-        ...
-
     def get(self, session_id: str) -> SessionRecord | None: ...
 
     def open_session_ids(self) -> list[str]:

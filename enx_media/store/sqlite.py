@@ -325,13 +325,6 @@ class SqliteSessions:
                 return r["room_id"]
             return None
 
-    def discard_if_empty(self, session_id: str) -> bool:
-        with self._db.transaction() as db:
-            if db.execute("SELECT count(*) FROM participants WHERE session_id=?", (session_id,)).fetchone()[0]:
-                return False
-            db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
-            return True
-
     def get(self, session_id: str) -> SessionRecord | None:
         r = self._db.one("SELECT * FROM sessions WHERE session_id=?", (session_id,))
         return _session(r) if r else None

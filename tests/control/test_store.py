@@ -220,14 +220,6 @@ def test_sessions_and_participants(store):
     assert store.sessions.open_session_ids() == []
 
 
-def test_discard_if_empty(store):
-    store.sessions.start("a1", "r1", "s1", 1.0)
-    assert store.sessions.discard_if_empty("s1") is True and store.sessions.get("s1") is None
-    store.sessions.start("a1", "r1", "s2", 1.0)
-    store.sessions.add_participant(participant("s2"))
-    assert store.sessions.discard_if_empty("s2") is False and store.sessions.get("s2") is not None
-
-
 def test_chat_messages(store):
     first = store.sessions.add_chat_message(ChatMessageRecord("s1", "r1", "p1", "u1", "Alice", None, "hi", 1.0))
     second = store.sessions.add_chat_message(
@@ -369,6 +361,14 @@ def test_services_call_only_declared_repository_methods():
         assert repo in REPOSITORIES, f"{module}:{line} uses store.{repo}, which Store does not declare"
         assert method in _members(REPOSITORIES[repo]), \
             f"{module}:{line} calls store.{repo}.{method}, which {REPOSITORIES[repo].__name__} does not declare"
+
+
+def test_every_declared_method_has_a_caller():
+    """The interfaces hold what the services need and nothing more: a backend implements no dead code."""
+    called = {(repo, method) for _, _, repo, method in _repository_calls()}
+    for repo, protocol in REPOSITORIES.items():
+        unused = {m for m in _members(protocol) if (repo, m) not in called}
+        assert not unused, f"{protocol.__name__} declares {sorted(unused)}, which no service calls"
 
 
 def test_services_reach_the_store_only_through_repositories():
