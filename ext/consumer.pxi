@@ -4,7 +4,7 @@
 # history under the output seq they were sent with.
 
 cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
-                      int64_t out_ts, int64_t in_seq, int is_rtx) noexcept nogil:
+                      int64_t out_ts, int64_t in_seq, int enc, int is_rtx) noexcept nogil:
     """Rewrite + protect one copy into the next slot of the open run (ctx_run_start; ctx_run_end turns
     the run into messages). Returns 1 if a slot was used."""
     cdef uint8_t *out
@@ -35,6 +35,8 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
         e = &c.sent[out_seq & (SENT_RING - 1)]
         e.out_seq = out_seq
         e.in_seq = in_seq
+        e.out_ts = out_ts
+        e.enc = enc
         e.rtx_ns = 0
     return 1
 
@@ -46,17 +48,17 @@ cdef inline void send_fresh(SendCtx *x, CConsumer *c, const uint8_t *buf, int le
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
     if consumer_number(c, in_seq, in_ts, now, &out_seq, &out_ts):
-        protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, 0)
+        protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, c.enc_cur, 0)
 
 
 cdef void send_rtx(Core *w, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
-                    int64_t out_ts, int64_t in_seq) noexcept nogil:
+                    int64_t out_ts, int64_t in_seq, int enc) noexcept nogil:
     cdef SendCtx *x = w.tx
     if not c.transport.bound:
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
     ctx_run_start(x, &c.transport.addr)
-    protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, 1)
+    protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, enc, 1)
     ctx_run_end(x)
 
 
@@ -64,9 +66,9 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
     """Resend what went out under output seq out16, if it is still held: the same packet with the
     same header (same SRTP index, same plaintext: same ciphertext). At most once per seq per
     max(20 ms, RTT), within the consumer's retransmission byte budget; nothing while paused."""
-    cdef CProducer *p = c.producer
+    cdef CEncoding *enc
     cdef SentEntry *e
-    cdef int64_t out_seq, in_seq, gap, in_ts, d, add
+    cdef int64_t out_seq, in_seq, gap, d, add
     cdef int slot, length
     c.nacks += 1
     if c.paused:
@@ -79,8 +81,9 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
         w.drops[DROP_NACK_NOT_HELD] += 1
         return
     in_seq = e.in_seq
+    enc = &c.producer.enc[e.enc]        # the history of the encoding it was sent from
     slot = <int>(((in_seq % HIST_SLOTS) + HIST_SLOTS) % HIST_SLOTS)
-    if p.hist_seq[slot] != in_seq:
+    if enc.hist_seq[slot] != in_seq:
         c.drops[DROP_NACK_NOT_HELD] += 1
         w.drops[DROP_NACK_NOT_HELD] += 1
         return
@@ -91,7 +94,7 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
         c.drops[DROP_NACK_TOO_SOON] += 1
         w.drops[DROP_NACK_TOO_SOON] += 1
         return
-    length = p.hist_len[slot]
+    length = enc.hist_len[slot]
     d = now - c.rtx_budget_ns
     if c.rtx_budget_ns == 0 or d >= 1000000000:
         c.rtx_budget = RTX_BURST_BYTES
@@ -109,5 +112,4 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
         return
     c.rtx_budget -= length
     e.rtx_ns = now
-    in_ts = ext_ts32(p.ext_ts, rd32(p.hist + slot * HIST_SLOT + 4))
-    send_rtx(w, c, p.hist + slot * HIST_SLOT, length, out_seq, in_ts + c.ts_offset, in_seq)
+    send_rtx(w, c, enc.hist + slot * HIST_SLOT, length, out_seq, e.out_ts, in_seq, e.enc)

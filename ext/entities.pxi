@@ -1,11 +1,14 @@
-# Transport, producer (with its NACK history ring) and consumer (with its sequence/timestamp mapping):
-# plain C structs the nogil loop walks, each owned by a small cdef class that Python holds.
+# Transport, producer (one track: up to MAX_ENCODINGS encodings, each with its own numbering, NACK
+# history ring, NACK list, stats and sender-report clock) and consumer (with its sequence/timestamp
+# mapping): plain C structs the nogil loop walks, each owned by a small cdef class that Python holds.
 
 cdef enum:
     SLOT = 2048            # one datagram buffer (MTU-size packets + SRTP trailer fit)
-    HIST_SLOTS = 512       # NACK history per producer (~4.6 s of a 1.2 Mbit/s stream)
+    HIST_SLOTS = 512       # NACK history per encoding (~4.6 s of a 1.2 Mbit/s stream)
     HIST_SLOT = 1536
-    PLI_INTERVAL_NS = 500000000   # at most one key frame request per producer per 500 ms
+    PLI_INTERVAL_NS = 500000000   # at most one key frame request per encoding per 500 ms
+    MAX_ENCODINGS = 3             # simulcast: rid -> SSRC (RFC 8853), e.g. q/h/f
+    NAME_LEN = 32                 # mid and rid values we keep (RFC 8852 allows more; nobody sends it)
     SENT_RING = 512        # per consumer: output seq -> input seq of what was sent (NACK), = HIST_SLOTS
     GAP_RING = 256         # per consumer: output seqs held for input seqs that have not arrived yet
     RTX_MIN_GAP_NS = 20000000     # one retransmission per seq per consumer per max(20 ms, RTT)
@@ -14,14 +17,18 @@ cdef enum:
 
 cdef struct SentEntry:
     int64_t out_seq        # extended output seq, -1 = empty
-    int64_t in_seq         # the producer's extended seq of the packet sent under it
+    int64_t in_seq         # the encoding's extended seq of the packet sent under it
+    int64_t out_ts         # the extended output timestamp it was sent with
     int64_t rtx_ns         # last retransmission (0: none)
+    int enc                # the producer's encoding index it came from (its history holds it)
 
 cdef struct GapEntry:
     int64_t in_seq         # a missing input seq, -1 = empty
     int64_t out_seq        # the output seq it gets if it arrives late
+    int enc                # in the numbering of this encoding index
 
 cdef struct CConsumer
+cdef struct CProducer
 cdef struct TccRing
 
 cdef struct CTransport:
@@ -43,12 +50,15 @@ cdef struct CTransport:
     double rtt_ms               # from the last receiver report with a usable LSR on this transport
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     PtrList consumers           # CConsumer*: the consumers sending on it (a batch's copies to it share GSO messages)
+    PtrList producers           # CProducer*: the producers it receives (SSRC learning by mid/rid looks here)
 
-cdef struct CProducer:
-    uint64_t id
+cdef struct CEncoding:
+    # one RTP stream (SSRC) of a producer: a simulcast layer, or the only stream of a plain track
+    CProducer *producer
+    int index                   # in producer.enc[]
     uint32_t ssrc
-    int codec
-    CTransport *transport
+    int bound                   # ssrc is known (given at creation or learned from mid/rid)
+    char rid[NAME_LEN]
     Counters c
     uint64_t keyframes
     uint64_t restarts
@@ -58,21 +68,30 @@ cdef struct CProducer:
     int64_t hist_seq[HIST_SLOTS]   # extended seq stored in each slot, -1 = empty
     uint16_t hist_len[HIST_SLOTS]
     uint8_t *hist
-    PtrList consumers           # CConsumer*
     int64_t last_pli_ns
     uint64_t pli_forwarded
     uint64_t pli_limited
+    # the sender's clock: the last sender report (RFC 3550 §6.4.1)
     uint64_t sr_ntp
     uint32_t sr_rtp_ts
     uint64_t sr_count
     # upstream NACK (nack.pxi)
     NackEntry nack[NACK_MAX]
     int nnack
-    int nack_listed             # in the worker's list of producers with missing seqs
+    int nack_listed             # in the worker's list of encodings with missing seqs
     uint64_t nacks_sent
     uint64_t nack_seqs_requested
     uint64_t nack_recovered
     uint64_t nack_gave_up
+
+cdef struct CProducer:
+    uint64_t id
+    int codec
+    CTransport *transport
+    char mid[NAME_LEN]
+    CEncoding enc[MAX_ENCODINGS]
+    int nenc
+    PtrList consumers           # CConsumer*
 
 cdef struct CConsumer:
     uint64_t id
@@ -82,6 +101,8 @@ cdef struct CConsumer:
     CTransport *transport
     CProducer *producer
     int paused
+    int enc_cur                 # the producer encoding it forwards (index into producer.enc)
+    int enc_target              # the encoding it switches to at that encoding's next key frame
     int max_temporal_layer      # VP8 TID above this is not forwarded (the layer selector's input)
     int wait_keyframe
     int have_out
@@ -108,7 +129,8 @@ cdef struct CConsumer:
     uint64_t fan_mark             # the worker's fan-out round that last sent its copies
     # numbering (fanout.pxi consumer_number): an output seq is used for one packet only
     int64_t last_in_seq           # newest input seq dealt with (sent or dropped) since the last resync
-    int64_t rtx_floor             # output seqs below it predate the last resync: never retransmitted
+    int64_t rtx_floor             # output seqs below it predate the last producer change: never retransmitted
+    int64_t gap_floor             # held output seqs below it predate the last resync: never filled in late
     int64_t rtx_budget            # retransmission bytes left (token bucket, RTX_RATE_BYTES/s)
     int64_t rtx_budget_ns
     SentEntry sent[SENT_RING]     # by out_seq % SENT_RING
@@ -160,6 +182,7 @@ cdef class Transport:
     def __dealloc__(self):
         if self.t != NULL:
             plist_free(&self.t.consumers)
+            plist_free(&self.t.producers)
             free(self.t.tcc)
         free(self.t)
         self.t = NULL
@@ -182,48 +205,87 @@ cdef class Transport:
         return d
 
 
+cdef dict encoding_stats(const CEncoding *e):
+    d = counters_dict(&e.c)
+    d.update(keyframes=e.keyframes, restarts=e.restarts, pli_forwarded=e.pli_forwarded,
+             pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
+             sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
+             nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack)
+    return d
+
+
 cdef class Producer:
-    """An incoming RTP stream (one SSRC) of a transport; keeps the last HIST_SLOTS packets for NACK."""
+    """One incoming track (one mid) of a transport: up to MAX_ENCODINGS encodings (rid -> SSRC), each
+    keeping its last HIST_SLOTS packets for NACK."""
     cdef CProducer *p
     cdef readonly Transport transport
     cdef readonly str codec
+    cdef readonly str mid
 
     def __cinit__(self):
-        cdef int i
         self.p = <CProducer *>calloc(1, sizeof(CProducer))
         if self.p == NULL:
             raise MemoryError()
-        self.p.hist = <uint8_t *>malloc(HIST_SLOTS * HIST_SLOT)
-        if self.p.hist == NULL:
+
+    cdef int _add_encoding(self, str rid, uint32_t ssrc) except -1:
+        cdef CEncoding *e
+        cdef int i
+        cdef bytes r = rid.encode()
+        if self.p.nenc == MAX_ENCODINGS:
+            raise ValueError("at most %d encodings" % MAX_ENCODINGS)
+        if len(r) >= NAME_LEN:
+            raise ValueError("rid too long: %r" % rid)
+        e = &self.p.enc[self.p.nenc]
+        e.hist = <uint8_t *>malloc(HIST_SLOTS * HIST_SLOT)
+        if e.hist == NULL:
             raise MemoryError()
         for i in range(HIST_SLOTS):
-            self.p.hist_seq[i] = -1
-        self.p.last_pli_ns = -PLI_INTERVAL_NS
+            e.hist_seq[i] = -1
+        e.last_pli_ns = -PLI_INTERVAL_NS
+        e.producer = self.p
+        e.index = self.p.nenc
+        e.ssrc = ssrc
+        e.bound = ssrc != 0
+        memcpy(e.rid, <const char *>r, len(r))
+        e.rid[len(r)] = 0
+        self.p.nenc += 1
+        return 0
 
     def __dealloc__(self):
+        cdef int i
         if self.p != NULL:
-            free(self.p.hist)
+            for i in range(self.p.nenc):
+                free(self.p.enc[i].hist)
             plist_free(&self.p.consumers)
             free(self.p)
             self.p = NULL
 
     @property
     def ssrc(self):
-        return self.p.ssrc
+        """The first encoding's SSRC (0 while not known yet)."""
+        return self.p.enc[0].ssrc
 
     @property
     def id(self):
         return self.p.id
 
     @property
+    def encodings(self):
+        """[{index, rid, ssrc (0: not known yet), stats}] in the order given at creation."""
+        cdef int i
+        return [dict(index=i, rid=self.p.enc[i].rid.decode(), ssrc=self.p.enc[i].ssrc,
+                     stats=encoding_stats(&self.p.enc[i])) for i in range(self.p.nenc)]
+
+    @property
     def stats(self):
-        d = counters_dict(&self.p.c)
-        d.update(keyframes=self.p.keyframes, restarts=self.p.restarts, consumers=self.p.consumers.n,
-                 pli_forwarded=self.p.pli_forwarded, pli_rate_limited=self.p.pli_limited,
-                 sender_reports=self.p.sr_count, sr_ntp=self.p.sr_ntp, sr_rtp_timestamp=self.p.sr_rtp_ts,
-                 nacks_sent=self.p.nacks_sent, nack_seqs_requested=self.p.nack_seqs_requested,
-                 nack_recovered=self.p.nack_recovered, nack_gave_up=self.p.nack_gave_up,
-                 nack_pending=self.p.nnack)
+        """Counters summed over the encodings (per encoding: encodings[i]["stats"] and "encodings")."""
+        cdef int i
+        per = [encoding_stats(&self.p.enc[i]) for i in range(self.p.nenc)]
+        d = {}
+        for k in per[0]:
+            d[k] = sum(x[k] for x in per)
+        d.update(sr_ntp=per[0]["sr_ntp"], sr_rtp_timestamp=per[0]["sr_rtp_timestamp"],
+                 consumers=self.p.consumers.n, encodings=per)
         return d
 
 
@@ -270,6 +332,17 @@ cdef class Consumer:
             self.c.wait_keyframe = 1
 
     @property
+    def encoding(self):
+        """Index of the producer encoding it forwards now."""
+        return self.c.enc_cur
+
+    @property
+    def target_encoding(self):
+        """The encoding it switches to at that encoding's next key frame (NativeWorker.set_target_encoding);
+        equal to encoding when no switch is pending."""
+        return self.c.enc_target
+
+    @property
     def max_temporal_layer(self):
         return self.c.max_temporal_layer
 
@@ -281,7 +354,7 @@ cdef class Consumer:
     def stats(self):
         d = counters_dict(&self.c.c)
         d["drops"] = drops_dict(self.c.drops)
-        d.update(retransmits=self.c.retransmits, nacks=self.c.nacks, plis=self.c.plis,
+        d.update(encoding=self.c.enc_cur, target_encoding=self.c.enc_target, retransmits=self.c.retransmits, nacks=self.c.nacks, plis=self.c.plis,
                  fraction_lost=self.c.rr_fraction_lost / 256.0, packets_lost=self.c.rr_packets_lost,
                  jitter=self.c.rr_jitter, rtt_ms=self.c.rtt_ms, receiver_reports=self.c.rr_count,
                  remb_bitrate=self.c.remb_bitrate)

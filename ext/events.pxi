@@ -5,6 +5,7 @@ cdef enum:
     EV_UNKNOWN_SSRC = 1
     EV_KEYFRAME_REQUESTED = 2
     EV_PRODUCER_RESTART = 3
+    EV_ENCODING_BOUND = 4
     EV_NAME_LEN = 32
 
 cdef struct Event:
@@ -51,8 +52,9 @@ cdef void event_names_from(Event *e, const uint8_t *buf, const RtpHeader *h, con
 UNKNOWN_SSRC = "unknown_ssrc"
 KEYFRAME_REQUESTED = "keyframe_requested"
 PRODUCER_RESTART = "producer_restart"
+ENCODING_BOUND = "encoding_bound"
 _EVENT_KINDS = {EV_UNKNOWN_SSRC: UNKNOWN_SSRC, EV_KEYFRAME_REQUESTED: KEYFRAME_REQUESTED,
-                EV_PRODUCER_RESTART: PRODUCER_RESTART}
+                EV_PRODUCER_RESTART: PRODUCER_RESTART, EV_ENCODING_BOUND: ENCODING_BOUND}
 MEDIA_EVENT_KINDS = tuple(_EVENT_KINDS.values())
 
 
@@ -66,9 +68,13 @@ cdef class MediaEvent:
       and repaired_rid are what its header extensions said (Chromium sends them on each stream's first
       ~20 packets only). The packet was dropped (counted as unknown_ssrc). Once per SSRC per drain.
     - ``keyframe_requested`` (KEYFRAME_REQUESTED): the core sent a PLI to producer_id's sender for the
-      encoding with SSRC ssrc (a consumer asked, or upstream NACK gave up), on transport_id.
+      encoding with SSRC ssrc (a consumer asked, a consumer's encoding switch waits for it, or
+      upstream NACK gave up), on transport_id.
     - ``producer_restart`` (PRODUCER_RESTART): producer_id's stream ssrc jumped in numbering (the
       sender restarted); its consumers continue without a gap.
+    - ``encoding_bound`` (ENCODING_BOUND): the core learned the SSRC of an encoding that was created
+      with ssrc 0: a packet on transport_id named mid and rid (header extensions) of producer_id's
+      encoding; it is forwarded from that packet on (Producer.encodings shows it too).
     """
     cdef readonly str kind
     cdef readonly object transport_id

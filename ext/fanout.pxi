@@ -7,6 +7,7 @@
 cdef struct Pending:
     # an RTP packet of the current receive batch whose producer side is done, waiting for fan-out
     CProducer *p
+    CEncoding *e                # the producer's encoding (SSRC) it came on
     const uint8_t *buf          # in rbuf, valid until the next recvmmsg
     int length
     int key
@@ -28,6 +29,7 @@ cdef inline void consumer_gap(CConsumer *c, int64_t in_seq) noexcept nogil:
         g = &c.gaps[k & (GAP_RING - 1)]
         g.in_seq = k
         g.out_seq = k + c.seq_offset
+        g.enc = c.enc_cur
         k += 1
 
 
@@ -80,7 +82,7 @@ cdef inline int consumer_number(CConsumer *c, int64_t in_seq, int64_t in_ts, int
         c.last_out_ns = now
         return 1
     g = &c.gaps[in_seq & (GAP_RING - 1)]
-    if g.in_seq != in_seq or g.out_seq < c.rtx_floor:
+    if g.in_seq != in_seq or g.enc != c.enc_cur or g.out_seq < c.gap_floor:
         # a duplicate, older than the held numbers, or from before a resync
         c.drops[DROP_LATE] += 1
         return 0
@@ -95,6 +97,16 @@ cdef inline void consumer_resync(CConsumer *c) noexcept nogil:
     after the last number used; nothing numbered before is retransmitted or filled in late."""
     c.resync = 1
     c.rtx_floor = c.last_out_seq + 1
+    c.gap_floor = c.rtx_floor
+
+
+cdef inline void consumer_switch_encoding(CConsumer *c, int enc) noexcept nogil:
+    """Forward another encoding of the same producer from now on (its key frame is the current packet):
+    numbering continues after the last number used; what was sent before stays retransmittable from
+    the history of the encoding it came from (SentEntry.enc); no late packet of the old one fills in."""
+    c.enc_cur = enc
+    c.resync = 1
+    c.gap_floor = c.last_out_seq + 1
 
 
 cdef struct Fan:
@@ -120,6 +132,13 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
     for k in range(f.goff[g], f.goff[g] + f.gcnt[g]):
         e = &f.pend[f.gidx[k]]
         # decide first, then apply (the simulcast layer selector plugs in here)
+        if e.e.index != c.enc_cur:
+            # another encoding of the producer: the consumer's only at a key frame of its target, where
+            # it switches; otherwise not its stream (no drop: its numbering is another encoding's)
+            if e.e.index != c.enc_target or not e.key or c.paused:
+                continue
+            consumer_switch_encoding(c, c.enc_target)
+            c.wait_keyframe = 0
         if e.empty:
             # Padding-only packets are the publisher's bandwidth probes for its link to the node; passed
             # on they cost subscribers bytes, and an empty Opus payload stops aiortc's decoder for good.

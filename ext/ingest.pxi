@@ -1,17 +1,51 @@
-# Ingest: the producer side of an RTP packet (unprotect, transport-cc arrival, producer lookup, extended
-# numbering, upstream NACK gaps, key frame detection, the NACK history ring), then it waits in the fan-out
-# queue (fanout.pxi) with the batch's other packets.
+# Ingest: the producer side of an RTP packet. From a transport: unprotect, transport-cc arrival, the
+# encoding by SSRC (or learned from the mid/rid header extensions: ingest_bind). Then, for any producer
+# (ingest_encoding, also the Python-fed one): extended numbering, upstream NACK gaps, key frame
+# detection, the encoding's NACK history ring; the packet then waits in the fan-out queue (fanout.pxi)
+# with the batch's other packets.
+
+
+cdef CEncoding *ingest_bind(Core *w, CTransport *t, const uint8_t *buf, const RtpHeader *h) noexcept nogil:
+    """An SSRC nobody has: if its packet names a mid and rid (RFC 8852; Chromium sends them on each
+    stream's first ~20 packets only) matching a not yet bound encoding of a producer of this transport,
+    that encoding gets the SSRC, here in the core (no Python round trip before its packets flow)."""
+    cdef char mid[NAME_LEN]
+    cdef char rid[NAME_LEN]
+    cdef char rrid[NAME_LEN]
+    cdef CProducer *p
+    cdef CEncoding *e
+    cdef Event *ev
+    cdef int i, k
+    if rtp_ext_string(buf, h, t.ext.mid, mid, NAME_LEN) <= 0:
+        return NULL
+    rtp_ext_string(buf, h, t.ext.rid, rid, NAME_LEN)
+    if rtp_ext_string(buf, h, t.ext.rrid, rrid, NAME_LEN) > 0 and rid[0] == 0:
+        return NULL                    # a repair (RTX) stream: not forwarded
+    for i in range(t.producers.n):
+        p = <CProducer *>t.producers.items[i]
+        if strcmp(p.mid, mid) != 0:
+            continue
+        for k in range(p.nenc):
+            e = &p.enc[k]
+            if not e.bound and strcmp(e.rid, rid) == 0:
+                if map_put(&w.producers, h.ssrc, e) != 0:
+                    return NULL
+                e.ssrc = h.ssrc
+                e.bound = 1
+                ev = core_event(w, EV_ENCODING_BOUND, t.id, p.id, h.ssrc)
+                if ev != NULL:
+                    strcpy(ev.mid, mid)
+                    strcpy(ev.rid, rid)
+                return e
+        return NULL
+    return NULL
+
 
 cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t now) noexcept nogil:
-    """Producer side of one RTP packet (unprotect, numbering, key frame, NACK history); the packet
-    then waits in pend[] so that the batch's packets of one producer fan out together (GSO).
-    Returns 1 if it was queued for fan-out."""
+    """One RTP packet from a transport; returns 1 if it was queued for fan-out."""
     cdef RtpHeader h
-    cdef CProducer *p
-    cdef Vp8Desc vp8
-    cdef Pending *e
-    cdef int st, i, key = 0, tid = -1, slot, lost
-    cdef int64_t seq, ts
+    cdef CEncoding *e
+    cdef int st
     cdef uint32_t twseq
     if t.rx != NULL:
         st = srtp_unprotect(t.rx, buf, length)
@@ -30,57 +64,74 @@ cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t no
         if tcc_record(t.tcc, <uint16_t>twseq, now // 1000) == TCC_FULL:
             send_tcc(w, t, now)
             tcc_record(t.tcc, <uint16_t>twseq, now // 1000)
-    p = <CProducer *>map_get(&w.producers, h.ssrc)
-    if p == NULL:
-        t.drops[DROP_UNKNOWN_SSRC] += 1
-        w.drops[DROP_UNKNOWN_SSRC] += 1
-        event_names_from(core_event(w, EV_UNKNOWN_SSRC, t.id, 0, h.ssrc), buf, &h, &t.ext)
-        return 0
-    if p.transport != t:
+    e = <CEncoding *>map_get(&w.producers, h.ssrc)
+    if e == NULL:
+        e = ingest_bind(w, t, buf, &h)
+        if e == NULL:
+            t.drops[DROP_UNKNOWN_SSRC] += 1
+            w.drops[DROP_UNKNOWN_SSRC] += 1
+            event_names_from(core_event(w, EV_UNKNOWN_SSRC, t.id, 0, h.ssrc), buf, &h, &t.ext)
+            return 0
+    if e.producer.transport != t:
         t.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
         w.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
         return 0
-    p.c.packets_in += 1
-    p.c.bytes_in += length
-    t.tcc_media_ssrc = p.ssrc
-    if not p.have_seq:
-        p.have_seq = 1
-        p.ext_seq = (<int64_t>1 << 32) + h.seq
-        p.ext_ts = (<int64_t>1 << 40) + h.timestamp
-        seq = p.ext_seq
-        ts = p.ext_ts
+    t.tcc_media_ssrc = e.ssrc
+    return ingest_encoding(w, e, buf, length, &h, now)
+
+
+cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, const RtpHeader *h,
+                         int64_t now) noexcept nogil:
+    """Numbering, key frame, NACK history of one parsed packet of encoding e; the packet then waits in
+    the fan-out queue so that the batch's packets of one producer fan out together (GSO). Returns 1."""
+    cdef CProducer *p = e.producer
+    cdef CConsumer *c
+    cdef Vp8Desc vp8
+    cdef Pending *q
+    cdef int i, key = 0, tid = -1, slot, lost
+    cdef int64_t seq, ts
+    e.c.packets_in += 1
+    e.c.bytes_in += length
+    if not e.have_seq:
+        e.have_seq = 1
+        e.ext_seq = (<int64_t>1 << 32) + h.seq
+        e.ext_ts = (<int64_t>1 << 40) + h.timestamp
+        seq = e.ext_seq
+        ts = e.ext_ts
     else:
-        seq = ext_seq16(p.ext_seq, h.seq)
-        ts = ext_ts32(p.ext_ts, h.timestamp)
-        if seq - p.ext_seq > 3000 or p.ext_seq - seq > 3000:
+        seq = ext_seq16(e.ext_seq, h.seq)
+        ts = ext_ts32(e.ext_ts, h.timestamp)
+        if seq - e.ext_seq > 3000 or e.ext_seq - seq > 3000:
             # the source restarted with new numbering: what is queued goes out with the old mapping,
-            # then consumers continue from where they were
+            # then the encoding's consumers continue from where they were
             fanout_pending(w, now)
-            p.restarts += 1
-            p.ext_seq = seq
-            p.ext_ts = ts
+            e.restarts += 1
+            e.ext_seq = seq
+            e.ext_ts = ts
             for i in range(p.consumers.n):
-                consumer_resync(<CConsumer *>p.consumers.items[i])
+                c = <CConsumer *>p.consumers.items[i]
+                if c.enc_cur == e.index:
+                    consumer_resync(c)
             for i in range(HIST_SLOTS):
-                p.hist_seq[i] = -1
-            p.nnack = 0
-            core_event(w, EV_PRODUCER_RESTART, t.id, p.id, h.ssrc)
-        elif seq > p.ext_seq:
-            if seq > p.ext_seq + 1 and nack_enabled(p.codec):
+                e.hist_seq[i] = -1
+            e.nnack = 0
+            core_event(w, EV_PRODUCER_RESTART, p.transport.id if p.transport != NULL else 0, p.id, e.ssrc)
+        elif seq > e.ext_seq:
+            if seq > e.ext_seq + 1 and p.transport != NULL and nack_enabled(p.codec):
                 # a gap: NACKed at the end of this batch unless reordering fills it first
-                lost = nack_add_gap(p.nack, &p.nnack, p.ext_seq + 1, seq, now)
+                lost = nack_add_gap(e.nack, &e.nnack, e.ext_seq + 1, seq, now)
                 if lost:
-                    p.nack_gave_up += lost
-                    request_keyframe(w, p, now)
-                if p.nnack and not p.nack_listed and plist_add(&w.nack_producers, p) == 0:
-                    p.nack_listed = 1
-            p.ext_seq = seq
-            p.ext_ts = ts
-        elif seq < p.ext_seq and p.nnack:
+                    e.nack_gave_up += lost
+                    request_keyframe(w, e, now)
+                if e.nnack and not e.nack_listed and plist_add(&w.nack_encodings, e) == 0:
+                    e.nack_listed = 1
+            e.ext_seq = seq
+            e.ext_ts = ts
+        elif seq < e.ext_seq and e.nnack:
             # late (reordered or a retransmission on the same SSRC): forwarded below like any
             # packet, with the consumers' mapped seq (out = in + offset)
-            if nack_arrived(p.nack, &p.nnack, seq) > 0:
-                p.nack_recovered += 1
+            if nack_arrived(e.nack, &e.nnack, seq) > 0:
+                e.nack_recovered += 1
     if p.codec == CODEC_VP8:
         if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
             key = vp8.keyframe
@@ -88,22 +139,23 @@ cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t no
     elif p.codec == CODEC_H264:
         key = h264_keyframe(buf + h.header_len, h.payload_len) == 1
     if key:
-        p.keyframes += 1
+        e.keyframes += 1
     slot = <int>(seq % HIST_SLOTS)
-    if length <= HIST_SLOT and p.hist_seq[slot] != seq:
+    if length <= HIST_SLOT and e.hist_seq[slot] != seq:
         # the first copy of a seq stays: a NACK resends exactly the bytes sent under that number
-        memcpy(p.hist + slot * HIST_SLOT, buf, length)
-        p.hist_len[slot] = length
-        p.hist_seq[slot] = seq
-    e = &w.fan.pend[w.fan.npend]
+        memcpy(e.hist + slot * HIST_SLOT, buf, length)
+        e.hist_len[slot] = length
+        e.hist_seq[slot] = seq
+    q = &w.fan.pend[w.fan.npend]
     w.fan.npend += 1
-    e.p = p
-    e.buf = buf
-    e.length = length
-    e.seq = seq
-    e.ts = ts
-    e.key = key
-    e.tid = tid
-    e.in_order = seq == p.ext_seq
-    e.empty = h.payload_len == 0
+    q.p = p
+    q.e = e
+    q.buf = buf
+    q.length = length
+    q.seq = seq
+    q.ts = ts
+    q.key = key
+    q.tid = tid
+    q.in_order = seq == e.ext_seq
+    q.empty = h.payload_len == 0
     return 1

@@ -60,7 +60,7 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
     cdef const uint8_t *p
     cdef const uint8_t *b
     cdef CConsumer *c
-    cdef CProducer *prod
+    cdef CEncoding *enc
     cdef uint64_t ntp = 0, bitrate
     if t.rx != NULL:
         st = srtcp_unprotect(t.rx, buf, length)
@@ -82,11 +82,11 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
         off += 4 * (rd16(p + 2) + 1)
         b = p + 4
         if pt == RTCP_SR and blen >= 24 + 24 * count:
-            prod = <CProducer *>map_get(&w.producers, rd32(b))
-            if prod != NULL and prod.transport == t:
-                prod.sr_ntp = (<uint64_t>rd32(b + 4) << 32) | rd32(b + 8)
-                prod.sr_rtp_ts = rd32(b + 12)
-                prod.sr_count += 1
+            enc = <CEncoding *>map_get(&w.producers, rd32(b))
+            if enc != NULL and enc.producer.transport == t:
+                enc.sr_ntp = (<uint64_t>rd32(b + 4) << 32) | rd32(b + 8)
+                enc.sr_rtp_ts = rd32(b + 12)
+                enc.sr_count += 1
             if count and ntp == 0:
                 ntp = ntp_now()
             for i in range(count):
@@ -117,7 +117,8 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
                 rtcp_nack(w, c, b + 8, blen - 8, now)
             elif pt == RTCP_PSFB and (count == 1 or count == 4):
                 c.plis += 1
-                request_keyframe(w, c.producer, now)
+                # the target's key frame: it repairs the current stream and completes a pending switch
+                request_keyframe(w, &c.producer.enc[c.enc_target], now)
 
 
 cdef void send_tcc(Core *w, CTransport *t, int64_t now) noexcept nogil:
@@ -136,12 +137,12 @@ cdef void send_tcc(Core *w, CTransport *t, int64_t now) noexcept nogil:
     t.tcc_last_fb_ns = now
 
 
-cdef void send_nacks(Core *w, CProducer *p, int64_t now) noexcept nogil:
-    """NACK what is due, give up on what expired (then a key frame request lets consumers
-    recover)."""
+cdef void send_nacks(Core *w, CEncoding *p, int64_t now) noexcept nogil:
+    """NACK what is due for encoding p, give up on what expired (then a key frame request lets
+    consumers recover)."""
     cdef int64_t seqs[NACK_MAX]
     cdef int64_t retry = NACK_MIN_RETRY_NS
-    cdef CTransport *t = p.transport
+    cdef CTransport *t = p.producer.transport
     cdef int nseq, gave_up
     cdef uint8_t *b
     if t.rtt_ms * 1000000.0 > retry:
@@ -154,7 +155,7 @@ cdef void send_nacks(Core *w, CProducer *p, int64_t now) noexcept nogil:
             p.nack_seqs_requested += nseq
     if gave_up:
         p.nack_gave_up += gave_up
-        if p.codec == CODEC_VP8 or p.codec == CODEC_H264:
+        if p.producer.codec == CODEC_VP8 or p.producer.codec == CODEC_H264:
             request_keyframe(w, p, now)
 
 
@@ -162,14 +163,14 @@ cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
     """Upstream feedback of the draining thread: NACKs due, transport-cc every TCC_INTERVAL_NS."""
     cdef int i
     cdef CTransport *t
-    cdef CProducer *p
+    cdef CEncoding *p
     i = 0
-    while i < w.nack_producers.n:
-        p = <CProducer *>w.nack_producers.items[i]
+    while i < w.nack_encodings.n:
+        p = <CEncoding *>w.nack_encodings.items[i]
         send_nacks(w, p, now)
         if p.nnack == 0:
             p.nack_listed = 0
-            plist_del(&w.nack_producers, p)    # the last item moves to i
+            plist_del(&w.nack_encodings, p)    # the last item moves to i
         else:
             i += 1
     for i in range(w.tcc_transports.n):
@@ -178,10 +179,12 @@ cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
             send_tcc(w, t, now)
 
 
-cdef int request_keyframe(Core *w, CProducer *p, int64_t now) noexcept nogil:
-    """PLI to the producer's sender, at most one per PLI_INTERVAL_NS; 1 if sent."""
+cdef int request_keyframe(Core *w, CEncoding *p, int64_t now) noexcept nogil:
+    """PLI to the sender of encoding p, at most one per PLI_INTERVAL_NS; 1 if sent."""
     cdef uint8_t *b
-    cdef CTransport *t = p.transport
+    cdef CTransport *t = p.producer.transport
+    if not p.bound:
+        return 0                         # no SSRC to name yet: its first packets start with a key frame
     if now - p.last_pli_ns < PLI_INTERVAL_NS:
         p.pli_limited += 1
         w.drops[DROP_PLI_RATE_LIMITED] += 1
@@ -193,7 +196,7 @@ cdef int request_keyframe(Core *w, CProducer *p, int64_t now) noexcept nogil:
     if not rtcp_send(w, t, b, rtcp_write_pli(b, w.rtcp_ssrc, p.ssrc)):
         return 0
     p.pli_forwarded += 1
-    core_event(w, EV_KEYFRAME_REQUESTED, t.id, p.id, p.ssrc)
+    core_event(w, EV_KEYFRAME_REQUESTED, t.id, p.producer.id, p.ssrc)
     return 1
 
 

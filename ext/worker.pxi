@@ -16,7 +16,7 @@ cdef struct Core:
     int mu_ready
     sockaddr_in send_addr  # destination of send()'s datagram
     U64Map by_addr
-    U64Map producers
+    U64Map producers           # SSRC -> CEncoding*
     U64Map consumers
     mmsghdr rmsg[RECV_BATCH]
     iovec riov[RECV_BATCH]
@@ -42,7 +42,7 @@ cdef struct Core:
     uint64_t next_id
     uint32_t rtcp_ssrc
     PtrList tcc_transports     # CTransport* with a transport-cc ring
-    PtrList nack_producers     # CProducer* with missing seqs to NACK
+    PtrList nack_encodings     # CEncoding* with missing seqs to NACK
 
 
 cdef class NativeWorker:
@@ -163,7 +163,7 @@ cdef class NativeWorker:
         map_free(&self.core.producers)
         map_free(&self.core.consumers)
         plist_free(&self.core.tcc_transports)
-        plist_free(&self.core.nack_producers)
+        plist_free(&self.core.nack_encodings)
         if self.core.mu_ready:
             pthread_mutex_destroy(&self.core.mu)
         free(self.core)
@@ -297,43 +297,89 @@ cdef class NativeWorker:
         finally:
             self._unlock()
 
-    def create_producer(self, Transport transport, unsigned int ssrc, str codec="vp8"):
-        cdef Producer p
+    def create_producer(self, Transport transport, unsigned int ssrc=0, str codec="vp8", *, str mid="",
+                        list encodings=None):
+        """A track (one mid) received on transport: encodings is [(rid, ssrc)] (at most MAX_ENCODINGS,
+        ssrc 0 while not known); without it one encoding (rid "", ssrc). An encoding with ssrc 0 is
+        bound in the core when a packet on this transport names mid and its rid (header extensions;
+        an ``encoding_bound`` MediaEvent tells Python)."""
         self._lock()
         try:
             self._check_transport(transport)
-            if map_get(&self.core.producers, ssrc) != NULL:
-                raise ValueError("SSRC %d already produced on this worker" % ssrc)
-            p = Producer()
-            p.transport = transport
-            p.codec = codec.lower()
-            p.p.codec = _CODECS.get(p.codec, CODEC_OTHER)
-            p.p.ssrc = ssrc
-            p.p.transport = transport.t
-            if map_put(&self.core.producers, ssrc, p.p) != 0:
-                raise MemoryError()
-            p.p.id = self.core.next_id
-            self.core.next_id += 1
-            self._producers[p.p.id] = p
+            return self._new_producer(transport, codec, mid, [("", ssrc)] if encodings is None else encodings,
+                                      ssrc)
         finally:
             self._unlock()
+
+    cdef Producer _new_producer(self, Transport transport, str codec, str mid, list encodings,
+                                unsigned int ssrc):
+        cdef Producer p
+        cdef bytes m = mid.encode()
+        if encodings is not None and ssrc and encodings != [("", ssrc)]:
+            raise ValueError("give either ssrc or encodings")
+        if not 1 <= len(encodings) <= MAX_ENCODINGS:
+            raise ValueError("1 to %d encodings" % MAX_ENCODINGS)
+        if len(m) >= NAME_LEN:
+            raise ValueError("mid too long: %r" % mid)
+        rids, ssrcs = set(), set()
+        for rid, s in encodings:
+            if rid in rids or (s and s in ssrcs):
+                raise ValueError("encodings repeat a rid or an SSRC")
+            rids.add(rid)
+            ssrcs.add(s)
+            if s and map_get(&self.core.producers, s) != NULL:
+                raise ValueError("SSRC %d already produced on this worker" % s)
+            if not s and (transport is None or not mid):
+                raise ValueError("an encoding without SSRC needs a mid to be learned by")
+        p = Producer()
+        p.transport = transport
+        p.codec = codec.lower()
+        p.mid = mid
+        p.p.codec = _CODECS.get(p.codec, CODEC_OTHER)
+        p.p.transport = transport.t if transport is not None else NULL
+        memcpy(p.p.mid, <const char *>m, len(m))
+        p.p.mid[len(m)] = 0
+        for rid, s in encodings:
+            p._add_encoding(rid, s)
+        for i in range(p.p.nenc):
+            if p.p.enc[i].bound and map_put(&self.core.producers, p.p.enc[i].ssrc, &p.p.enc[i]) != 0:
+                for k in range(i):
+                    if p.p.enc[k].bound:
+                        map_del(&self.core.producers, p.p.enc[k].ssrc)
+                raise MemoryError()
+        if transport is not None and plist_add(&transport.t.producers, p.p) != 0:
+            for k in range(p.p.nenc):
+                if p.p.enc[k].bound:
+                    map_del(&self.core.producers, p.p.enc[k].ssrc)
+            raise MemoryError()
+        p.p.id = self.core.next_id
+        self.core.next_id += 1
+        self._producers[p.p.id] = p
         return p
 
     def close_producer(self, Producer p):
         """Close a producer and its consumers (a second call does nothing)."""
+        cdef CEncoding *e
+        cdef int i
         self._lock()
         try:
             if p is None or self._producers.get(p.p.id) is not p:
                 return
             for c in [c for c in self._consumers.values() if (<Consumer>c).producer is p]:
                 self.close_consumer(c)
-            map_del(&self.core.producers, p.p.ssrc)
-            if p.p.nack_listed:
-                plist_del(&self.core.nack_producers, p.p)
-                p.p.nack_listed = 0
-            p.p.nnack = 0
-            if p.p.transport.rx != NULL:
-                srtp_stream_del(p.p.transport.rx, p.p.ssrc)
+            for i in range(p.p.nenc):
+                e = &p.p.enc[i]
+                if e.nack_listed:
+                    plist_del(&self.core.nack_encodings, e)
+                    e.nack_listed = 0
+                e.nnack = 0
+                if e.bound:
+                    if map_get(&self.core.producers, e.ssrc) == <void *>e:
+                        map_del(&self.core.producers, e.ssrc)
+                    if p.p.transport != NULL and p.p.transport.rx != NULL:
+                        srtp_stream_del(p.p.transport.rx, e.ssrc)
+            if p.p.transport != NULL:
+                plist_del(&p.p.transport.producers, p.p)
             self._producers.pop(p.p.id, None)
         finally:
             self._unlock()
@@ -409,19 +455,49 @@ cdef class NativeWorker:
             c.producer = p
             c.c.producer = p.p
             consumer_resync(c.c)
+            if c.c.enc_target >= p.p.nenc:
+                c.c.enc_target = 0
+            c.c.enc_cur = c.c.enc_target   # the same encoding index if the new producer has it
             if p.p.codec in (CODEC_VP8, CODEC_H264):
                 c.c.wait_keyframe = 1
         finally:
             self._unlock()
 
-    def request_keyframe(self, Producer p):
-        """Send a PLI to the producer now (subject to the 500 ms limit); returns True if sent."""
-        cdef int r
+    def set_target_encoding(self, Consumer c, int encoding):
+        """Switch the consumer to another encoding of its producer at that encoding's next key frame
+        (a PLI asks for one now); until then it forwards the current one. Numbering stays continuous.
+        A consumer that has sent nothing yet switches at once."""
+        cdef CConsumer *x = c.c if c is not None else NULL
+        self._lock()
+        try:
+            self._check_consumer(c)
+            if not 0 <= encoding < x.producer.nenc:
+                raise ValueError("the producer has %d encoding(s)" % x.producer.nenc)
+            x.enc_target = encoding
+            if encoding == x.enc_cur:
+                return
+            if not x.have_out:
+                x.enc_cur = encoding
+                return
+            with nogil:
+                request_keyframe(self.core, &x.producer.enc[encoding], now_ns())
+                core_flush(self.core)
+        finally:
+            self._unlock()
+
+    def request_keyframe(self, Producer p, int encoding=-1):
+        """Send a PLI for one encoding of the producer (-1: each whose SSRC is known) now, subject to the
+        500 ms limit per encoding; returns True if one was sent."""
+        cdef int r = 0, i
         self._lock()
         try:
             self._check_producer(p)
+            if not -1 <= encoding < p.p.nenc:
+                raise ValueError("the producer has %d encoding(s)" % p.p.nenc)
             with nogil:
-                r = request_keyframe(self.core, p.p, now_ns())
+                for i in range(p.p.nenc):
+                    if encoding == -1 or encoding == i:
+                        r |= request_keyframe(self.core, &p.p.enc[i], now_ns())
                 core_flush(self.core)
         finally:
             self._unlock()

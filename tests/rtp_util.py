@@ -65,10 +65,17 @@ class Peer:
             down = (os.urandom(kl), os.urandom(sl))    # worker -> peer
             self.tx = session(prof, *up, True)
             self.rx = session(prof, *down, False)
+            self._down = (prof, down)
             self.transport = worker.create_transport(name, up[0], up[1], down[0], down[1], ext_ids)
         worker.bind_transport(self.transport, *self.sock.getsockname())
         self.worker = worker
         self.dest = worker.address if hasattr(worker, "address") else worker.local_address
+
+    def fresh_rx(self):
+        """A new inbound SRTP session with this peer's keys: reads a retransmission that the replay
+        window of self.rx refuses (same index as the original, by design)."""
+        prof, down = self._down
+        return session(prof, *down, False)
 
     def send_rtp(self, plain):
         self.sock.sendto(self.tx.protect(plain) if self.tx else plain, self.dest)

@@ -328,6 +328,10 @@ class RoomManager:
         self.bus = bus
         self.notifier = notifier
         self.live: dict[str, LiveRoom] = {}
+        self.unknown_ssrc_events = 0
+        self.media_event_handlers = {"encoding_bound": self._encoding_bound, "unknown_ssrc": self._unknown_ssrc,
+                                     "keyframe_requested": self._keyframe_requested,
+                                     "producer_restart": self._producer_restart}
         if server is not None:
             server.event_handlers.append(self._on_media_event)
 
@@ -368,17 +372,48 @@ class RoomManager:
         for live in list(self.live.values()):
             await live.end(reason)
 
+    # -- native media events: one handler per kind the core emits (MediaEvent's docstring lists them) -
     def _on_media_event(self, event: Any) -> None:
-        if getattr(event, "kind", None) != "unknown_ssrc" or not event.mid:
+        handler = self.media_event_handlers.get(event.kind)
+        if handler is None:
+            log.warning("media event of unknown kind %r", event.kind)
             return
+        handler(event)
+
+    def _find_producer(self, native_id: int) -> tuple[LiveRoom, Producer] | tuple[None, None]:
         for live in self.live.values():
-            if live.media is None:
-                continue
-            producer = live.media.router.learn_ssrc(event.transport_id, event.ssrc, event.mid)
-            if producer is not None:
-                asyncio.ensure_future(live.media.producer_learned(producer))
-                return
+            if live.media is not None:
+                p = live.media.router.by_native_id(native_id)
+                if p is not None:
+                    return live, p
+        return None, None
+
+    def _encoding_bound(self, event: Any) -> None:
+        for live in self.live.values():
+            if live.media is not None:
+                producer = live.media.router.encoding_bound(event.producer_id, event.ssrc)
+                if producer is not None:
+                    asyncio.ensure_future(live.media.producer_learned(producer))
+                    return
+
+    def _unknown_ssrc(self, event: Any) -> None:
+        # Not a producer's (a repair stream, a mid nobody published, a stale sender): the core dropped it.
+        self.unknown_ssrc_events += 1
+        log.debug("unknown ssrc transport=%s ssrc=%s mid=%r rid=%r", event.transport_id, event.ssrc, event.mid,
+                  event.rid)
+
+    def _keyframe_requested(self, event: Any) -> None:
+        _, p = self._find_producer(event.producer_id)
+        if p is not None:
+            p.keyframes_requested += 1
+
+    def _producer_restart(self, event: Any) -> None:
+        live, p = self._find_producer(event.producer_id)
+        if p is not None:
+            p.restarts += 1
+            log.info("producer restarted its numbering room=%s producer=%s ssrc=%s", live.room.room_id,
+                     p.producer_id, event.ssrc)
 
     def stats(self) -> dict[str, int]:
-        return {"live_rooms": len(self.live),
+        return {"live_rooms": len(self.live), "unknown_ssrc_events": self.unknown_ssrc_events,
                 "live_participants": sum(len(r.participants) for r in self.live.values())}

@@ -70,18 +70,24 @@ class RoomMedia:
         p.media.publish_transports.append(t)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
                             tr.mid, tr.ssrc, t) for tr in plan.tracks]
-        t.on_connected = lambda tr: asyncio.ensure_future(self._publish_connected(p, tr, pending))
+        t.on_connected = lambda tr: self._publish_connected(p, tr, pending)
         t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
         return sdp.write_answer(offer, ice_ufrag=t.ufrag, ice_pwd=t.pwd, fingerprint=self.server.fingerprint,
                                 ip=self.server.announced_ip, port=self.server.port, accepted=plan.accepted)
 
-    async def _publish_connected(self, p: "Participant", t: WebRtcTransport, pending: list[Producer]) -> None:
+    def _publish_connected(self, p: "Participant", t: WebRtcTransport, pending: list[Producer]) -> None:
+        """Open the producers at once, in the same step as the transport (a track without a=ssrc is
+        bound by the MID extension of its first packets, which must not arrive before its producer);
+        announcing them waits for the loop."""
         if not self.room.has(p) or t.state != "connected":
             return
         for producer in pending:
             self.router.create_producer(producer)
-        for producer in pending:
-            if producer.live:
+        asyncio.ensure_future(self._announce([x for x in pending if x.live]))
+
+    async def _announce(self, producers: list[Producer]) -> None:
+        for producer in producers:
+            if self.producers.get(producer.producer_id) is producer:
                 await self.room.stream_live(producer)
 
     async def producer_learned(self, producer: Producer) -> None:

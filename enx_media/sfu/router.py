@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .worker import Worker
 
@@ -23,8 +23,9 @@ PLI_WINDOW_S = 0.5
 
 @dataclass(eq=False)
 class Producer:
-    """A published track (one mid of a publish transport). `native` exists once its SSRC is known: from
-    the offer's a=ssrc lines, or learned from the MID header extension of its first packets."""
+    """A published track (one mid of a publish transport). It is live once its SSRC is known: from the
+    offer's a=ssrc lines, or bound by the core from the MID header extension of its first packets (the
+    `encoding_bound` event)."""
     producer_id: str
     participant_id: str
     kind: str
@@ -34,11 +35,13 @@ class Producer:
     transport: Any                  # webrtc.server.WebRtcTransport
     native: Any = None
     paused: bool = False
+    keyframes_requested: int = 0    # PLIs the core sent upstream for it
+    restarts: int = 0               # times its sender restarted its numbering
     last_keyframe_request: float = field(default=0.0, repr=False)
 
     @property
     def live(self) -> bool:
-        return self.native is not None
+        return self.native is not None and self.ssrc is not None
 
 
 @dataclass(eq=False)
@@ -55,24 +58,27 @@ class Consumer:
 class Router:
     """Producers and consumers of one room on one worker."""
 
-    def __init__(self, worker: Worker, on_producer_ready: Callable[[Producer], None] | None = None):
+    def __init__(self, worker: Worker):
         self.worker = worker
         self.producers: dict[str, Producer] = {}
         self.consumers: list[Consumer] = []
-        self.on_producer_ready = on_producer_ready   # a producer's SSRC became known after its creation
 
     # -- producers ----------------------------------------------------------------------------------
     def create_producer(self, producer: Producer) -> Producer:
+        """Open the producer in the core; without an SSRC the core binds it from the MID extension."""
         self.producers[producer.producer_id] = producer
-        if producer.ssrc is not None:
-            self._open_native(producer)
+        try:
+            producer.native = self.worker.create_producer(producer.transport.native, producer.ssrc or 0,
+                                                          producer.codec, mid=producer.mid)
+        except ValueError as exc:
+            log.warning("producer refused producer=%s: %s", producer.producer_id, exc)
         return producer
 
-    def _open_native(self, p: Producer) -> None:
-        try:
-            p.native = self.worker.create_producer(p.transport.native, p.ssrc, p.codec)
-        except ValueError as exc:
-            log.warning("producer refused producer=%s: %s", p.producer_id, exc)
+    def by_native_id(self, native_id: int) -> Producer | None:
+        for p in self.producers.values():
+            if p.native is not None and p.native.id == native_id:
+                return p
+        return None
 
     def close_producer(self, p: Producer) -> None:
         """Close the producer and every consumer of it."""
@@ -84,16 +90,14 @@ class Router:
             self.worker.close_producer(p.native)
             p.native = None
 
-    def learn_ssrc(self, transport_id: int, ssrc: int, mid: str) -> Producer | None:
-        """An SSRC the core did not know arrived on a transport with a MID header extension: if it
-        names one of this router's producers still waiting for its SSRC, that producer opens now."""
-        for p in self.producers.values():
-            if (p.ssrc is None and p.mid == mid and p.transport.native is not None
-                    and p.transport.native.id == transport_id):
-                p.ssrc = ssrc
-                self._open_native(p)
-                return p if p.live else None
-        return None
+    def encoding_bound(self, native_id: int, ssrc: int) -> Producer | None:
+        """The core bound an SSRC to one of this router's producers (it had none from the SDP): the
+        producer is live from now on. None if the producer is not this router's or was live already."""
+        p = self.by_native_id(native_id)
+        if p is None or p.ssrc is not None:
+            return None
+        p.ssrc = ssrc
+        return p
 
     def set_paused(self, p: Producer, paused: bool) -> None:
         """Stop or resume forwarding to every consumer of p (a server mute)."""

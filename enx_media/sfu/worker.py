@@ -65,8 +65,12 @@ class Worker:
     def close_transport(self, transport) -> None:
         self.native.close_transport(transport)
 
-    def create_producer(self, transport, ssrc: int, codec: str = "vp8"):
-        return self.native.create_producer(transport, ssrc, codec)
+    def create_producer(self, transport, ssrc: int = 0, codec: str = "vp8", *, mid: str = "",
+                        encodings: Optional[list] = None):
+        """A track received on transport. encodings: [(rid, ssrc)] (up to 3, ssrc 0 while unknown: the
+        core learns it from the mid/rid header extensions and emits an ``encoding_bound`` event);
+        without it one encoding (rid "", ssrc)."""
+        return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings)
 
     def close_producer(self, producer) -> None:
         self.native.close_producer(producer)
@@ -81,8 +85,13 @@ class Worker:
     def switch_producer(self, consumer, producer) -> None:
         self.native.switch_producer(consumer, producer)
 
-    def request_keyframe(self, producer) -> bool:
-        return self.native.request_keyframe(producer)
+    def set_target_encoding(self, consumer, encoding: int) -> None:
+        """Switch the consumer to the producer's encoding index at its next key frame (PLI sent now)."""
+        self.native.set_target_encoding(consumer, encoding)
+
+    def request_keyframe(self, producer, encoding: int = -1) -> bool:
+        """PLI for one encoding (-1: all known ones), rate-limited per encoding; True if one was sent."""
+        return self.native.request_keyframe(producer, encoding)
 
     def run_timers(self) -> None:
         """Upstream feedback that is due (NACK retries, transport-cc)."""

@@ -15,6 +15,10 @@ def test_every_class_and_function():
     assert isinstance(p, _core.Producer) and p.stats["consumers"] == 0
     c = w.create_consumer(t, p, 2, 111, 48000)
     assert isinstance(c, _core.Consumer) and p.stats["consumers"] == 1 and c.stats["packets_out"] == 0
+    assert p.encodings[0]["ssrc"] == 1 and (c.encoding, c.target_encoding) == (0, 0)
+    w.set_target_encoding(c, 0)
+    sim = w.create_producer(t, codec="vp8", mid="v", encodings=[("q", 0), ("h", 3)])
+    assert [e["ssrc"] for e in sim.encodings] == [0, 3]
     assert w.drain() == ([], []) and w.wait(0) is False
     w.send_transport_feedback()
     w.run_timers()

@@ -35,15 +35,15 @@ def test_producer_learns_its_ssrc_from_mid_and_feeds_consumers():
         sub = Peer(worker, PLAIN)
         pub_t, sub_t = SimpleNamespace(native=pub.transport), SimpleNamespace(native=sub.transport)
         producer = router.create_producer(Producer("p1", "alice", "video", "vp8", "v0", None, pub_t))
-        assert not producer.live and router.create_consumer(producer, sub_t, "bob", 0x1234, 96, 90000) is None
+        assert not producer.live
 
         pub.send_rtp(rtp(1, 3000, 0xAB01, payload=vp8(b"k" * 100, key=True), ext=[(MID_EXT, b"v0")]))
         for _ in range(20):
             worker.poll_once(5)
             if events:
                 break
-        learned = [router.learn_ssrc(e.transport_id, e.ssrc, e.mid) for e in events if e.kind == "unknown_ssrc"]
-        assert learned == [producer] and producer.ssrc == 0xAB01 and producer.live
+        bound = [router.encoding_bound(e.producer_id, e.ssrc) for e in events if e.kind == "encoding_bound"]
+        assert bound == [producer] and producer.ssrc == 0xAB01 and producer.live
 
         consumer = router.create_consumer(producer, sub_t, "bob", 0x1234, 96, 90000)
         assert consumer is not None and worker.stats["consumers"] == 1
@@ -69,23 +69,33 @@ def test_producer_learns_its_ssrc_from_mid_and_feeds_consumers():
     asyncio.run(scenario())
 
 
-def test_learn_ssrc_ignores_other_transports_and_known_ssrcs():
+def test_encoding_bound_only_concerns_the_routers_waiting_producers():
     async def scenario():
         worker = Worker("127.0.0.1", 0)
-        router = Router(worker)
+        router, other = Router(worker), Router(worker)
         a = Peer(worker, PLAIN, ext_ids={"mid": MID_EXT})
-        b = Peer(worker, PLAIN, ext_ids={"mid": MID_EXT})
         known = router.create_producer(Producer("k", "alice", "audio", "opus", "a0", 0x5555,
                                                 SimpleNamespace(native=a.transport)))
         waiting = router.create_producer(Producer("w", "alice", "video", "vp8", "v0", None,
                                                   SimpleNamespace(native=a.transport)))
         assert known.live and not waiting.live
-        assert router.learn_ssrc(b.transport.id, 0x7777, "v0") is None       # another transport's mid
-        assert router.learn_ssrc(a.transport.id, 0x7777, "a0") is None       # its SSRC came from the SDP
-        assert router.learn_ssrc(a.transport.id, 0x7777, "v0") is waiting and waiting.ssrc == 0x7777
+        assert other.encoding_bound(waiting.native.id, 0x7777) is None       # another room's producer
+        assert router.encoding_bound(known.native.id, 0x7777) is None        # its SSRC came from the SDP
+        assert router.encoding_bound(waiting.native.id, 0x7777) is waiting and waiting.ssrc == 0x7777
         router.close()
         assert worker.stats["producers"] == 0
         a.close()
-        b.close()
         worker.stop()
     asyncio.run(scenario())
+
+
+def test_every_native_event_kind_has_a_handler(tmp_path):
+    from enx_media import Engine, Settings
+    from enx_media.room import RoomManager
+    from enx_media.signaling import MessageNotifier
+    from enx_media.sfu.worker import MEDIA_EVENT_KINDS
+
+    engine = Engine(Settings(data_dir=str(tmp_path)))
+    manager = RoomManager(engine.rooms, engine.tokens, None, engine.events, MessageNotifier())
+    assert set(manager.media_event_handlers) == set(MEDIA_EVENT_KINDS)
+    engine.close()
