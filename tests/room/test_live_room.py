@@ -52,16 +52,27 @@ class Rig:
     def of(self, kind):
         return [e for e in self.events if isinstance(e, kind)]
 
+    def populate(self, mode, *roles, **settings):
+        """A new room of `mode` joined by one participant per role (user names: role + index)."""
+        room = self.room(mode=mode, **({"settings": settings} if settings else {}))
+        joined = [self.join(room, f"{role}{i}", role) for i, role in enumerate(roles)]
+        return joined[0][0], [p for _, p, _ in joined]
+
+    def run(self, scenario):
+        """Run an async test body, then end every live room it left."""
+        async def body():
+            try:
+                await scenario()
+            finally:
+                await self.rooms.end_all("test over")
+        asyncio.run(body())
+
 
 @pytest.fixture
 def rig(tmp_path):
     r = Rig(tmp_path)
     yield r
     r.engine.close()
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def test_join_starts_a_session_and_records_it(rig):
@@ -81,7 +92,7 @@ def test_join_starts_a_session_and_records_it(rig):
         assert rig.of(ev.SessionEnded)[0].reason == "last-left"
         assert rig.engine.sessions.get(live.session_id)["end_reason"] == "last-left"
         assert rig.rooms.live == {}
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_capacity_per_mode_and_role(rig):
@@ -95,8 +106,7 @@ def test_capacity_per_mode_and_role(rig):
         rig.join(lecture, "m1", "moderator")
         with pytest.raises(E.CapacityExceeded):
             rig.join(lecture, "m2", "moderator")
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_a_token_is_used_once_at_a_time(rig):
@@ -107,16 +117,13 @@ def test_a_token_is_used_once_at_a_time(rig):
         rig.rooms.join(RecordingChannel(), token)
         with pytest.raises(E.TokenAlreadyUsed):
             rig.rooms.join(RecordingChannel(), token)
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_lecture_floor_rules(rig):
     async def scenario():
-        room = rig.room(mode="lecture")
-        live, mod, mod_ch = rig.join(room, "mod", "moderator")
-        _, student, student_ch = rig.join(room, "student", "participant")
-        _, viewer, _ = rig.join(room, "viewer", "viewer")
+        live, (mod, student, viewer) = rig.populate("lecture", "moderator", "participant", "viewer")
+        mod_ch, student_ch = mod.channel, student.channel
         with pytest.raises(E.Forbidden):
             await live.publish(student, "v=0")           # no floor yet: refused before any SDP is read
         with pytest.raises(E.Forbidden):
@@ -138,16 +145,13 @@ def test_lecture_floor_rules(rig):
         assert [e.action for e in rig.of(ev.FloorChanged)] == ["requested", "granted", "revoked"]
         # an audience member is shown only the moderators and itself
         assert {p.participant_id for p in live.visible_to(viewer)} == {mod.participant_id, viewer.participant_id}
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_chat_goes_to_its_recipients_and_on_the_bus(rig):
     async def scenario():
-        room = rig.room(mode="group")
-        live, a, a_ch = rig.join(room, "a", "participant")
-        _, b, b_ch = rig.join(room, "b", "participant")
-        _, c, c_ch = rig.join(room, "c", "participant")
+        live, (a, b, c) = rig.populate("group", "participant", "participant", "participant")
+        b_ch, c_ch = b.channel, c.channel
         await live.chat(a, "hello all", None)
         await live.chat(a, "psst", [b.participant_id])
         assert [m["text"] for m in b_ch.messages if m["type"] == "chat"] == ["hello all", "psst"]
@@ -157,15 +161,13 @@ def test_chat_goes_to_its_recipients_and_on_the_bus(rig):
         chats = rig.of(ev.ChatMessage)
         assert [(m.text, m.to) for m in chats] == [("hello all", None), ("psst", (b.participant_id,))]
         assert [m["text"] for m in rig.engine.sessions.chat_transcript(live.session_id)] == ["hello all", "psst"]
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_remove_is_a_moderator_action(rig):
     async def scenario():
-        room = rig.room(mode="group")
-        live, mod, _ = rig.join(room, "mod", "moderator")
-        _, p, p_ch = rig.join(room, "p", "participant")
+        live, (mod, p) = rig.populate("group", "moderator", "participant")
+        p_ch = p.channel
         with pytest.raises(E.Forbidden):
             await live.remove(p, mod.participant_id, "no")
         await live.remove(mod, p.participant_id, "spam")
@@ -173,8 +175,7 @@ def test_remove_is_a_moderator_action(rig):
         assert p.participant_id not in live.participants
         assert [(a.action, a.target_id) for a in rig.of(ev.ModeratorAction)] == [("remove", p.participant_id)]
         assert rig.of(ev.ParticipantLeft)[-1].reason == "removed"
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_a_failing_subscriber_does_not_break_the_room(rig):
@@ -183,21 +184,19 @@ def test_a_failing_subscriber_does_not_break_the_room(rig):
 
     async def scenario():
         rig.engine.events.subscribe(broken)
-        room = rig.room(mode="group")
-        live, p, _ = rig.join(room, "u", "participant")
+        live, (p,) = rig.populate("group", "participant")
         await live.chat(p, "still works", None)
         assert rig.engine.events.failures >= 3      # started, joined, chat
         assert rig.engine.sessions.get(live.session_id) is not None
-        await rig.rooms.end_all("test over")
-    run(scenario())
+    rig.run(scenario)
 
 
 def test_session_ends_at_its_duration(rig):
     async def scenario():
-        room = rig.room(mode="group")
-        live, p, ch = rig.join(room, "u", "participant")
+        live, (p,) = rig.populate("group", "participant")
+        ch = p.channel
         live.limit_duration(1)
         await asyncio.sleep(1.3)
         assert "session-ended" in ch.types() and ch.closed == (4000, "session ended")
         assert rig.of(ev.SessionEnded)[0].reason == "duration"
-    run(scenario())
+    rig.run(scenario)
