@@ -2,8 +2,8 @@
 """enx-media packet core: one compiled module. Per-topic files are included in this order: the packet
 formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, entities,
 transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
-ingest: the producer side, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
-rtcp_io: feedback in and out), then the control API (worker) and bench helpers. Structs must be
+ingest: the producer side, seq: a consumer's numbering, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
+rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers. Structs must be
 defined before a struct that embeds them; functions may be used before their definition.
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
 ext/includes/*.pxd, see STYLE.md.)"""
@@ -27,8 +27,10 @@ include "twcc.pxi"
 include "events.pxi"
 include "udp.pxi"
 include "ingest.pxi"
+include "seq.pxi"
 include "fanout.pxi"
 include "consumer.pxi"
 include "rtcp_io.pxi"
+include "direct.pxi"
 include "worker.pxi"
 include "benchtools.pxi"

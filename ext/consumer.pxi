@@ -1,6 +1,6 @@
 # The consumer send path: one copy of a packet rewritten for a consumer (SSRC, seq, timestamp, payload
 # type), protected with its transport's SRTP context into the next slot of the open send run; fresh
-# packets are numbered first (fanout.pxi consumer_number); NACKed ones are resent from the producer's
+# packets are numbered first (seq.pxi consumer_number); NACKed ones are resent from the producer's
 # history under the output seq they were sent with.
 
 cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
@@ -41,13 +41,13 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     return 1
 
 
-cdef inline void send_fresh(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t in_seq,
-                            int64_t in_ts, int64_t now) noexcept nogil:
+cdef inline void send_fresh(SendCtx *x, CConsumer *c, const CEncoding *enc, const uint8_t *buf, int length,
+                            int64_t in_seq, int64_t in_ts, int64_t now) noexcept nogil:
     cdef int64_t out_seq, out_ts
     if not c.transport.bound:
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
-    if consumer_number(c, in_seq, in_ts, now, &out_seq, &out_ts):
+    if consumer_number(c, enc, in_seq, in_ts, now, &out_seq, &out_ts):
         protect_copy(x, c, buf, length, out_seq, out_ts, in_seq, c.enc_cur, 0)
 
 

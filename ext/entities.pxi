@@ -106,8 +106,9 @@ cdef struct CConsumer:
     int max_temporal_layer      # VP8 TID above this is not forwarded (the layer selector's input)
     int wait_keyframe
     int have_out
-    int resync
-    int64_t seq_offset          # out = in + offset, 64-bit extended (SeqManager)
+    int resync                  # the next packet sent starts a new input numbering (seq.pxi)
+    int switch_from             # with resync: the encoding index switched from (its SR clock), -1: none
+    int64_t seq_offset          # out = in + offset, 64-bit extended (seq.pxi)
     int64_t ts_offset
     int64_t last_out_seq
     int64_t last_out_ts
@@ -127,7 +128,7 @@ cdef struct CConsumer:
     uint64_t remb_bitrate
     uint64_t sr_ntp_mid           # middle 32 bits of the NTP time of our last SR (for RTT)
     uint64_t fan_mark             # the worker's fan-out round that last sent its copies
-    # numbering (fanout.pxi consumer_number): an output seq is used for one packet only
+    # numbering (seq.pxi consumer_number): an output seq is used for one packet only
     int64_t last_in_seq           # newest input seq dealt with (sent or dropped) since the last resync
     int64_t rtx_floor             # output seqs below it predate the last producer change: never retransmitted
     int64_t gap_floor             # held output seqs below it predate the last resync: never filled in late
@@ -301,6 +302,7 @@ cdef class Consumer:
         if self.c == NULL:
             raise MemoryError()
         self.c.max_temporal_layer = 255
+        self.c.switch_from = -1
         for i in range(SENT_RING):
             self.c.sent[i].out_seq = -1
         for i in range(GAP_RING):

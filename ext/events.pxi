@@ -69,7 +69,8 @@ cdef class MediaEvent:
       ~20 packets only). The packet was dropped (counted as unknown_ssrc). Once per SSRC per drain.
     - ``keyframe_requested`` (KEYFRAME_REQUESTED): the core sent a PLI to producer_id's sender for the
       encoding with SSRC ssrc (a consumer asked, a consumer's encoding switch waits for it, or
-      upstream NACK gave up), on transport_id.
+      upstream NACK gave up), on transport_id. For a Python-fed producer (create_direct_producer)
+      transport_id is 0 and no PLI went anywhere: Python's encoder should make a key frame.
     - ``producer_restart`` (PRODUCER_RESTART): producer_id's stream ssrc jumped in numbering (the
       sender restarted); its consumers continue without a gap.
     - ``encoding_bound`` (ENCODING_BOUND): the core learned the SSRC of an encoding that was created

@@ -1,8 +1,7 @@
 # The fan-out: a receive batch's RTP packets (Pending, queued by ingest.pxi), grouped by producer, become
 # per-destination runs of protected copies (consumer.pxi), so that a destination's copies of one batch go
 # out as few UDP GSO messages (udp.pxi). Fan-out helper threads (NativeWorker(fanout_threads=N)) each
-# serve the transports of their shard with the same functions. Also here until it gets a home of its
-# own: the consumer's output numbering (consumer_number/gap/drop/resync).
+# serve the transports of their shard with the same functions.
 
 cdef struct Pending:
     # an RTP packet of the current receive batch whose producer side is done, waiting for fan-out
@@ -16,97 +15,6 @@ cdef struct Pending:
     int empty                   # padding only, no payload
     int64_t seq
     int64_t ts
-
-
-cdef inline void consumer_gap(CConsumer *c, int64_t in_seq) noexcept nogil:
-    """Hold the output numbers of the input seqs missing before in_seq (at most the last GAP_RING):
-    if one arrives late it gets exactly that number, nothing else ever does."""
-    cdef int64_t k = c.last_in_seq + 1
-    cdef GapEntry *g
-    if in_seq - k > GAP_RING:
-        k = in_seq - GAP_RING
-    while k < in_seq:
-        g = &c.gaps[k & (GAP_RING - 1)]
-        g.in_seq = k
-        g.out_seq = k + c.seq_offset
-        g.enc = c.enc_cur
-        k += 1
-
-
-cdef inline void consumer_drop(CConsumer *c, int reason, int64_t in_seq) noexcept nogil:
-    cdef GapEntry *g
-    c.drops[reason] += 1
-    if not c.have_out or c.resync:
-        return                      # numbering starts (again) with the next packet sent
-    if in_seq > c.last_in_seq:
-        # the newest packet: skip its number so the consumer sees no gap (SeqManager)
-        consumer_gap(c, in_seq)
-        c.last_in_seq = in_seq
-        c.seq_offset -= 1
-    else:
-        g = &c.gaps[in_seq & (GAP_RING - 1)]
-        if g.in_seq == in_seq:
-            g.in_seq = -1           # a late packet not sent: its held number stays unused
-
-
-cdef inline int consumer_number(CConsumer *c, int64_t in_seq, int64_t in_ts, int64_t now,
-                                int64_t *out_seq, int64_t *out_ts) noexcept nogil:
-    """The output seq/ts of a packet about to be sent; 0 (counted as late) if it has none: an output
-    seq is used for one packet only (SRTP: same SSRC + index = same nonce), numbers only grow except
-    for the ones held for late packets (consumer_gap)."""
-    cdef int64_t elapsed, o
-    cdef GapEntry *g
-    if not c.have_out or c.resync:
-        if not c.have_out:
-            c.seq_offset = 0
-            c.ts_offset = 0
-        else:
-            # continue right after the last number used, advancing the clock by the real gap
-            elapsed = (now - c.last_out_ns) * c.clock_rate // 1000000000
-            c.seq_offset = c.last_out_seq + 1 - in_seq
-            c.ts_offset = c.last_out_ts + (elapsed if elapsed > 0 else 1) - in_ts
-        c.have_out = 1
-        c.resync = 0
-        c.last_in_seq = in_seq - 1
-    if in_seq > c.last_in_seq:
-        o = in_seq + c.seq_offset
-        if o <= c.last_out_seq:         # cannot happen with the rules above; refuse rather than reuse
-            c.drops[DROP_LATE] += 1
-            return 0
-        consumer_gap(c, in_seq)
-        c.last_in_seq = in_seq
-        out_seq[0] = o
-        out_ts[0] = in_ts + c.ts_offset
-        c.last_out_seq = o
-        c.last_out_ts = out_ts[0]
-        c.last_out_ns = now
-        return 1
-    g = &c.gaps[in_seq & (GAP_RING - 1)]
-    if g.in_seq != in_seq or g.enc != c.enc_cur or g.out_seq < c.gap_floor:
-        # a duplicate, older than the held numbers, or from before a resync
-        c.drops[DROP_LATE] += 1
-        return 0
-    g.in_seq = -1
-    out_seq[0] = g.out_seq
-    out_ts[0] = in_ts + c.ts_offset
-    return 1
-
-
-cdef inline void consumer_resync(CConsumer *c) noexcept nogil:
-    """The input numbering changes (another producer, a restarted source): the next packet continues
-    after the last number used; nothing numbered before is retransmitted or filled in late."""
-    c.resync = 1
-    c.rtx_floor = c.last_out_seq + 1
-    c.gap_floor = c.rtx_floor
-
-
-cdef inline void consumer_switch_encoding(CConsumer *c, int enc) noexcept nogil:
-    """Forward another encoding of the same producer from now on (its key frame is the current packet):
-    numbering continues after the last number used; what was sent before stays retransmittable from
-    the history of the encoding it came from (SentEntry.enc); no late packet of the old one fills in."""
-    c.enc_cur = enc
-    c.resync = 1
-    c.gap_floor = c.last_out_seq + 1
 
 
 cdef struct Fan:
@@ -155,7 +63,7 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
                 consumer_drop(c, DROP_LAYER, e.seq)
                 continue
             c.wait_keyframe = 0
-        send_fresh(x, c, e.buf, e.length, e.seq, e.ts, f.t0)
+        send_fresh(x, c, e.e, e.buf, e.length, e.seq, e.ts, f.t0)
 
 
 cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:

@@ -189,6 +189,12 @@ cdef int request_keyframe(Core *w, CEncoding *p, int64_t now) noexcept nogil:
         p.pli_limited += 1
         w.drops[DROP_PLI_RATE_LIMITED] += 1
         return 0
+    if t == NULL:
+        # a Python-fed producer: its encoder is Python's, so the request goes up as an event
+        p.last_pli_ns = now
+        p.pli_forwarded += 1
+        core_event(w, EV_KEYFRAME_REQUESTED, 0, p.producer.id, p.ssrc)
+        return 1
     if not t.bound:
         return 0
     p.last_pli_ns = now
@@ -216,12 +222,16 @@ cdef void send_sender_reports(Core *w) noexcept nogil:
     cdef CConsumer *c
     cdef uint8_t *b
     cdef uint64_t ntp
+    cdef int64_t now, ts
     for i in range(w.consumers.cap):
         c = <CConsumer *>w.consumers.vals[i]
         if c == NULL or not c.have_out:
             continue
         b = core_slot(w)
         ntp = ntp_now()
-        if rtcp_send(w, c.transport, b, rtcp_write_sr(b, c.ssrc, ntp, <uint32_t>c.last_out_ts,
+        now = now_ns()
+        # the RTP time of "now" on the consumer's clock: the last packet's, advanced by the time since
+        ts = c.last_out_ts + (now - c.last_out_ns) * c.clock_rate // 1000000000
+        if rtcp_send(w, c.transport, b, rtcp_write_sr(b, c.ssrc, ntp, <uint32_t>ts,
                                                       <uint32_t>c.c.packets_out, <uint32_t>c.c.bytes_out)):
             c.sr_ntp_mid = <uint32_t>(ntp >> 16)

@@ -313,6 +313,7 @@ cdef class NativeWorker:
 
     cdef Producer _new_producer(self, Transport transport, str codec, str mid, list encodings,
                                 unsigned int ssrc):
+        # transport None: a Python-fed producer, whose SSRCs are not in the receive path's SSRC map
         cdef Producer p
         cdef bytes m = mid.encode()
         if encodings is not None and ssrc and encodings != [("", ssrc)]:
@@ -327,9 +328,11 @@ cdef class NativeWorker:
                 raise ValueError("encodings repeat a rid or an SSRC")
             rids.add(rid)
             ssrcs.add(s)
+            if transport is None:
+                continue
             if s and map_get(&self.core.producers, s) != NULL:
                 raise ValueError("SSRC %d already produced on this worker" % s)
-            if not s and (transport is None or not mid):
+            if not s and not mid:
                 raise ValueError("an encoding without SSRC needs a mid to be learned by")
         p = Producer()
         p.transport = transport
@@ -341,7 +344,11 @@ cdef class NativeWorker:
         p.p.mid[len(m)] = 0
         for rid, s in encodings:
             p._add_encoding(rid, s)
+            if transport is None:
+                p.p.enc[p.p.nenc - 1].bound = 1
         for i in range(p.p.nenc):
+            if transport is None:
+                break
             if p.p.enc[i].bound and map_put(&self.core.producers, p.p.enc[i].ssrc, &p.p.enc[i]) != 0:
                 for k in range(i):
                     if p.p.enc[k].bound:
@@ -356,6 +363,51 @@ cdef class NativeWorker:
         self.core.next_id += 1
         self._producers[p.p.id] = p
         return p
+
+    def create_direct_producer(self, str codec="vp8", unsigned int ssrc=0, *, list encodings=None):
+        """A producer that Python feeds (feed()) instead of a transport: already packetized RTP, fanned out
+        like any producer's. encodings [(rid, ssrc)] routes fed packets by SSRC (the first encoding takes
+        any other SSRC; ssrc 0 = any). Its key frame requests come back as keyframe_requested events
+        with transport_id 0."""
+        if encodings is None:
+            encodings = [("", ssrc)]
+        elif ssrc:
+            raise ValueError("give either ssrc or encodings")
+        self._lock()
+        try:
+            return self._new_producer(None, codec, "", encodings, 0)
+        finally:
+            self._unlock()
+
+    def feed(self, Producer producer, list packets):
+        """Fan out packets (a list of plain RTP datagrams, bytes) as the Python-fed producer's, one call per
+        batch; the GIL is released while the core works. Malformed packets are counted as drops (worker
+        stats), never raised. Returns how many were valid RTP."""
+        cdef int n, i, ok = 0, k = 0
+        cdef Py_ssize_t total = len(packets)
+        cdef bytes b
+        self._lock()
+        try:
+            self._check_producer(producer)
+            if producer.p.transport != NULL:
+                raise ValueError("not a direct producer (it has a transport)")
+            while k < total:
+                n = 0
+                while n < RECV_BATCH and k < total:
+                    b = packets[k]
+                    k += 1
+                    if len(b) >= SLOT:
+                        self.core.drops[DROP_BAD_LENGTH] += 1
+                        continue
+                    # staged where a receive batch goes: drain() holds the same lock for its batches
+                    memcpy(self.core.rbuf + n * SLOT, <const uint8_t *>b, len(b))
+                    self.core.rmsg[n].msg_len = len(b)
+                    n += 1
+                with nogil:
+                    ok += direct_feed(self.core, producer.p, n, now_ns())
+        finally:
+            self._unlock()
+        return ok
 
     def close_producer(self, Producer p):
         """Close a producer and its consumers (a second call does nothing)."""

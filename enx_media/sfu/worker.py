@@ -72,6 +72,16 @@ class Worker:
         without it one encoding (rid "", ssrc)."""
         return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings)
 
+    def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[list] = None):
+        """A producer fed from Python (feed()), e.g. the MCU's output; key frame requests for it come back
+        as ``keyframe_requested`` events with its producer_id (transport_id 0)."""
+        return self.native.create_direct_producer(codec, ssrc, encodings=encodings)
+
+    def feed(self, producer, packets: list) -> int:
+        """Fan out a batch of packetized RTP (list of bytes) of a direct producer; the GIL is released while
+        the core fans out. Returns how many packets were valid RTP."""
+        return self.native.feed(producer, packets)
+
     def close_producer(self, producer) -> None:
         self.native.close_producer(producer)
 

@@ -19,6 +19,9 @@ def test_every_class_and_function():
     w.set_target_encoding(c, 0)
     sim = w.create_producer(t, codec="vp8", mid="v", encodings=[("q", 0), ("h", 3)])
     assert [e["ssrc"] for e in sim.encodings] == [0, 3]
+    d = w.create_direct_producer("opus", ssrc=9)
+    assert isinstance(d, _core.Producer) and d.transport is None and w.feed(d, []) == 0
+    w.close_producer(d)
     assert w.drain() == ([], []) and w.wait(0) is False
     w.send_transport_feedback()
     w.run_timers()

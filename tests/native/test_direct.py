@@ -1,0 +1,82 @@
+"""The Python-fed ("direct") producer: feed() fans packets out like any producer's, over real UDP sockets
+with SRTP (pylibsrtp decrypts): per-consumer rewrite, NACKs answered from its history, sender reports,
+key frame requests reported back to Python as events."""
+import threading
+
+import pytest
+
+from enx_media._native import _core
+from rtp_util import CM, GCM, Peer, pump_for, rtp, vp8
+
+
+def test_feed_fans_out_with_srtp(worker):
+    p = worker.create_direct_producer("vp8", ssrc=0x3001)
+    assert p.transport is None and p.ssrc == 0x3001
+    subs = [Peer(worker, GCM), Peer(worker, CM)]
+    cons = [worker.create_consumer(s.transport, p, 0x3100 + i, 100 + i) for i, s in enumerate(subs)]
+    packets = [rtp(65530 + i, 1000 + 3000 * i, 0x3001, payload=vp8(b"mcu%d" % i, 0, key=i == 0)) for i in range(80)]
+    assert worker.feed(p, packets + [b"\x80\x60junk"]) == 80            # 80 > one batch of 64
+    assert worker.stats["drops"]["truncated"] == 1
+    for i, s in enumerate(subs):
+        got = s.recv_all(80, pump_for(worker))
+        assert len(got) == 80
+        hs = [_core.parse_rtp(x) for x in got]
+        assert [h["ssrc"] for h in hs] == [0x3100 + i] * 80
+        assert [h["payload_type"] for h in hs] == [100 + i] * 80
+        assert [h["sequence_number"] for h in hs] == [(65530 + k) & 0xffff for k in range(80)]
+        assert [h["payload"][4:] for h in hs] == [b"mcu%d" % k for k in range(80)]
+    assert p.stats["packets_in"] == 80 and [c.stats["packets_out"] for c in cons] == [80, 80]
+    with pytest.raises(ValueError):
+        worker.feed(worker.create_producer(subs[0].transport, 0x3999, "opus"), packets[:1])
+    for s in subs:
+        s.close()
+
+
+def test_direct_producer_answers_nacks_reports_and_asks_python_for_key_frames(worker):
+    p = worker.create_direct_producer("vp8", ssrc=0x4001)
+    sub = Peer(worker, GCM)
+    c = worker.create_consumer(sub.transport, p, 0x4002, 96)
+    worker.feed(p, [rtp(10 + i, 90 * i, 0x4001, payload=vp8(b"f%d" % i, 0, key=False)) for i in range(10)])
+    got = sub.recv_all(10, pump_for(worker), lose=(4,))
+    assert len(got) == 9
+    sub.send_rtcp(_core.write_nack(0x1, 0x4002, [14]))
+    rtx = sub.recv_all(1, pump_for(worker))
+    assert _core.parse_rtp(rtx[0])["payload"][4:] == b"f4" and c.stats["retransmits"] == 1
+    events = []
+    worker.on_event = events.append
+    sub.send_rtcp(_core.write_pli(0x1, 0x4002))
+    for _ in range(10):
+        worker.poll_once(2)
+    assert events == [_core.MediaEvent("keyframe_requested", 0, p.id, 0x4001)]
+    assert worker.request_keyframe(p) is False                         # within 500 ms of the last one
+    worker.native.send_sender_reports()
+    sr = sub.recv_all(1, pump_for(worker), rtcp=True)
+    pkt = _core.parse_rtcp(sr[0])[0]
+    assert pkt["type"] == "sr" and pkt["ssrc"] == 0x4002 and pkt["packet_count"] == 11   # 10 + the resend
+    sub.close()
+
+
+def test_feed_releases_the_gil(worker):
+    """Another Python thread runs while one feed() call fans a large batch out to many consumers."""
+    p = worker.create_direct_producer("opus", ssrc=0x5001)
+    sink = Peer(worker, GCM)
+    for i in range(200):
+        worker.create_consumer(sink.transport, p, 0x51000 + i, 111, 48000)
+    ticks = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(1)
+
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        before = len(ticks)
+        worker.feed(p, [rtp(i, 960 * i, 0x5001, payload=b"\x00" * 900) for i in range(3000)])
+        during = len(ticks) - before
+    finally:
+        stop.set()
+        th.join()
+    assert during > 0
+    sink.close()
