@@ -1,7 +1,7 @@
 import httpx
 import pytest
 
-from conftest import make_room
+from node_util import make_room
 
 
 @pytest.mark.parametrize("raw, needle", [

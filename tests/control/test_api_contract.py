@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from starlette.routing import Mount, Route
 

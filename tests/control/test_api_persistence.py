@@ -1,5 +1,5 @@
 """A restart of the node process keeps apps, rooms and tokens."""
-from conftest import Node, make_room
+from node_util import Node, make_room
 
 
 def test_restart_keeps_state(tmp_path):

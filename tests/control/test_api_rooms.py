@@ -4,7 +4,7 @@ import datetime as dt
 import httpx
 import pytest
 
-from conftest import make_room
+from node_util import make_room
 from enx_media.store import ParticipantRecord
 
 

@@ -4,7 +4,7 @@ import time
 import jwt
 import pytest
 
-from conftest import make_room
+from node_util import make_room
 from enx_media import errors as E
 from token_util import claims as claims_of, resign
 

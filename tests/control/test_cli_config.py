@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from node_util import run_cli
 from enx_media.config import SETTINGS, load_settings
 
 

@@ -403,7 +403,7 @@ def test_fingerprint_mismatch_closes_transport_with_reason(node, creds):
 
 def test_dead_peer_times_out_on_consent(tmp_path):
     """Peer connections stop but the WebSocket stays: consent freshness (here 3 s) closes the transports."""
-    from conftest import Node
+    from node_util import Node
 
     node = Node(tmp_path, ENX_CONSENT_TIMEOUT="3")
     node.start()
@@ -520,7 +520,7 @@ def test_publish_offer_that_wants_to_be_dtls_server_is_refused(node, creds):
 def test_demo_tokens_are_never_moderator_and_rate_limited(tmp_path):
     import httpx
 
-    from conftest import Node
+    from node_util import Node
 
     node = Node(tmp_path)
     node.start()
