@@ -31,7 +31,7 @@ class Engine:
         self.tokens = TokenService(self.store, self.apps, self.rooms, default_ttl=self.settings.token_ttl,
                                    max_ttl=self.settings.token_max_ttl,
                                    scheduled_lead=self.settings.scheduled_token_lead)
-        self.sessions = SessionService(self.store, self.rooms)
+        self.sessions = SessionService(self.store)
         # What happens in live rooms; the session record is its first subscriber (CDR, webhooks and
         # recordings subscribe the same way).
         self.events = EventBus()

@@ -12,6 +12,7 @@ minutes, top-level ``duration`` in seconds) so either kind of client reads what 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -136,18 +137,9 @@ def enablex_time(t: float) -> str:
 
 
 # --- the canonical room --------------------------------------------------------------------------
-@dataclass
-class Room:
-    room_id: str
-    app_id: str
-    name: str
-    owner_ref: str
-    mode: str
-    type: str
-    settings: dict[str, Any]
-    data: dict[str, Any]
-    created: float
-    updated: float
+@dataclass(frozen=True)
+class Room(RoomRecord):
+    """A stored room with what the control plane reads off it (duration, window, the API's shapes)."""
 
     @property
     def duration_s(self) -> int | None:
@@ -366,13 +358,7 @@ def merge_patch(room: Room, patch: Any) -> dict[str, Any]:
 
 
 def _room(r: RoomRecord) -> Room:
-    return Room(r.room_id, r.app_id, r.name, r.owner_ref, r.mode, r.type, r.settings, r.data, r.created,
-                r.updated)
-
-
-def _record(room: Room) -> RoomRecord:
-    return RoomRecord(room.room_id, room.app_id, room.name, room.owner_ref, room.mode, room.type, room.settings,
-                      room.data, room.created, room.updated)
+    return r if isinstance(r, Room) else Room(**vars(r))
 
 
 class RoomService:
@@ -384,7 +370,7 @@ class RoomService:
         fields = normalize_room_request(body, at=t)
         room = Room(secrets.token_hex(12), app_id, fields["name"], fields["owner_ref"], fields["mode"],
                     fields["type"], fields["settings"], fields["data"], t, t)
-        self.store.rooms.add(_record(room))
+        self.store.rooms.add(room)
         return room
 
     def get(self, app_id: str, room_id: str) -> Room:
@@ -411,10 +397,9 @@ class RoomService:
             fields = normalize_room_request(merge_patch(room, patch), at=time.time(), previous=room)
             if fields["mode"] != room.mode and live_session:
                 raise Conflict("the room's mode cannot change while a session is live", reason="session live")
-            room.name, room.owner_ref, room.mode, room.type = (fields["name"], fields["owner_ref"],
-                                                              fields["mode"], fields["type"])
-            room.settings, room.data, room.updated = fields["settings"], fields["data"], time.time()
-            return _record(room)
+            return dataclasses.replace(room, name=fields["name"], owner_ref=fields["owner_ref"], mode=fields["mode"],
+                                       type=fields["type"], settings=fields["settings"], data=fields["data"],
+                                       updated=time.time())
 
         r = self.store.rooms.update(app_id, room_id, change)
         if r is None:

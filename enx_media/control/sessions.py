@@ -8,13 +8,12 @@ from typing import Any
 
 from .. import events as ev
 from ..store import ChatMessageRecord, ParticipantRecord, Store
-from .rooms import RoomService, iso
+from .rooms import iso
 
 
 class SessionService:
-    def __init__(self, store: Store, rooms: RoomService):
+    def __init__(self, store: Store):
         self.store = store
-        self.rooms = rooms
 
     def get(self, session_id: str) -> dict[str, Any] | None:
         s = self.store.sessions.get(session_id)

@@ -194,8 +194,7 @@ def test_chat_everyone_and_private_is_stored(node, creds, engine):
         return session_id
 
     session_id = run(scenario())
-    from enx_media.control.sessions import SessionService
-    transcript = SessionService(engine.store, engine.rooms).chat_transcript(session_id)
+    transcript = engine.sessions.chat_transcript(session_id)
     assert [(m["sender_name"], m["text"], m["to"]) for m in transcript] == [
         ("ann", "hello all", None), ("ben", "psst", [transcript[1]["to"][0]])]
 
@@ -263,8 +262,7 @@ def test_session_lifecycle_and_adhoc_cleanup(node, creds, engine):
         return ja["session_id"]
 
     session_id = run(scenario())
-    from enx_media.control.sessions import SessionService
-    record = SessionService(engine.store, engine.rooms).get(session_id)
+    record = engine.sessions.get(session_id)
     assert record["ended"] and record["end_reason"] == "last-left"
     assert [(p["name"], p["leave_reason"]) for p in record["participants"]] == [("a", "left"), ("b", "left")]
     assert all(p["joined"] <= p["left"] for p in record["participants"])
