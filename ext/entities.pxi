@@ -88,6 +88,7 @@ cdef struct CProducer:
     uint64_t id
     int codec
     CTransport *transport
+    ExtIds ext                  # the publisher's header extension IDs (its transport's; a direct one's own)
     char mid[NAME_LEN]
     CEncoding enc[MAX_ENCODINGS]
     int nenc
@@ -101,6 +102,9 @@ cdef struct CConsumer:
     CTransport *transport
     CProducer *producer
     int paused
+    ExtIds out_ext              # the subscriber's negotiated header extension IDs (0: not negotiated)
+    uint8_t ext_pre[NAME_LEN]   # the one-byte-form elements every copy starts its block with (mid)
+    int ext_pre_len
     int enc_cur                 # the producer encoding it forwards (index into producer.enc)
     int enc_target              # the encoding it switches to at that encoding's next key frame
     int max_temporal_layer      # VP8 TID above this is not forwarded (the layer selector's input)

@@ -15,6 +15,7 @@ cdef struct Pending:
     int empty                   # padding only, no payload
     int64_t seq
     int64_t ts
+    RtpLayout lay               # header layout + audio level, for each consumer's extension rewrite
 
 
 cdef struct Fan:
@@ -63,7 +64,7 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
                 consumer_drop(c, DROP_LAYER, e.seq)
                 continue
             c.wait_keyframe = 0
-        send_fresh(x, c, e.e, e.buf, e.length, e.seq, e.ts, f.t0)
+        send_fresh(x, c, e.e, e.buf, e.length, &e.lay, e.seq, e.ts, f.t0)
 
 
 cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:

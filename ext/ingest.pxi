@@ -158,4 +158,5 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
     q.tid = tid
     q.in_order = seq == e.ext_seq
     q.empty = h.payload_len == 0
+    rtp_layout(buf, h, &p.ext, &q.lay)
     return 1

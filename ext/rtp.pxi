@@ -40,6 +40,12 @@ cdef struct ExtIds:
     int transport_cc
     int audio_level
 
+cdef struct RtpLayout:
+    # what a consumer's rewrite needs of a parsed packet, found once per packet (not once per copy)
+    int hdr_end           # end of the fixed header + CSRCs: where an extension block starts
+    int body_off          # payload start (after the extension block); payload + padding run to the end
+    int audio_level       # the publisher's RFC 6464 audio-level byte, -1 if the packet has none
+
 cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
     return (<uint16_t>p[0] << 8) | p[1]
 
@@ -184,6 +190,50 @@ cdef int rtp_ext_uint(const uint8_t *buf, const RtpHeader *h, int ext_id, int nb
         x = (x << 8) | v[i]
     out[0] = x
     return ST_OK
+
+
+cdef void rtp_layout(const uint8_t *buf, const RtpHeader *h, const ExtIds *ids, RtpLayout *l) noexcept nogil:
+    cdef const uint8_t *v
+    cdef int n
+    l.hdr_end = 12 + 4 * h.csrc_count
+    l.body_off = h.header_len
+    l.audio_level = -1
+    if ids.audio_level and rtp_find_ext(buf, h, ids.audio_level, &v, &n) == ST_OK and n >= 1:
+        l.audio_level = v[0]
+
+
+cdef inline int rtp_write_ext(uint8_t *out, int cap, const uint8_t *buf, int length, const RtpLayout *l,
+                              const uint8_t *elems, int elems_len) noexcept nogil:
+    """Copy packet buf into out with its header extension block replaced by elems: elements already in
+    the RFC 8285 §4.2 one-byte form, padded here to 32 bits; elems_len 0: no block, X bit clear. CSRCs,
+    payload and padding (the P bit and its count byte stay valid: they are at the end) are kept.
+    Returns the new length, or ST_NO_ROOM if it would not fit cap bytes."""
+    cdef int blk = 0, body = length - l.body_off, pos
+    if elems_len == 0 and l.body_off == l.hdr_end:
+        # no block in, none out: the copy as it came (the common case of a consumer without extensions)
+        if length > cap:
+            return ST_NO_ROOM
+        memcpy(out, buf, length)
+        return length
+    if elems_len:
+        blk = 4 + ((elems_len + 3) & ~3)
+    if l.hdr_end + blk + body > cap:
+        return ST_NO_ROOM
+    memcpy(out, buf, l.hdr_end)
+    if elems_len:
+        out[0] |= 0x10
+        out[l.hdr_end] = 0xBE
+        out[l.hdr_end + 1] = 0xDE
+        wr16(out + l.hdr_end + 2, <uint16_t>((blk - 4) // 4))
+        memcpy(out + l.hdr_end + 4, elems, elems_len)
+        pos = l.hdr_end + 4 + elems_len
+        while pos < l.hdr_end + blk:
+            out[pos] = 0
+            pos += 1
+    else:
+        out[0] &= 0xef
+    memcpy(out + l.hdr_end + blk, buf + l.body_off, body)
+    return l.hdr_end + blk + body
 
 
 cdef inline void rtp_set_header(uint8_t *buf, int payload_type, uint16_t seq, uint32_t ts,

@@ -340,6 +340,8 @@ cdef class NativeWorker:
         p.mid = mid
         p.p.codec = _CODECS.get(p.codec, CODEC_OTHER)
         p.p.transport = transport.t if transport is not None else NULL
+        if transport is not None:
+            p.p.ext = transport.t.ext
         memcpy(p.p.mid, <const char *>m, len(m))
         p.p.mid[len(m)] = 0
         for rid, s in encodings:
@@ -364,18 +366,22 @@ cdef class NativeWorker:
         self._producers[p.p.id] = p
         return p
 
-    def create_direct_producer(self, str codec="vp8", unsigned int ssrc=0, *, list encodings=None):
+    def create_direct_producer(self, str codec="vp8", unsigned int ssrc=0, *, list encodings=None,
+                               dict ext_ids=None):
         """A producer that Python feeds (feed()) instead of a transport: already packetized RTP, fanned out
         like any producer's. encodings [(rid, ssrc)] routes fed packets by SSRC (the first encoding takes
         any other SSRC; ssrc 0 = any). Its key frame requests come back as keyframe_requested events
-        with transport_id 0."""
+        with transport_id 0. ext_ids: the header extension IDs its packets use (audio_level is copied
+        to consumers that negotiated it)."""
         if encodings is None:
             encodings = [("", ssrc)]
         elif ssrc:
             raise ValueError("give either ssrc or encodings")
         self._lock()
         try:
-            return self._new_producer(None, codec, "", encodings, 0)
+            p = self._new_producer(None, codec, "", encodings, 0)
+            p.p.ext = _ext_ids_from(ext_ids)
+            return p
         finally:
             self._unlock()
 
@@ -437,10 +443,16 @@ cdef class NativeWorker:
             self._unlock()
 
     def create_consumer(self, Transport transport, Producer producer, unsigned int ssrc, int payload_type,
-                        int clock_rate=90000, bint wait_keyframe=False):
+                        int clock_rate=90000, bint wait_keyframe=False, dict ext_ids=None, str mid=""):
         """A consumer SSRC is never reused on an SRTP transport (its SRTP index would start again under
-        the same key: nonce reuse), even after its consumer closed."""
+        the same key: nonce reuse), even after its consumer closed.
+
+        ext_ids is the subscriber's negotiated header extension map (names as in create_transport) and
+        mid its m-line's MID: each copy carries only mid (this value, on every packet) and audio_level
+        (the publisher's value); without ext_ids, no header extension at all."""
         cdef Consumer c
+        cdef bytes m = mid.encode()
+        cdef ExtIds out_ext = _consumer_ext_ids(ext_ids, m)
         self._lock()
         try:
             self._check_transport(transport)
@@ -459,6 +471,8 @@ cdef class NativeWorker:
             c.c.transport = transport.t
             c.c.producer = producer.p
             c.c.wait_keyframe = wait_keyframe and producer.p.codec in (CODEC_VP8, CODEC_H264)
+            c.c.out_ext = out_ext
+            c.c.ext_pre_len = ext_prefix(c.c.ext_pre, &out_ext, <const uint8_t *>m, len(m))
             if map_put(&self.core.consumers, ssrc, c.c) != 0:
                 raise MemoryError()
             if plist_add(&producer.p.consumers, c.c) != 0:

@@ -27,6 +27,7 @@ class Subscription:
     producer: Producer
     consumer: Consumer | None = None
     offered_active: bool = False   # what the last offer sent said about this section
+    ext_ids: dict[str, int] = field(default_factory=dict)   # header extensions the answer kept
 
 
 @dataclass(eq=False)
@@ -218,6 +219,10 @@ class RoomMedia:
         t = m.subscribe_transport
         if t.remote_ufrag is None:
             t.set_remote(answer.ice_ufrag, answer.fingerprint)
+        kept = negotiation.answered_extensions(answer)
+        for sm in m.subscriptions:
+            if sm.consumer is None:   # a live consumer keeps what it was created with
+                sm.ext_ids = kept.get(sm.section.mid, {})
         m.offer_pending = False
         if t.state == "connected":
             self._create_consumers(p)
@@ -236,7 +241,7 @@ class RoomMedia:
                 continue
             pt, clock_rate = negotiation.consumer_rtp_parameters(sm.producer.codec)
             sm.consumer = self.router.create_consumer(sm.producer, t, p.participant_id, sm.section.ssrc, pt,
-                                                      clock_rate)
+                                                      clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid)
 
     def close(self) -> None:
         self.router.close()

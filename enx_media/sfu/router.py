@@ -110,12 +110,14 @@ class Router:
 
     # -- consumers ----------------------------------------------------------------------------------
     def create_consumer(self, p: Producer, transport: Any, subscriber_id: str, ssrc: int, payload_type: int,
-                        clock_rate: int) -> Consumer | None:
+                        clock_rate: int, *, ext_ids: dict[str, int] | None = None, mid: str = "") -> Consumer | None:
+        """p as sent on a subscriber's transport: its SSRC and payload type, and the header extensions
+        the subscriber negotiated (ext_ids; `mid` is the subscriber's m-line, written into each packet)."""
         if p.native is None or transport.native is None:
             return None
         try:
             native = self.worker.create_consumer(transport.native, p.native, ssrc, payload_type, clock_rate,
-                                                 wait_keyframe=p.kind == "video")
+                                                 wait_keyframe=p.kind == "video", ext_ids=ext_ids or None, mid=mid)
         except ValueError as exc:
             log.warning("consumer refused producer=%s: %s", p.producer_id, exc)
             return None

@@ -72,10 +72,11 @@ class Worker:
         without it one encoding (rid "", ssrc)."""
         return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings)
 
-    def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[list] = None):
+    def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[list] = None,
+                               ext_ids: Optional[dict] = None):
         """A producer fed from Python (feed()), e.g. the MCU's output; key frame requests for it come back
         as ``keyframe_requested`` events with its producer_id (transport_id 0)."""
-        return self.native.create_direct_producer(codec, ssrc, encodings=encodings)
+        return self.native.create_direct_producer(codec, ssrc, encodings=encodings, ext_ids=ext_ids)
 
     def feed(self, producer, packets: list) -> int:
         """Fan out a batch of packetized RTP (list of bytes) of a direct producer; the GIL is released while
@@ -86,8 +87,12 @@ class Worker:
         self.native.close_producer(producer)
 
     def create_consumer(self, transport, producer, ssrc: int, payload_type: int, clock_rate: int = 90000,
-                        wait_keyframe: bool = False):
-        return self.native.create_consumer(transport, producer, ssrc, payload_type, clock_rate, wait_keyframe)
+                        wait_keyframe: bool = False, ext_ids: Optional[dict] = None, mid: str = ""):
+        """ext_ids: the subscriber's negotiated header extension map (name -> id); each forwarded packet
+        then carries mid (this value) and audio_level with those IDs, nothing else; None: no
+        extensions."""
+        return self.native.create_consumer(transport, producer, ssrc, payload_type, clock_rate, wait_keyframe,
+                                           ext_ids, mid)
 
     def close_consumer(self, consumer) -> None:
         self.native.close_consumer(consumer)

@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 
 from . import sdp
 
-# Header extensions offered to subscribers, by the IDs the node picks (the answer must echo them,
-# RFC 8285 §5). MID lets a receiver route an SSRC it has not seen yet to its m-line: without it, a
-# subscriber that learns several new SSRCs in one renegotiation can route only by payload type, and
-# two streams of one kind then collide. The core writes each consumer's own mid into every packet.
-SUBSCRIBER_EXTENSIONS = {"mid": (1, "urn:ietf:params:rtp-hdrext:sdes:mid")}
+# Header extensions offered to subscribers: name -> (the ID the node picks, URI, kinds). The answer
+# echoes the IDs it keeps (RFC 8285 §5) and the core writes each forwarded packet's block with them.
+# MID lets a receiver route an SSRC it has not seen yet to its m-line: without it, a subscriber that
+# learns several new SSRCs in one renegotiation routes by payload type alone, and two streams of one
+# kind collide. The core writes each consumer's own mid into every packet; audio level is copied.
+SUBSCRIBER_EXTENSIONS = {
+    "mid": (1, "urn:ietf:params:rtp-hdrext:sdes:mid", ("audio", "video")),
+    "audio_level": (2, "urn:ietf:params:rtp-hdrext:ssrc-audio-level", ("audio",)),
+}
 
 
 @dataclass
@@ -56,8 +60,10 @@ def check_answer_roles(answer: sdp.RemoteDescription) -> None:
 
 def subscriber_section(mid: int, kind: str, codec: str, publisher_id: str, track_id: str) -> sdp.OutgoingMedia:
     """A sendonly section for one consumed track, with a fresh random SSRC (the core refuses one
-    already used on the transport: SRTP nonces)."""
-    return sdp.OutgoingMedia(str(mid), kind, codec, secrets.randbits(31) | 1, publisher_id, track_id)
+    already used on the transport: SRTP nonces) and the header extensions for its kind."""
+    extensions = [(ext_id, uri) for ext_id, uri, kinds in SUBSCRIBER_EXTENSIONS.values() if kind in kinds]
+    return sdp.OutgoingMedia(str(mid), kind, codec, secrets.randbits(31) | 1, publisher_id, track_id,
+                             extensions=extensions)
 
 
 def consumer_rtp_parameters(codec: str) -> tuple[int, int]:
@@ -66,9 +72,11 @@ def consumer_rtp_parameters(codec: str) -> tuple[int, int]:
     return pt, sdp.CLOCK_RATES[codec]
 
 
-def answered_extensions(answer: sdp.RemoteDescription, mid: str) -> dict[str, int]:
-    """The subscriber extensions the answer kept for a section (name -> ID)."""
+def answered_extensions(answer: sdp.RemoteDescription) -> dict[str, dict[str, int]]:
+    """mid -> the subscriber extensions the answer kept for that section (name -> ID). Only the IDs
+    the node offered count: an answer that renumbers one loses it."""
+    out = {}
     for m in answer.media:
-        if m.mid == mid:
-            return {name: m.extensions[name] for name in SUBSCRIBER_EXTENSIONS if name in m.extensions}
-    return {}
+        out[m.mid] = {name: m.extensions[name] for name, (ext_id, _, _) in SUBSCRIBER_EXTENSIONS.items()
+                      if m.extensions.get(name) == ext_id}
+    return out

@@ -194,6 +194,7 @@ class OutgoingMedia:
     stream_id: str         # msid stream: the publisher
     track_id: str          # msid track: the stream
     active: bool = True
+    extensions: list[tuple[int, str]] = field(default_factory=list)   # (id, URI) offered
 
 
 def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fingerprint: str, ip: str,
@@ -211,7 +212,9 @@ def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fin
         lines.append(f"m={m.kind} {port} UDP/TLS/RTP/SAVPF {pt}")
         # actpass as the offerer (RFC 5763 §5); the answer must say active, the node is always the server.
         lines += _transport_lines(ip, port, "actpass", True)
-        lines += [f"a=mid:{m.mid}", "a=sendonly", f"a=msid:{m.stream_id} {m.track_id}", f"a=rtpmap:{pt} {rtpmap}"]
+        lines += [f"a=mid:{m.mid}", "a=sendonly", f"a=msid:{m.stream_id} {m.track_id}"]
+        lines += [f"a=extmap:{ext_id} {uri}" for ext_id, uri in m.extensions]
+        lines.append(f"a=rtpmap:{pt} {rtpmap}")
         if fmtp:
             lines.append(f"a=fmtp:{pt} {fmtp}")
         if kind == "video":

@@ -34,6 +34,6 @@ def test_every_class_and_function():
     for fn in ("parse_rtp", "write_rtp", "pack_header_extensions", "parse_rtcp", "write_sr", "write_rr",
                "write_nack", "write_pli", "write_fir", "write_remb", "parse_vp8_descriptor", "is_keyframe",
                "split_keying_material", "keying_material_length", "raw_sendmmsg_baseline",
-               "build_transport_feedback"):
+               "build_transport_feedback", "rewrite_header_extensions"):
         assert callable(getattr(_core, fn))
     assert sfu.Worker and sfu.Transport is _core.Transport
