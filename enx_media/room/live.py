@@ -403,9 +403,9 @@ class RoomManager:
                   event.rid)
 
     def _keyframe_requested(self, event: Any) -> None:
-        _, p = self._find_producer(event.producer_id)
+        live, p = self._find_producer(event.producer_id)
         if p is not None:
-            p.keyframes_requested += 1
+            live.media.router.keyframe_requested(p)
 
     def _producer_restart(self, event: Any) -> None:
         live, p = self._find_producer(event.producer_id)

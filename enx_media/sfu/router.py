@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .worker import Worker
 
@@ -32,11 +32,14 @@ class Producer:
     codec: str
     mid: str
     ssrc: int | None
-    transport: Any                  # webrtc.server.WebRtcTransport
+    transport: Any                  # webrtc.server.WebRtcTransport; None for a Python-fed producer
     native: Any = None
     paused: bool = False
-    keyframes_requested: int = 0    # PLIs the core sent upstream for it
+    keyframes_requested: int = 0    # PLIs the core sent upstream for it (or asked Python for)
     restarts: int = 0               # times its sender restarted its numbering
+    # A Python-fed producer's source (the MCU's encoder) is asked for a key frame through this: there
+    # is no upstream transport to send a PLI on.
+    on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
     last_keyframe_request: float = field(default=0.0, repr=False)
 
     @property
@@ -73,6 +76,24 @@ class Router:
         except ValueError as exc:
             log.warning("producer refused producer=%s: %s", producer.producer_id, exc)
         return producer
+
+    def create_direct_producer(self, producer: Producer) -> Producer:
+        """A producer fed from Python (feed()), fanned out like any other: the MCU's output, a test
+        publisher. Its SSRC is the one its packets carry."""
+        if producer.ssrc is None:
+            raise ValueError("a Python-fed producer needs the SSRC its packets carry")
+        producer.native = self.worker.create_direct_producer(producer.codec, producer.ssrc)
+        self.producers[producer.producer_id] = producer
+        return producer
+
+    def feed(self, p: Producer, packets: list[bytes]) -> int:
+        """Hand the core a batch of p's packetized RTP; returns how many were valid RTP."""
+        return self.worker.feed(p.native, packets)
+
+    def keyframe_requested(self, p: Producer) -> None:
+        p.keyframes_requested += 1
+        if p.transport is None and p.on_keyframe_request is not None:
+            p.on_keyframe_request()
 
     def by_native_id(self, native_id: int) -> Producer | None:
         for p in self.producers.values():

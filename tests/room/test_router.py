@@ -99,3 +99,35 @@ def test_every_native_event_kind_has_a_handler(tmp_path):
     manager = RoomManager(engine.rooms, engine.tokens, None, engine.events, MessageNotifier())
     assert set(manager.media_event_handlers) == set(MEDIA_EVENT_KINDS)
     engine.close()
+
+
+def test_python_fed_producer_fans_out_and_asks_its_source_for_key_frames():
+    async def scenario():
+        from enx_media._native import _core
+
+        events = []
+        worker = Worker("127.0.0.1", 0, on_event=events.append)
+        router = Router(worker)
+        sub = Peer(worker, PLAIN)
+        asked = []
+        mcu = router.create_direct_producer(Producer("mcu", "mcu", "video", "vp8", "", 0x6001, None,
+                                                     on_keyframe_request=lambda: asked.append(1)))
+        consumer = router.create_consumer(mcu, SimpleNamespace(native=sub.transport), "bob", 0x6002, 96, 90000)
+        assert mcu.live and consumer is not None
+        sent = router.feed(mcu, [rtp(i, 3000 * i, 0x6001, payload=vp8(b"m%d" % i, key=i == 0)) for i in range(5)])
+        got = forwarded(sub, lambda: worker.poll_once(5), 5)
+        assert sent == 5 and len(got) == 5 and all(int.from_bytes(d[8:12], "big") == 0x6002 for d in got)
+
+        sub.send_rtcp(_core.write_pli(0x1, 0x6002))
+        for _ in range(20):
+            worker.poll_once(5)
+            if events:
+                break
+        for e in events:
+            if e.kind == "keyframe_requested":
+                router.keyframe_requested(router.by_native_id(e.producer_id))
+        assert asked == [1] and mcu.keyframes_requested == 1
+        router.close()
+        sub.close()
+        worker.stop()
+    asyncio.run(scenario())
