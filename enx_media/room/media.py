@@ -180,7 +180,11 @@ class RoomMedia:
         m = p.media
         if self.room.ended or (not m.follow_all and not m.wanted and not m.subscriptions):
             return
-        if m.offer_pending:
+        if m.offer_pending or (m.subscribe_transport is not None and m.subscribe_transport.state != "connected"):
+            # One negotiation at a time, and none while the transport's first connect runs: aiortc 1.16
+            # never starts the receivers of m-lines that a renegotiation adds during its ICE/DTLS
+            # connect (its __connect races itself), so their tracks get no packets. Offered again once
+            # the answer is in and the transport is connected.
             m.renegotiate = True
             return
         have = {sm.producer.producer_id for sm in m.subscriptions if sm.section.active}
@@ -226,13 +230,17 @@ class RoomMedia:
         m.offer_pending = False
         if t.state == "connected":
             self._create_consumers(p)
-        if m.renegotiate:
-            m.renegotiate = False
+            await self._renegotiate_if_asked(p)
+
+    async def _renegotiate_if_asked(self, p: "Participant") -> None:
+        if p.media.renegotiate and not p.media.offer_pending:
+            p.media.renegotiate = False
             await self.update_subscription(p, force=True)
 
     async def _subscribe_connected(self, p: "Participant") -> None:
         if self.room.has(p):
             self._create_consumers(p)
+            await self._renegotiate_if_asked(p)
 
     def _create_consumers(self, p: "Participant") -> None:
         t = p.media.subscribe_transport
