@@ -41,7 +41,9 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     cdef SentEntry *e
     ctx_run_room(x)
     out = x.sbuf + x.nsend * SLOT
-    n = rtp_write_ext(out, SLOT - SRTP_MAX_TRAILER, buf, length, l, el, ext_elements(c, l, el))
+    # room for the SRTP tag after it when the transport protects
+    n = rtp_write_ext(out, SLOT if c.transport.tx == NULL else SLOT - SRTP_MAX_TRAILER, buf, length, l, el,
+                      ext_elements(c, l, el))
     if n < 0:
         c.drops[drop_reason(n)] += 1
         return 0

@@ -1,7 +1,8 @@
 # The worker's containers: an open-addressing hash table uint64 -> pointer (transports by ip:port,
-# producers/consumers by SSRC) and a pointer list (PtrList: the consumers of a producer or transport, the
-# transports with transport-cc, the producers with missing seqs). Inserts and deletes happen with the
-# GIL (control actions); lookups and walks run in the nogil packet loop.
+# producer encodings and consumers by SSRC) and a pointer list (PtrList: the consumers of a producer or
+# transport, the producers of a transport, the transports with transport-cc, the encodings with missing
+# seqs). Inserts and deletes happen under the worker's mutex: control actions, and the receive path
+# when it binds a learned SSRC (ingest_bind, between fan-outs); lookups and walks run in the nogil loop.
 
 cdef struct U64Map:
     uint64_t *keys

@@ -4,7 +4,7 @@
 # (rtcp_io.pxi), written by rtcp.pxi's rtcp_write_nack.
 
 cdef enum:
-    NACK_MAX = 256                  # missing seqs remembered per producer
+    NACK_MAX = 256                  # missing seqs remembered per encoding
     NACK_TRIES = 3
     NACK_MIN_RETRY_NS = 20000000
     NACK_FORGET_NS = 1000000000

@@ -49,7 +49,7 @@ cdef class NativeWorker:
     """Owns one UDP socket and the packet path. Python drives it with drain() once per readiness.
 
     Threads: drain() may run in one thread while control methods (create/close/bind/switch/
-    request_keyframe/send...) are called from another. A recursive mutex serialises them: drain()
+    set_target_encoding/request_keyframe/feed/send...) are called from another. A recursive mutex serialises them: drain()
     holds it for each receive batch (so entities are never resized or freed mid-fan-out), every control
     method holds it for its whole run. It is taken with the GIL released (no lock-order deadlock) and is
     uncontended when one thread does everything (attach() on an asyncio loop)."""
@@ -507,7 +507,7 @@ cdef class NativeWorker:
             self._unlock()
 
     def switch_producer(self, Consumer c, Producer p):
-        """Feed the consumer from another producer; its seq/ts continue without a jump (SeqManager).
+        """Feed the consumer from another producer; its seq/ts continue without a jump (seq.pxi).
         Both must be open and of this worker (ValueError otherwise)."""
         self._lock()
         try:

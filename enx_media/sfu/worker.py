@@ -3,6 +3,10 @@
 The packet path lives in ``enx_media._native._core.NativeWorker``; this class owns it, runs its
 drain loop (in a thread, or on an asyncio loop via ``add_reader``) and hands STUN/DTLS datagrams and
 events (``MediaEvent``: typed, one ``kind`` each, listed in its docstring) to callbacks, once per batch.
+Control actions delegate to the core: transports, producers (one track, up to 3 encodings rid -> SSRC,
+SSRCs learned in the core from mid/rid), Python-fed producers (``create_direct_producer`` + ``feed``, a
+batch per call), consumers (per-subscriber header extensions, a target encoding switched at its key
+frame).
 """
 from __future__ import annotations
 

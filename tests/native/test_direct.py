@@ -80,3 +80,13 @@ def test_feed_releases_the_gil(worker):
         th.join()
     assert during > 0
     sink.close()
+
+
+def test_direct_producer_audio_level_reaches_subscribers_that_negotiated_it(worker):
+    p = worker.create_direct_producer("opus", ssrc=0x6001, ext_ids={"audio_level": 1})
+    sub = Peer(worker, GCM)
+    worker.create_consumer(sub.transport, p, 0x6002, 111, 48000, ext_ids={"mid": 4, "audio_level": 2}, mid="mcu")
+    worker.feed(p, [rtp(1, 960, 0x6001, payload=b"a", pt=111, ext=[(1, b"\x8a")])])
+    got = sub.recv_all(1, pump_for(worker))
+    assert _core.parse_rtp(got[0])["extensions"] == {4: b"mcu", 2: b"\x8a"}
+    sub.close()

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from enx_media._native import _core
+from enx_media.sfu import Worker
 from rtp_util import GCM, Peer, pump_for, rtp, vp8
 
 IDS = {"mid": 1, "rid": 2, "repaired_rid": 3}
@@ -63,10 +64,12 @@ def test_ssrc_learned_from_mid_rid_in_the_core(worker):
     sub.close()
 
 
-def test_batch_mixing_two_encodings_serves_every_consumer(worker):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_mixing_two_encodings_serves_every_consumer(threads):
     """Consumers of encoding 0 and 1 of one producer, two of them on one subscriber transport: packets of
     both encodings interleaved in ONE receive batch all reach their consumers (grouping is by producer,
-    the encoding is decided per packet)."""
+    the encoding is decided per packet), also with a fan-out helper thread."""
+    worker = Worker("127.0.0.1", 0, fanout_threads=threads)
     pub = Peer(worker, GCM)
     p = worker.create_producer(pub.transport, codec="vp8", mid="v", encodings=[("q", 0xA1), ("h", 0xA2)])
     shared, other = Peer(worker, GCM), Peer(worker, GCM)
@@ -96,6 +99,7 @@ def test_batch_mixing_two_encodings_serves_every_consumer(worker):
     assert [c.stats["packets_out"] for c in (c0, c1, c2)] == [n, n, n]
     for x in (pub, shared, other):
         x.close()
+    worker.stop()
 
 
 def test_switch_at_target_key_frame_with_continuity_and_nack_from_the_right_history(worker):
