@@ -1,4 +1,5 @@
-"""Room tokens: JWTs bound to app, room, user, role and expiry, and the verifier the media plane uses.
+"""Room tokens: JWTs bound to app, room, user, role and expiry; issue, revoke, and the verification a join
+runs (RoomManager.join), once per session per token.
 
 HS256 with a per-app secret that only the node holds (the App Key never signs anything, so rotating
 or leaking a token secret does not expose the key). The algorithm is pinned: a token whose header
