@@ -69,6 +69,7 @@ cdef struct CEncoding:
     uint16_t hist_len[HIST_SLOTS]
     uint8_t *hist
     int64_t last_pli_ns
+    int pli_listed              # a request inside the window waits in the worker's list for its end
     uint64_t pli_forwarded
     uint64_t pli_limited
     # the sender's clock: the last sender report (RFC 3550 §6.4.1)

@@ -160,10 +160,20 @@ cdef void send_nacks(Core *w, CEncoding *p, int64_t now) noexcept nogil:
 
 
 cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
-    """Upstream feedback of the draining thread: NACKs due, transport-cc every TCC_INTERVAL_NS."""
+    """Upstream feedback of the draining thread: key frame requests whose window closed, NACKs due,
+    transport-cc every TCC_INTERVAL_NS."""
     cdef int i
     cdef CTransport *t
     cdef CEncoding *p
+    i = 0
+    while i < w.pli_encodings.n:
+        p = <CEncoding *>w.pli_encodings.items[i]
+        if now - p.last_pli_ns >= PLI_INTERVAL_NS:
+            p.pli_listed = 0
+            plist_del(&w.pli_encodings, p)      # the last item moves to i
+            request_keyframe(w, p, now)
+        else:
+            i += 1
     i = 0
     while i < w.nack_encodings.n:
         p = <CEncoding *>w.nack_encodings.items[i]
@@ -180,7 +190,9 @@ cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
 
 
 cdef int request_keyframe(Core *w, CEncoding *p, int64_t now) noexcept nogil:
-    """PLI to the sender of encoding p, at most one per PLI_INTERVAL_NS; 1 if sent."""
+    """PLI to the sender of encoding p, at most one per PLI_INTERVAL_NS; 1 if sent now. A request inside
+    the window is not lost: it is sent the moment the window closes (feedback_due), or a subscriber
+    that joins just after another would wait for the encoder's next periodic key frame."""
     cdef uint8_t *b
     cdef CTransport *t = p.producer.transport
     if not p.bound:
@@ -188,6 +200,8 @@ cdef int request_keyframe(Core *w, CEncoding *p, int64_t now) noexcept nogil:
     if now - p.last_pli_ns < PLI_INTERVAL_NS:
         p.pli_limited += 1
         w.drops[DROP_PLI_RATE_LIMITED] += 1
+        if not p.pli_listed and plist_add(&w.pli_encodings, p) == 0:
+            p.pli_listed = 1
         return 0
     if t == NULL:
         # a Python-fed producer: its encoder is Python's, so the request goes up as an event

@@ -43,6 +43,7 @@ cdef struct Core:
     uint32_t rtcp_ssrc
     PtrList tcc_transports     # CTransport* with a transport-cc ring
     PtrList nack_encodings     # CEncoding* with missing seqs to NACK
+    PtrList pli_encodings      # CEncoding* with a key frame request waiting for its PLI window to close
 
 
 cdef class NativeWorker:
@@ -164,6 +165,7 @@ cdef class NativeWorker:
         map_free(&self.core.consumers)
         plist_free(&self.core.tcc_transports)
         plist_free(&self.core.nack_encodings)
+        plist_free(&self.core.pli_encodings)
         if self.core.mu_ready:
             pthread_mutex_destroy(&self.core.mu)
         free(self.core)
@@ -430,6 +432,9 @@ cdef class NativeWorker:
                 if e.nack_listed:
                     plist_del(&self.core.nack_encodings, e)
                     e.nack_listed = 0
+                if e.pli_listed:
+                    plist_del(&self.core.pli_encodings, e)
+                    e.pli_listed = 0
                 e.nnack = 0
                 if e.bound:
                     if map_get(&self.core.producers, e.ssrc) == <void *>e:

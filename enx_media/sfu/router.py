@@ -4,21 +4,13 @@ for producers and consumers; media never passes through here, only their lifecyc
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .worker import Worker
 
 log = logging.getLogger(__name__)
-
-# The core sends at most one PLI per producer per window (PLI_INTERVAL_NS in ext/entities.pxi) and
-# refuses a request inside it. A subscriber that joins inside the window would then wait for the
-# encoder's next periodic key frame (seconds), so the router asks once more the moment the window
-# closes: the one thing the native limit does not do by itself.
-PLI_WINDOW_S = 0.5
 
 
 @dataclass(eq=False)
@@ -40,7 +32,6 @@ class Producer:
     # A Python-fed producer's source (the MCU's encoder) is asked for a key frame through this: there
     # is no upstream transport to send a PLI on.
     on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
-    last_keyframe_request: float = field(default=0.0, repr=False)
 
     @property
     def live(self) -> bool:
@@ -158,15 +149,11 @@ class Router:
             c.native = None
 
     # -- key frames ---------------------------------------------------------------------------------
-    def request_keyframe(self, p: Producer, retry: bool = True) -> None:
-        if p.native is None or self.producers.get(p.producer_id) is not p:
-            return
-        now = time.monotonic()
-        if self.worker.request_keyframe(p.native):
-            p.last_keyframe_request = now
-        elif retry:
-            delay = max(0.01, PLI_WINDOW_S - (now - p.last_keyframe_request) + 0.005)
-            asyncio.get_running_loop().call_later(delay, self.request_keyframe, p, False)
+    def request_keyframe(self, p: Producer) -> None:
+        """A PLI to p's sender. The core keeps the rate limit (one per encoding per 500 ms) and sends a
+        request that falls inside it when the window closes."""
+        if p.native is not None and self.producers.get(p.producer_id) is p:
+            self.worker.request_keyframe(p.native)
 
     # -- stats --------------------------------------------------------------------------------------
     def quality(self, participant_id: str) -> dict[str, Any]:
