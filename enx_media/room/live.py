@@ -66,6 +66,9 @@ class Notifier(Protocol):
 
     async def relay(self, p: "Participant", sender: "Participant", payload: dict) -> None: ...
 
+    async def disconnect(self, p: "Participant", why: str) -> None:
+        """End p's connection after what was sent to it; why: session-ended or removed."""
+
 
 @dataclass(eq=False)
 class Participant:
@@ -175,14 +178,14 @@ class LiveRoom:
     async def end(self, reason: str) -> None:
         if self.ended:
             return
-        await self.notifier.session_ended(self.everyone(), reason)
-        self.ended = True
+        self.ended = True       # before any await: the duration timer and the last leave may both get here
         for task in (self._timer, self._sampler):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+        await self.notifier.session_ended(self.everyone(), reason)
         for p in list(self.participants.values()):
             await self._drop(p, f"session-ended:{reason}", announce=False)
-            await p.channel.close(4000, "session ended")
+            await self.notifier.disconnect(p, "session-ended")
         if self.media is not None:
             self.media.close()
         self.manager.forget(self)
@@ -274,7 +277,7 @@ class LiveRoom:
                     detail=reason)
         await self.notifier.removed(target, p, reason)
         await self.leave(target, "removed")
-        await target.channel.close(4001, "removed by a moderator")
+        await self.notifier.disconnect(target, "removed")
 
     async def floor(self, p: Participant, action: str, pid: str | None) -> None:
         policy.check_floor(self.room, p, action)
@@ -378,7 +381,10 @@ class RoomManager:
         if handler is None:
             log.warning("media event of unknown kind %r", event.kind)
             return
-        handler(event)
+        try:
+            handler(event)
+        except Exception:  # noqa: BLE001 - the rest of the drain's events must still be handled
+            log.exception("media event handler failed kind=%s", event.kind)
 
     def _find_producer(self, native_id: int) -> tuple[LiveRoom, Producer] | tuple[None, None]:
         for live in self.live.values():

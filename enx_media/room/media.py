@@ -117,18 +117,18 @@ class RoomMedia:
         if self.producers.get(s.producer_id) is not s:
             return
         was_live = s.live
-        for sub in self.room.participants.values():
+        # Closed first, in this step of the loop: the renegotiations below must not offer it again, and
+        # a second removal racing this one (unpublish and a transport closing) finds nothing to do.
+        self.router.close_producer(s)
+        for sub in list(self.room.participants.values()):
             changed = False
             for sm in sub.media.subscriptions:
                 if sm.producer is s and sm.section.active:
-                    if sm.consumer is not None:
-                        self.router.close_consumer(sm.consumer)
-                        sm.consumer = None
+                    sm.consumer = None          # closed with the producer
                     sm.section.active = False
                     changed = True
             if changed:
                 await self.update_subscription(sub)
-        self.router.close_producer(s)
         if was_live:
             await self.room.stream_gone(s, reason, announce)
 

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ..sfu.router import Producer
 
 
+# How the node ends a connection for a room's reason (WebSocket close codes in the 4000 range).
+CLOSE_CODES = {"session-ended": (4000, "session ended"), "removed": (4001, "removed by a moderator")}
+
+
 class MessageNotifier:
     """Implements room.live.Notifier: each notification becomes one message per recipient."""
 
@@ -62,6 +66,9 @@ class MessageNotifier:
 
     async def relay(self, p, sender, payload: dict) -> None:
         await p.channel.send(M.relay(sender, payload))
+
+    async def disconnect(self, p, why: str) -> None:
+        await p.channel.close(*CLOSE_CODES[why])
 
 
 class SignalingHub:

@@ -1,0 +1,88 @@
+"""A live room's media in-process: a real WebRTC server on 127.0.0.1 and aiortc peers in the same loop,
+no WebSocket. Publishing makes live streams, a follower is offered them and gets consumers, and a
+stream removed is offered again only as a disabled section."""
+import asyncio
+import time
+
+from aiortc import RTCSessionDescription
+
+from enx_media.room import RoomManager
+from enx_media.signaling import MessageNotifier
+from enx_media.webrtc.server import WebRtcServer
+from media_util import COLORS, ColorTrack, ToneTrack, peer_connection, sendonly_offer
+from test_live_room import Rig
+
+
+async def next_message(channel, msg_type, after=0, timeout=10.0):
+    """The first message of msg_type at index >= after in what the channel was sent, and its index."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for i, m in enumerate(channel.messages[after:], start=after):
+            if m["type"] == msg_type:
+                return m, i
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {msg_type} message; got {[m['type'] for m in channel.messages]}")
+
+
+async def answer_offer(live, p, pc, offer):
+    await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await live.answer(p, pc.localDescription.sdp)
+
+
+async def until(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def test_publish_follow_and_remove_a_stream(tmp_path):
+    rig = Rig(tmp_path)
+
+    async def scenario():
+        server = WebRtcServer("127.0.0.1", 0, "127.0.0.1")
+        server.start()
+        rig.rooms = RoomManager(rig.engine.rooms, rig.engine.tokens, server, rig.engine.events, MessageNotifier())
+        pcs = []
+        try:
+            live, (alice, bob) = rig.populate("group", "moderator", "participant")
+            await live.subscribe(bob, None)                      # follows everything, nothing live yet
+            pub = await sendonly_offer(ColorTrack(COLORS[0]), ToneTrack())
+            sub = peer_connection()
+            pcs += [pub, sub]
+            answer = await live.publish(alice, pub.localDescription.sdp)
+            await pub.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+            # answer every offer until both streams are consumed and no renegotiation is due
+            at = -1
+            while len(live.media.router.consumers) < 2 or bob.media.offer_pending or bob.media.renegotiate:
+                offer, at = await next_message(bob.channel, "offer", after=at + 1)
+                await answer_offer(live, bob, sub, offer)
+                await until(lambda: sub.connectionState == "connected")
+                await asyncio.sleep(0.05)
+            offered = {s["stream_id"]: s["kind"] for s in offer["streams"]}
+            assert sorted(offered.values()) == ["audio", "video"] and set(offered) == set(live.media.producers)
+            assert all(c.subscriber_id == bob.participant_id for c in live.media.router.consumers)
+
+            video = next(s for s in live.media.producers.values() if s.kind == "video")
+            mark = len(bob.channel.messages)
+            assert await live.unpublish(alice, [video.producer_id]) == [video.producer_id]
+            again, at = await next_message(bob.channel, "offer", after=mark)
+            assert [s["stream_id"] for s in again["streams"]] == [s for s, k in offered.items() if k == "audio"]
+            assert "m=video 0 " in again["sdp"]                  # the section is disabled, not offered anew
+            assert [m for m in bob.channel.messages if m["type"] == "stream-removed"] == [
+                {"type": "stream-removed", "stream_id": video.producer_id, "participant_id": alice.participant_id}]
+            assert len(live.media.router.consumers) == 1 and video.producer_id not in live.media.producers
+            await answer_offer(live, bob, sub, again)
+            await live.leave(alice, "left")
+            await until(lambda: not live.media.router.consumers and not live.media.producers)
+        finally:
+            for pc in pcs:
+                await pc.close()
+            await rig.rooms.end_all("test over")
+            await server.stop()
+            assert server.stats()["worker"]["consumers"] == 0
+
+    asyncio.run(scenario())
+    rig.engine.close()
