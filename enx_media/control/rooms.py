@@ -414,7 +414,7 @@ class RoomService:
             raise Conflict("the room has a live session; it can be deleted once the session ends",
                            reason="session live")
 
-    # -- sessions (recorded by the signaling layer) -------------------------------------------------
+    # -- sessions (recorded from the event bus by SessionRecorder) -------------------------------------------------
     def live_session(self, room_id: str) -> str | None:
         return self.store.sessions.live_session(room_id)
 

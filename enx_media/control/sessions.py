@@ -3,12 +3,15 @@ the live room's events; SessionService reads it (post-session data, CDR) and clo
 left open."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from .. import events as ev
 from ..store import ChatMessageRecord, ParticipantRecord, Store
 from .rooms import iso
+
+log = logging.getLogger(__name__)
 
 
 class SessionService:
@@ -49,7 +52,13 @@ class SessionRecorder:
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.SessionStarted):
-            self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
+            stale = self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
+            if stale != event.session_id:
+                # The record still holds a session of this room that this node no longer runs (its end
+                # was not written): end it, or this one's participants would be written nowhere.
+                log.warning("ending stale session=%s room=%s", stale, event.room_id)
+                self.sessions.end(stale, "superseded", event.at)
+                self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
         elif isinstance(event, ev.SessionEnded):
             self.sessions.end(event.session_id, event.reason, event.at)
         elif isinstance(event, ev.ParticipantJoined):

@@ -200,3 +200,15 @@ def test_session_ends_at_its_duration(rig):
         assert "session-ended" in ch.types() and ch.closed == (4000, "session ended")
         assert rig.of(ev.SessionEnded)[0].reason == "duration"
     rig.run(scenario)
+
+
+def test_a_session_left_open_in_the_record_is_ended_when_a_new_one_starts(rig):
+    async def scenario():
+        room = rig.room(mode="group")
+        rig.engine.store.sessions.start(room.app_id, room.room_id, "stale-session", 1.0)   # its end never written
+        live, p, _ = rig.join(room, "u", "participant")
+        assert rig.engine.sessions.get("stale-session")["end_reason"] == "superseded"
+        record = rig.engine.sessions.get(live.session_id)
+        assert record["ended"] is None and [x["user_ref"] for x in record["participants"]] == ["u"]
+        assert rig.engine.rooms.live_session(room.room_id) == live.session_id
+    rig.run(scenario)
