@@ -2,8 +2,8 @@
 
 The live room publishes what happens in a session (started / ended, participants joining and leaving,
 streams, chat, floor, moderator actions, periodic quality samples) as typed events. Whoever needs a
-record of it subscribes: the session service today; CDR, webhooks, recordings and a multi-node relay
-later. Publishing is synchronous and in order; a subscriber that raises is logged and counted, never
+record of it subscribes: control.sessions.SessionRecorder today; CDR, webhooks, recordings and a
+multi-node relay later. Publishing is synchronous and in order; a subscriber that raises is logged and counted, never
 propagated, so no subscriber can break a room.
 """
 from __future__ import annotations
@@ -90,8 +90,9 @@ class ModeratorAction(Event):
 
 @dataclass(frozen=True)
 class QualitySample(Event):
-    """One participant's media over the last sampling interval, per direction, from the core's RTCP
-    counters (what a CDR's quality section and a live dashboard read)."""
+    """One participant's media as the core counted it, every QUALITY_INTERVAL_S: totals since its
+    streams opened (a CDR takes the last sample, a dashboard the difference of two), and the worst of
+    the latest receiver reports about what the node sends it."""
     participant_id: str
     streams_sent: int
     streams_received: int
@@ -99,6 +100,7 @@ class QualitySample(Event):
     bytes_in: int
     packets_out: int
     bytes_out: int
+    keyframe_requests: int     # PLIs sent to this participant's encoders
     fraction_lost: float       # worst receiver report of what the node sends this participant
     jitter: int
     rtt_ms: float

@@ -28,7 +28,6 @@ class Producer:
     native: Any = None
     paused: bool = False
     keyframes_requested: int = 0    # PLIs the core sent upstream for it (or asked Python for)
-    restarts: int = 0               # times its sender restarted its numbering
     # A Python-fed producer's source (the MCU's encoder) is asked for a key frame through this: there
     # is no upstream transport to send a PLI on.
     on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
@@ -156,25 +155,32 @@ class Router:
             self.worker.request_keyframe(p.native)
 
     # -- stats --------------------------------------------------------------------------------------
-    def quality(self, participant_id: str) -> dict[str, Any]:
-        """What the core counted for one participant's producers and consumers."""
-        out = dict(streams_sent=0, streams_received=0, packets_in=0, bytes_in=0, packets_out=0, bytes_out=0,
-                   fraction_lost=0.0, jitter=0, rtt_ms=0.0)
+    def quality(self) -> dict[str, dict[str, Any]]:
+        """Per participant, what the core counted for its producers and consumers so far (totals since
+        they opened), and the worst loss, jitter and RTT the last receiver reports gave. One pass over
+        the room's producers and consumers, however many participants."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(pid: str) -> dict[str, Any]:
+            return out.setdefault(pid, dict(streams_sent=0, streams_received=0, packets_in=0, bytes_in=0,
+                                            packets_out=0, bytes_out=0, keyframe_requests=0,
+                                            fraction_lost=0.0, jitter=0, rtt_ms=0.0))
         for p in self.producers.values():
-            if p.participant_id == participant_id and p.native is not None:
-                s = p.native.stats
-                out["streams_sent"] += 1
-                out["packets_in"] += s["packets_in"]
-                out["bytes_in"] += s["bytes_in"]
+            if p.native is not None:
+                s, q = p.native.stats, entry(p.participant_id)
+                q["streams_sent"] += 1
+                q["packets_in"] += s["packets_in"]
+                q["bytes_in"] += s["bytes_in"]
+                q["keyframe_requests"] += p.keyframes_requested
         for c in self.consumers:
-            if c.native is not None and c.subscriber_id == participant_id:
-                s = c.native.stats
-                out["streams_received"] += 1
-                out["packets_out"] += s["packets_out"]
-                out["bytes_out"] += s["bytes_out"]
-                out["fraction_lost"] = max(out["fraction_lost"], s["fraction_lost"])
-                out["jitter"] = max(out["jitter"], s["jitter"])
-                out["rtt_ms"] = max(out["rtt_ms"], s["rtt_ms"])
+            if c.native is not None:
+                s, q = c.native.stats, entry(c.subscriber_id)
+                q["streams_received"] += 1
+                q["packets_out"] += s["packets_out"]
+                q["bytes_out"] += s["bytes_out"]
+                q["fraction_lost"] = max(q["fraction_lost"], s["fraction_lost"])
+                q["jitter"] = max(q["jitter"], s["jitter"])
+                q["rtt_ms"] = max(q["rtt_ms"], s["rtt_ms"])
         return out
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import time
 
 from aiortc import RTCSessionDescription
 
+from enx_media import events as ev
 from enx_media.room import RoomManager
 from enx_media.signaling import MessageNotifier
 from enx_media.webrtc.server import WebRtcServer
@@ -64,6 +65,13 @@ def test_publish_follow_and_remove_a_stream(tmp_path):
             offered = {s["stream_id"]: s["kind"] for s in offer["streams"]}
             assert sorted(offered.values()) == ["audio", "video"] and set(offered) == set(live.media.producers)
             assert all(c.subscriber_id == bob.participant_id for c in live.media.router.consumers)
+
+            # media flows: the quality sample counts it per participant and direction
+            await until(lambda: all(c.native.stats["packets_out"] > 5 for c in live.media.router.consumers))
+            live.sample_quality()
+            samples = {e.participant_id: e for e in rig.of(ev.QualitySample)}
+            assert samples[alice.participant_id].streams_sent == 2 and samples[alice.participant_id].packets_in > 10
+            assert samples[bob.participant_id].streams_received == 2 and samples[bob.participant_id].bytes_out > 0
 
             video = next(s for s in live.media.producers.values() if s.kind == "video")
             mark = len(bob.channel.messages)

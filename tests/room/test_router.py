@@ -59,8 +59,9 @@ def test_producer_learns_its_ssrc_from_mid_and_feeds_consumers():
         router.set_paused(producer, False)
         assert not consumer.native.paused
 
-        assert router.quality("alice")["streams_sent"] == 1
-        assert router.quality("bob")["streams_received"] == 1
+        quality = router.quality()
+        assert quality["alice"]["streams_sent"] == 1 and quality["alice"]["packets_in"] >= 5
+        assert quality["bob"]["streams_received"] == 1 and quality["bob"]["packets_out"] == 4
         router.close_producer(producer)
         assert router.consumers == [] and worker.stats["consumers"] == 0 and worker.stats["producers"] == 0
         pub.close()
