@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parent.parent / "enx_media"
 # layer of a module (first package under enx_media, or the module name) -> layers it may import
 ALLOWED = {
     "cli": {"web", "engine", "config", "control", "store", "errors", "__init__"},  # assembles the node
-    "web": {"engine", "config", "control", "errors"},
+    "web": {"engine", "config", "control", "signaling", "errors"},
     "engine": {"config", "control", "store", "events", "errors", "room", "signaling", "webrtc"},
     "signaling": {"room", "sfu", "webrtc", "errors"},
     "room": {"sfu", "webrtc", "control", "events", "errors"},

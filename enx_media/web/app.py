@@ -29,6 +29,7 @@ from ..config import Settings
 from ..control.apps import App
 from ..control.rooms import iso
 from ..engine import Engine
+from ..signaling import messages
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 DEMO_TOKENS_PER_MINUTE = 30
@@ -123,6 +124,15 @@ class Metrics:
                     g = GaugeMetricFamily("enx_live_participants", "Participants connected, all rooms")
                     g.add_metric([], stats["live_participants"])
                     yield g
+                    g = GaugeMetricFamily("enx_live_rooms", "Rooms with a live session")
+                    g.add_metric([], stats["live_rooms"])
+                    yield g
+                    c = CounterMetricFamily("enx_media_unknown_ssrc_events", "RTP of an SSRC no producer has")
+                    c.add_metric([], stats["unknown_ssrc_events"])
+                    yield c
+                c = CounterMetricFamily("enx_event_subscriber_failures", "Event-bus subscribers that raised")
+                c.add_metric([], stats["event_failures"])
+                yield c
 
         self.registry.register(EngineCollector())
 
@@ -149,11 +159,10 @@ class ApiMiddleware:
             except ValueError:
                 declared = -1
             if declared < 0:
-                resp = envelope_error(E.InvalidRequest.code, "invalid request", "bad Content-Length", 400)
+                resp = error_response(E.InvalidRequest("bad Content-Length"))
                 return await self._finish(resp, scope, receive, send, started)
             if declared > self.max_body:
-                resp = envelope_error(E.PayloadTooLarge.code, "payload too large",
-                                      f"request bodies are limited to {self.max_body} bytes", 413)
+                resp = error_response(E.PayloadTooLarge(f"request bodies are limited to {self.max_body} bytes"))
                 return await self._finish(resp, scope, receive, send, started)
         received = 0
 
@@ -181,7 +190,8 @@ class ApiMiddleware:
                 resp = error_response(exc)
             else:
                 log.exception("unhandled error path=%s", scope.get("path"))
-                resp = envelope_error(1500, "internal error", "the node failed to handle this request", 500)
+                resp = error_response(E.EnxError("the node failed to handle this request", reason="internal error",
+                                                 code=1500))
             await resp(scope, receive, tracking_send)
         self._observe(scope, status_holder["status"], started)
 
@@ -309,8 +319,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         await websocket.accept()
         hub = engine.signaling
         if hub is None:
-            await websocket.send_json({"type": "error", "code": 1409, "error": "media not started",
-                                       "desc": "this node runs without its media plane"})
+            await websocket.send_json(messages.error(E.Conflict("this node runs without its media plane",
+                                                                reason="media not started")))
             await websocket.close(1011)
             return
 
