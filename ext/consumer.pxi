@@ -20,9 +20,9 @@ cdef inline int ext_elements(const CConsumer *c, const RtpLayout *l, uint8_t *el
 
 cdef int ext_prefix(uint8_t *pre, const ExtIds *ids, const uint8_t *mid, int mid_len) noexcept nogil:
     """The mid element written on EVERY copy, not only the first ones as Chromium does for its own
-    streams: a receiver (aiortc, browsers) routes an SSRC it has not seen signalled by MID, and a
-    subscriber that gets several new SSRCs at once (a renegotiation, a layer switch is not one: the SSRC
-    stays) must route each of them whichever packet it sees first. 1 + len bytes; 0 without a mid."""
+    streams: a receiver that routes by MID (RFC 8843 §9.2; browsers do, aiortc 1.16 routes by the
+    offer's a=ssrc and the payload type only) can route an SSRC whichever packet it sees first, also
+    when a renegotiation brings several at once. 1 + len bytes; 0 without a mid."""
     if ids.mid <= 0 or mid_len <= 0:
         return 0
     pre[0] = <uint8_t>((ids.mid << 4) | (mid_len - 1))

@@ -10,9 +10,9 @@ from . import sdp
 
 # Header extensions offered to subscribers: name -> (the ID the node picks, URI, kinds). The answer
 # echoes the IDs it keeps (RFC 8285 §5) and the core writes each forwarded packet's block with them.
-# MID lets a receiver route an SSRC it has not seen yet to its m-line: without it, a subscriber that
-# learns several new SSRCs in one renegotiation routes by payload type alone, and two streams of one
-# kind collide. The core writes each consumer's own mid into every packet; audio level is copied.
+# MID lets a receiver route an SSRC it has not seen signalled to its m-line (RFC 8843 §9.2: browsers
+# do; aiortc 1.16 routes by the offer's a=ssrc lines and the payload type only). The core writes each
+# consumer's own mid into every packet; audio level is copied.
 SUBSCRIBER_EXTENSIONS = {
     "mid": (1, "urn:ietf:params:rtp-hdrext:sdes:mid", ("audio", "video")),
     "audio_level": (2, "urn:ietf:params:rtp-hdrext:ssrc-audio-level", ("audio",)),

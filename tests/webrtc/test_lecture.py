@@ -87,8 +87,8 @@ def test_viewer_never_publishes(node, creds):
 @pytest.mark.parametrize("subscribed_first", [False, True], ids=["publish_then_subscribe", "subscribe_then_publish"])
 def test_participant_hears_and_sees_two_moderators(node, creds, subscribed_first):
     """Two moderators each publish video and audio (aiortc on both ends): a participant subscribed to
-    both decodes all four streams. Its subscribe offer brings two new audio SSRCs at once, which a
-    receiver can tell apart only by the MID header extension the node writes per consumer."""
+    both decodes all four streams, whether its subscription starts before they publish (its offers are
+    renegotiated as they do) or after (one offer with four sections)."""
     api = Api(node, creds)
     room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 10})
 
