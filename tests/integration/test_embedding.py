@@ -1,0 +1,77 @@
+"""The README's embedding recipe end to end: a host app (host_app.py) served by uvicorn in its own
+process, the node's REST API mounted in it, two aiortc clients joining through the host's WebSocket
+route, media decoded, the signaling safeguards (error budget before join) in force on that route."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from media_util import COLORS, ColorTrack, receive_video
+from enx_media.client import RoomClient
+from node_util import free_port, run_cli
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_host_app_serves_rest_signaling_and_media(tmp_path):
+    creds = json.loads(run_cli("apps", "create", "--json", "--name", "host", data_dir=tmp_path).stdout.splitlines()[-1])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENX_")}
+    env["HOST_DATA_DIR"] = str(tmp_path)
+    log = open(tmp_path / "host.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "host_app:app", "--host", "127.0.0.1", "--port",
+                             str(port)], cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(base + "/", timeout=1).text == "host app":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        api = httpx.Client(base_url=base + "/enx/video/v2", auth=(creds["app_id"], creds["app_key"]), timeout=30)
+        room = api.post("/rooms", json={"name": "embedded", "mode": "group"}).json()["room"]
+
+        def token(user, role):
+            return api.post(f"/rooms/{room['room_id']}/tokens", json={"user_id": user, "role": role}).json()["token"]
+
+        async def scenario():
+            ws_url = f"ws://127.0.0.1:{port}/rtc"
+            pub, sub = RoomClient(ws_url, token("pub", "moderator")), RoomClient(ws_url, token("sub", "participant"))
+            try:
+                await pub.join()
+                await sub.join()
+                await pub.publish([ColorTrack(COLORS[1])])
+                await sub.subscribe()
+                track = await sub.wait_track(await sub.wait_stream(pub.participant_id, "video"))
+                assert await receive_video(track, COLORS[1], 10) >= 9
+                users = api.get(f"/rooms/{room['room_id']}/users").json()
+                assert users["total"] == 2
+            finally:
+                await pub.close()
+                await sub.close()
+            # the host's route has the node's safeguards: binary frames refused, errors before join counted
+            async with websockets.connect(ws_url) as ws:
+                await ws.send(b"\x00binary")
+                assert json.loads(await ws.recv())["code"] == 1001
+                for _ in range(25):
+                    await ws.send("not json")
+                with_close = None
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 5)
+                except websockets.ConnectionClosed as exc:
+                    with_close = exc.rcvd.code if exc.rcvd else None
+                assert with_close == 4008
+
+        asyncio.run(scenario())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
