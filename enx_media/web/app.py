@@ -96,43 +96,34 @@ class Metrics:
         self.rooms_deleted = Counter("enx_rooms_deleted_total", "Rooms deleted", registry=self.registry)
         engine_ref = engine
 
+        def family(kind, name: str, doc: str, values, label: str | None = None):
+            """A metric family: one value, or (label value, value) pairs under `label`."""
+            f = kind(name, doc, labels=[label] if label else None)
+            for key, value in (values if label else [(None, values)]):
+                f.add_metric([key] if label else [], value)
+            return f
+
         class EngineCollector:
             def collect(self):
                 stats = engine_ref.stats()
-                g = GaugeMetricFamily("enx_rooms", "Rooms stored, all apps")
-                g.add_metric([], stats["rooms"])
-                yield g
-                t = GaugeMetricFamily("enx_tokens", "Tokens stored, all apps")
-                t.add_metric([], stats["tokens"])
-                yield t
+                G, C = GaugeMetricFamily, CounterMetricFamily
+                yield family(G, "enx_rooms", "Rooms stored, all apps", stats["rooms"])
+                yield family(G, "enx_tokens", "Tokens stored, all apps", stats["tokens"])
+                yield family(C, "enx_event_subscriber_failures", "Event-bus subscribers that raised",
+                             stats["event_failures"])
                 media = stats.get("media")
                 if media is not None:
-                    c = CounterMetricFamily("enx_media_handshake", "ICE/DTLS outcomes on the media port",
-                                            labels=["outcome"])
-                    for name, value in media["handshake"].items():
-                        c.add_metric([name], value)
-                    yield c
-                    w = CounterMetricFamily("enx_media_worker", "Native worker counters (packets, bytes, drops)",
-                                            labels=["counter"])
-                    for name, value in _flatten(media["worker"]):
-                        w.add_metric([name], value)
-                    yield w
-                    g = GaugeMetricFamily("enx_media_transports", "Open WebRTC transports")
-                    g.add_metric([], media["transports"])
-                    yield g
+                    yield family(C, "enx_media_handshake", "ICE/DTLS outcomes on the media port",
+                                 media["handshake"].items(), "outcome")
+                    yield family(C, "enx_media_worker", "Native worker counters (packets, bytes, drops)",
+                                 _flatten(media["worker"]), "counter")
+                    yield family(G, "enx_media_transports", "Open WebRTC transports", media["transports"])
                 if "live_participants" in stats:
-                    g = GaugeMetricFamily("enx_live_participants", "Participants connected, all rooms")
-                    g.add_metric([], stats["live_participants"])
-                    yield g
-                    g = GaugeMetricFamily("enx_live_rooms", "Rooms with a live session")
-                    g.add_metric([], stats["live_rooms"])
-                    yield g
-                    c = CounterMetricFamily("enx_media_unknown_ssrc_events", "RTP of an SSRC no producer has")
-                    c.add_metric([], stats["unknown_ssrc_events"])
-                    yield c
-                c = CounterMetricFamily("enx_event_subscriber_failures", "Event-bus subscribers that raised")
-                c.add_metric([], stats["event_failures"])
-                yield c
+                    yield family(G, "enx_live_participants", "Participants connected, all rooms",
+                                 stats["live_participants"])
+                    yield family(G, "enx_live_rooms", "Rooms with a live session", stats["live_rooms"])
+                    yield family(C, "enx_media_unknown_ssrc_events", "RTP of an SSRC no producer has",
+                                 stats["unknown_ssrc_events"])
 
         self.registry.register(EngineCollector())
 
