@@ -175,28 +175,32 @@ class Room(RoomRecord):
         return {"name": self.name, "owner_ref": self.owner_ref, "settings": settings, "data": dict(self.data)}
 
 
+def _refuse_unknown(obj: dict, allowed: set[str], what: str) -> None:
+    unknown = set(obj) - allowed
+    if unknown:
+        raise ValidationFailed(f"unknown {what}: {', '.join(sorted(unknown))}")
+
+
+def _object_field(body: dict, key: str) -> dict:
+    """body[key] as an object; missing or null is empty."""
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{key} must be an object")
+    return value
+
+
 def normalize_room_request(body: Any, *, at: float, previous: Room | None = None) -> dict[str, Any]:
     """Validate a create (or merged PATCH) body and return the canonical fields.
 
     Raises ValidationFailed with a message naming the offending field."""
     if not isinstance(body, dict):
         raise ValidationFailed("request body must be a JSON object")
-    unknown = set(body) - TOP_LEVEL_KEYS
-    if unknown:
-        raise ValidationFailed(f"unknown field(s): {', '.join(sorted(unknown))}")
-    settings_in = body.get("settings", {})
-    if settings_in is None:
-        settings_in = {}
-    if not isinstance(settings_in, dict):
-        raise ValidationFailed("settings must be an object")
-    unknown = set(settings_in) - SETTINGS_KEYS
-    if unknown:
-        raise ValidationFailed(f"unknown settings field(s): {', '.join(sorted(unknown))}")
-    data = body.get("data", {})
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValidationFailed("data must be an object")
+    _refuse_unknown(body, TOP_LEVEL_KEYS, "field(s)")
+    settings_in = _object_field(body, "settings")
+    _refuse_unknown(settings_in, SETTINGS_KEYS, "settings field(s)")
+    data = _object_field(body, "data")
     if _json_chars(data) > 8192:
         raise ValidationFailed("data must serialise to at most 8192 bytes")
 
