@@ -1,11 +1,6 @@
-"""SFU engine: the native worker (packet path) behind a thin Python face."""
-from enx_media._native._core import (  # noqa: F401
-    Consumer,
-    Producer,
-    SrtpContext,
-    Transport,
-    split_keying_material,
-)
-from enx_media.sfu.worker import Worker  # noqa: F401
+"""The SFU: a Router per room with its Producer and Consumer handles, over the native Worker (the packet
+path in enx_media._native, driven once per batch)."""
+from .router import Consumer, Producer, Router
+from .worker import MEDIA_EVENT_KINDS, MediaEvent, Worker
 
-__all__ = ["Worker", "Transport", "Producer", "Consumer", "SrtpContext", "split_keying_material"]
+__all__ = ["Consumer", "MEDIA_EVENT_KINDS", "MediaEvent", "Producer", "Router", "Worker"]

@@ -36,4 +36,4 @@ def test_every_class_and_function():
                "split_keying_material", "keying_material_length", "raw_sendmmsg_baseline",
                "build_transport_feedback", "rewrite_header_extensions"):
         assert callable(getattr(_core, fn))
-    assert sfu.Worker and sfu.Transport is _core.Transport
+    assert sfu.Worker and sfu.MediaEvent is _core.MediaEvent and sfu.Router and sfu.Producer and sfu.Consumer
