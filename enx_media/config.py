@@ -42,6 +42,9 @@ class Settings:
     media_host: str = _setting("127.0.0.1", "ENX_MEDIA_HOST", "address the media UDP socket binds")
     announced_ip: str = _setting("127.0.0.1", "ENX_ANNOUNCED_IP",
                                  "IP announced in ICE candidates (the address clients send media to)")
+    media_thread: str = _setting("on", "ENX_MEDIA_THREAD",
+                                 "forward media on a thread of its own (on: media keeps flowing while the asyncio "
+                                 "loop is busy) or on the asyncio loop (off)")
     consent_timeout: int = _setting(30, "ENX_CONSENT_TIMEOUT",
                                     "seconds without a valid STUN check before a WebRTC transport is closed "
                                     "(RFC 7675: 30)")
@@ -80,6 +83,8 @@ class Settings:
             raise ValueError("consent_timeout must be 2..300 seconds")
         if self.demo not in ("on", "off", "auto"):
             raise ValueError("demo must be on, off or auto")
+        if self.media_thread not in ("on", "off"):
+            raise ValueError("media_thread must be on or off")
         return self
 
 

@@ -9,8 +9,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import TYPE_CHECKING, AsyncIterator
 
+from . import errors as E
 from .config import Settings
 from .control.apps import AppCredentials, AppRegistry
 from .control.rooms import RoomService
@@ -18,6 +21,11 @@ from .control.sessions import SessionRecorder, SessionService
 from .control.tokens import TokenService
 from .events import EventBus
 from .store import SqliteStore, Store
+
+if TYPE_CHECKING:
+    from .room import RoomManager
+    from .signaling import SignalingHub
+    from .webrtc.server import WebRtcServer
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +46,61 @@ class Engine:
         self.events.subscribe(SessionRecorder(self.store))
 
     # -- media plane ----------------------------------------------------------------------------------
-    webrtc = None       # WebRtcServer: the media UDP port (ICE-lite, DTLS) and its native worker
-    live = None         # RoomManager: the rooms with a live session on this node
-    signaling = None    # SignalingHub: connect() / serve() a client socket
+    webrtc: "WebRtcServer | None" = None     # the media UDP port (ICE-lite, DTLS) and its native worker
+    live: "RoomManager | None" = None        # the rooms with a live session on this node
+    _signaling: "SignalingHub | None" = None
+
+    @property
+    def media_started(self) -> bool:
+        return self._signaling is not None
+
+    @property
+    def signaling(self) -> "SignalingHub":
+        """connect() / serve() a client socket; only while media runs."""
+        if self._signaling is None:
+            raise E.Conflict("the media plane is not started: await engine.start_media() first, or run the "
+                             "node inside `async with engine.running():`", reason="media not started")
+        return self._signaling
 
     async def start_media(self) -> None:
-        """Open the media UDP port and the signaling hub (needs a running asyncio loop)."""
+        """Open the media UDP port and the signaling hub (needs a running asyncio loop). Media is forwarded
+        on a thread of its own unless settings.media_thread is off."""
         from .room import RoomManager
         from .signaling import MessageNotifier, SignalingHub
         from .webrtc.server import WebRtcServer
 
-        if self.signaling is not None:
+        if self._signaling is not None:
             return
         s = self.settings
         closed = self.sessions.close_dangling()
         if closed:
             log.info("ended %d session(s) left open by a previous run", closed)
-        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout)
+        self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout,
+                                   threaded=s.media_thread == "on")
         self.webrtc.start()
         self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier())
-        self.signaling = SignalingHub(self.live)
-        log.info("media worker on udp %s:%d announced as %s", s.media_host, self.webrtc.port, s.announced_ip)
+        self._signaling = SignalingHub(self.live)
+        log.info("media worker on udp %s:%d announced as %s (%s)", s.media_host, self.webrtc.port, s.announced_ip,
+                 "own thread" if s.media_thread == "on" else "asyncio loop")
 
     async def stop_media(self) -> None:
+        """End every live session (clients get session-ended), then close the media port; start_media()
+        may be called again."""
         if self.live is not None:
             await self.live.end_all("node-stopped")
-            self.live = self.signaling = None
+        self.live = self._signaling = None
         if self.webrtc is not None:
             await self.webrtc.stop()
             self.webrtc = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["Engine"]:
+        """`async with engine.running():` media runs inside the block and is stopped after it."""
+        await self.start_media()
+        try:
+            yield self
+        finally:
+            await self.stop_media()
 
     def stats(self) -> dict:
         """What the node counts, for metrics: stored rooms and tokens, the live rooms, the media port."""

@@ -8,7 +8,7 @@ defined before a struct that embeds them; functions may be used before their def
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
 ext/includes/*.pxd, see STYLE.md.)"""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
-from libc.string cimport memcpy, memset, memcmp, strcmp, strcpy
+from libc.string cimport memcpy, memset, memcmp, strcmp, strcpy, strerror
 from libc.stdlib cimport malloc, calloc, realloc, free
 from cnet cimport *
 from openssl cimport *

@@ -104,7 +104,8 @@ cdef class NativeWorker:
         # 8 MiB: the default 208 KiB loses ~1% of a full-rate burst (DESIGN.md, Measured)
         _set_bufs(self.core.fd, buffer_bytes)
         if bind(self.core.fd, <sockaddr *>&a, sizeof(sockaddr_in)) != 0:
-            raise OSError(errno, "bind() failed")
+            err = errno
+            raise OSError(err, "cannot bind the media UDP socket to %s:%d: %s" % (host, port, strerror(err).decode()))
         getsockname(self.core.fd, <sockaddr *>&a, &alen)
         # the kernel knows UDP_SEGMENT (>= 4.18) if it can report it; a refusal at send time also turns it off
         self.core.gso = 1 if gso and getsockopt(self.core.fd, SOL_UDP, UDP_SEGMENT, &v, &vlen) == 0 else 0
@@ -173,6 +174,22 @@ cdef class NativeWorker:
 
     def fileno(self):
         return self.core.fd
+
+    def close(self):
+        """Close the UDP socket now, so its port is free for another worker; nothing is received or sent
+        afterwards (a second call does nothing). Memory goes when the object does."""
+        cdef int i
+        self._lock()
+        try:
+            if self.core.fd >= 0:
+                close(self.core.fd)
+                self.core.fd = -1
+                # the send contexts hold the descriptor too: a reused number must never be written to
+                self.core.tx.fd = -1
+                for i in range(self.core.nshards - 1):
+                    self.core.helpers[i].ctx.fd = -1
+        finally:
+            self._unlock()
 
     cdef inline void _lock(self):
         with nogil:

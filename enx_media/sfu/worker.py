@@ -141,22 +141,35 @@ class Worker:
             for ev in events:
                 self.on_event(ev)
 
-    def start_thread(self) -> None:
-        """Drain in a background thread; the GIL is released while the core works and waits.
+    def start_thread(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        """Drain in a thread of its own: media keeps flowing whatever the asyncio loop is doing, and the
+        GIL is released while the core works and waits. With `loop`, the STUN/DTLS datagrams and events
+        of each drain are handed to that loop in one call (the handlers run there, as with attach());
+        without, the handlers run in the thread.
 
-        Control calls (create/close/bind/switch/request_keyframe/send) may then come from any other
-        thread: the native worker holds a mutex for each receive batch and for each control call, so
-        they run between batches, never while a batch fans out."""
+        Control calls (create/close/bind/switch/request_keyframe/send) may come from any thread: the
+        native worker holds a mutex for each receive batch and for each control call, so they run
+        between batches, never while a batch fans out."""
         if self._thread is not None:
             return
         self._stop.clear()
+
+        def hand_over(control, events) -> bool:
+            if loop is None:
+                self._dispatch(control, events)
+                return True
+            try:
+                loop.call_soon_threadsafe(self._dispatch, control, events)
+                return True
+            except RuntimeError:   # the loop closed under us: nobody is left to hand anything to
+                return False
 
         def run():
             while not self._stop.is_set():
                 if self.native.wait(int(TIMER_INTERVAL_S * 1000)):
                     control, events = self.native.drain()
-                    if control or events:
-                        self._dispatch(control, events)
+                    if (control or events) and not hand_over(control, events):
+                        return
                 else:
                     self.native.run_timers()
 
@@ -190,3 +203,8 @@ class Worker:
             self._stop.set()
             self._thread.join()
             self._thread = None
+
+    def close(self) -> None:
+        """Stop driving and close the UDP socket: its port is free again at once."""
+        self.stop()
+        self.native.close()

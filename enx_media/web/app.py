@@ -308,8 +308,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     async def signaling_ws(websocket: WebSocket):
         await websocket.accept()
-        hub = engine.signaling
-        if hub is None:
+        if not engine.media_started:
             await websocket.send_json(messages.error(E.Conflict("this node runs without its media plane",
                                                                 reason="media not started")))
             await websocket.close(1011)
@@ -327,7 +326,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
                 return None
             return message["text"] if message.get("text") is not None else (message.get("bytes") or b"")
 
-        await hub.serve(websocket.send_json, close, receive)
+        await engine.signaling.serve(websocket.send_json, close, receive)
 
     async def demo_page(request: Request):
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
@@ -392,7 +391,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        started_here = engine.signaling is None and start_media
+        started_here = not engine.media_started and start_media
         if started_here:
             await engine.start_media()
         try:

@@ -60,12 +60,14 @@ class WebRtcTransport:
 
 class WebRtcServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, announced_ip: str = "127.0.0.1",
-                 worker: Worker | None = None, consent_timeout: float = ice.CONSENT_TIMEOUT):
+                 worker: Worker | None = None, consent_timeout: float = ice.CONSENT_TIMEOUT,
+                 threaded: bool = True):
         self.worker = worker or Worker(host, port, on_control=self._on_control, on_event=self._on_event)
         self.worker.on_control = self._on_control
         self.worker.on_event = self._on_event
         self.announced_ip = announced_ip
         self.consent_timeout = consent_timeout
+        self.threaded = threaded     # forward on the worker's own thread (else on the asyncio loop)
         self.certificate = NodeCertificate()
         self._ssl_ctx = self.certificate.context()
         self.by_ufrag: dict[str, WebRtcTransport] = {}
@@ -91,7 +93,10 @@ class WebRtcServer:
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        self.worker.attach(self._loop)
+        if self.threaded:
+            self.worker.start_thread(self._loop)
+        else:
+            self.worker.attach(self._loop)
         self._task = self._loop.create_task(self._housekeeping())
 
     async def stop(self) -> None:
@@ -103,7 +108,7 @@ class WebRtcServer:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self.worker.stop()
+        self.worker.close()   # the UDP port is free again: media can start anew in this process
 
     def create_transport(self, direction: str, ext_ids: dict[str, int] | None = None) -> WebRtcTransport:
         t = WebRtcTransport(self, direction, ext_ids)

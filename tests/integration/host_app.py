@@ -3,6 +3,7 @@ node's REST API under /enx and carries signaling on its own WebSocket route thro
 engine.signaling.serve(). Run by test_embedding.py with uvicorn; HOST_DATA_DIR names the data directory."""
 import contextlib
 import os
+import time
 
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -12,7 +13,8 @@ from starlette.websockets import WebSocket
 from enx_media import Engine, Settings
 from enx_media.web import create_app
 
-engine = Engine(Settings(data_dir=os.environ["HOST_DATA_DIR"], media_port=0))
+engine = Engine(Settings(data_dir=os.environ["HOST_DATA_DIR"], media_port=0,
+                         media_thread=os.environ.get("HOST_MEDIA_THREAD", "on")))
 
 
 async def rtc(websocket: WebSocket):
@@ -34,6 +36,12 @@ async def hello(request):
     return PlainTextResponse("host app")
 
 
+async def busy(request):
+    """A host route that blocks its event loop (a synchronous call in an async handler)."""
+    time.sleep(float(request.query_params.get("s", "1")))
+    return PlainTextResponse("done")
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app):
     await engine.start_media()       # a mounted app's lifespan does not run: the host starts media
@@ -42,5 +50,5 @@ async def lifespan(app):
     engine.close()
 
 
-app = Starlette(routes=[Route("/", hello), WebSocketRoute("/rtc", rtc), Mount("/enx", app=create_app(engine=engine))],
+app = Starlette(routes=[Route("/", hello), Route("/busy", busy), WebSocketRoute("/rtc", rtc), Mount("/enx", app=create_app(engine=engine))],
                 lifespan=lifespan)

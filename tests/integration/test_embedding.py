@@ -2,6 +2,7 @@
 process, the node's REST API mounted in it, two aiortc clients joining through the host's WebSocket
 route, media decoded, the signaling safeguards (error budget before join) in force on that route."""
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,11 +20,13 @@ from node_util import free_port, run_cli
 HERE = Path(__file__).resolve().parent
 
 
-def test_host_app_serves_rest_signaling_and_media(tmp_path):
+@contextlib.contextmanager
+def host(tmp_path, **env_extra):
+    """host_app.py under uvicorn in its own process: (base URL, REST client, token maker for one room)."""
     creds = json.loads(run_cli("apps", "create", "--json", "--name", "host", data_dir=tmp_path).stdout.splitlines()[-1])
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENX_")}
-    env["HOST_DATA_DIR"] = str(tmp_path)
+    env.update(HOST_DATA_DIR=str(tmp_path), **env_extra)
     log = open(tmp_path / "host.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "host_app:app", "--host", "127.0.0.1", "--port",
                              str(port)], cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -40,6 +43,17 @@ def test_host_app_serves_rest_signaling_and_media(tmp_path):
 
         def token(user, role):
             return api.post(f"/rooms/{room['room_id']}/tokens", json={"user_id": user, "role": role}).json()["token"]
+
+        yield base, api, room, token
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_host_app_serves_rest_signaling_and_media(tmp_path):
+    with host(tmp_path) as (base, api, room, token):
+        port = base.rsplit(":", 1)[1]
 
         async def scenario():
             ws_url = f"ws://127.0.0.1:{port}/rtc"
@@ -71,7 +85,34 @@ def test_host_app_serves_rest_signaling_and_media(tmp_path):
                 assert with_close == 4008
 
         asyncio.run(scenario())
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+
+
+def test_media_flows_while_the_host_loop_is_blocked(tmp_path):
+    """The host's own route blocks its event loop for a second; the worker forwards on its own thread,
+    so the subscriber's frames keep coming (with media on the loop the longest gap was the full 1 s)."""
+    with host(tmp_path) as (base, api, room, token):
+        ws_url = base.replace("http://", "ws://") + "/rtc"
+
+        async def scenario():
+            pub, sub = RoomClient(ws_url, token("pub", "moderator")), RoomClient(ws_url, token("sub", "participant"))
+            try:
+                await pub.join()
+                await sub.join()
+                await pub.publish([ColorTrack(COLORS[2])])
+                await sub.subscribe()
+                track = await sub.wait_track(await sub.wait_stream(pub.participant_id, "video"))
+                assert await receive_video(track, COLORS[2], 10) >= 9
+                loop = asyncio.get_running_loop()
+                blocked = loop.run_in_executor(None, lambda: httpx.get(base + "/busy?s=1.5", timeout=10).text)
+                arrivals = []
+                while not blocked.done():
+                    await asyncio.wait_for(track.recv(), 5)
+                    arrivals.append(time.monotonic())
+                assert await blocked == "done"
+                gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+                assert len(arrivals) > 20 and max(gaps) < 0.5, (len(arrivals), max(gaps, default=None))
+            finally:
+                await pub.close()
+                await sub.close()
+
+        asyncio.run(scenario())
