@@ -4,8 +4,8 @@
     engine = Engine(Settings(data_dir="/var/lib/enx"))
     creds = engine.apps.create("my-app")
     room = engine.rooms.create(creds.app_id, {"name": "standup", "mode": "group"})
-    token = engine.tokens.issue(engine.apps.get(creds.app_id), room, {"user_id": "u1", "role": "moderator"})
-    claims = engine.tokens.verify(token.token, room_id=room.room_id)
+    issued = engine.issue_token(creds.app_id, room.room_id, user_id="u1", role="moderator")
+    claims = engine.tokens.verify(issued.token, room_id=room.room_id)
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .config import Settings
 from .control.apps import AppCredentials, AppRegistry
 from .control.rooms import RoomService
 from .control.sessions import SessionRecorder, SessionService
-from .control.tokens import TokenService
+from .control.tokens import IssuedToken, TokenService
 from .events import EventBus
 from .store import SqliteStore, Store
 
@@ -110,6 +110,17 @@ class Engine:
         if self.webrtc is not None:
             out["media"] = self.webrtc.stats()
         return out
+
+    def issue_token(self, app_id: str, room_id: str, *, user_id: str, role: str, name: str | None = None,
+                    ttl: int | None = None) -> IssuedToken:
+        """A room token by ids (what an embedding server has at hand); NotFound for another app's room
+        or an unknown app, ValidationFailed for a bad role or ttl."""
+        body: dict[str, object] = {"user_id": user_id, "role": role}
+        if name is not None:
+            body["user_name"] = name
+        if ttl is not None:
+            body["ttl"] = ttl
+        return self.tokens.issue(self.apps.require(app_id), self.rooms.get(app_id, room_id), body)
 
     def ensure_first_app(self) -> AppCredentials | None:
         """Create an app on first start so a fresh node is usable at once; None if apps exist."""

@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from ..errors import Unauthenticated, ValidationFailed
+from ..errors import NotFound, Unauthenticated, ValidationFailed
 from ..store import AppRecord, Store
 
 
@@ -63,6 +63,13 @@ class AppRegistry:
     def get(self, app_id: str) -> App | None:
         r = self.store.apps.get(app_id)
         return _app(r) if r else None
+
+    def require(self, app_id: str) -> App:
+        """The app, or NotFound: for callers to whom a missing app is an error."""
+        app = self.get(app_id)
+        if app is None:
+            raise NotFound(f"no app {app_id!r}", reason="app not found")
+        return app
 
     def authenticate(self, app_id: str, app_key: str) -> App:
         """Return the app whose credentials these are, or raise Unauthenticated.

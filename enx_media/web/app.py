@@ -355,7 +355,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         room = engine.rooms.find(room_id)
         if room is None:
             raise E.NotFound(f"no room {room_id!r}", reason="room not found")
-        issued = engine.tokens.issue(engine.apps.get(room.app_id), room, {
+        issued = engine.tokens.issue(engine.apps.require(room.app_id), room, {
             "user_id": f"demo-{secrets.token_hex(4)}", "user_name": name, "role": role, "ttl": 4 * 3600})
         demo_issued.append(now)
         return token_response(issued)

@@ -45,3 +45,22 @@ def test_start_stop_start_on_one_port_and_two_engines(tmp_path):
     asyncio.run(scenario())
     engine.close()
     other.close()
+
+
+def test_tokens_by_ids(tmp_path):
+    engine = Engine(Settings(data_dir=str(tmp_path)))
+    creds = engine.apps.create("ids")
+    room = engine.rooms.create(creds.app_id, {"name": "r", "mode": "group"})
+    issued = engine.issue_token(creds.app_id, room.room_id, user_id="u1", role="moderator", name="Una", ttl=600)
+    claims = engine.tokens.verify(issued.token, room_id=room.room_id)
+    assert (claims.user_ref, claims.name, claims.role) == ("u1", "Una", "moderator")
+    with pytest.raises(E.NotFound):
+        engine.issue_token("no-such-app", room.room_id, user_id="u", role="participant")
+    other = engine.apps.create("other")
+    with pytest.raises(E.NotFound):                      # another app's room is not found, as over REST
+        engine.issue_token(other.app_id, room.room_id, user_id="u", role="participant")
+    with pytest.raises(E.ValidationFailed):
+        engine.issue_token(creds.app_id, room.room_id, user_id="u", role="king")
+    with pytest.raises(E.NotFound):
+        engine.apps.require("no-such-app")
+    engine.close()
