@@ -58,6 +58,19 @@ class SignalingError(Exception):
         self.message = message
 
 
+class SignalingClosed(ConnectionError):
+    """The node closed the signaling connection (or it was lost): `code` and `reason` are the WebSocket
+    close frame's (4001 removed by a moderator, 4000 session ended, ...; None if lost without one)."""
+
+    def __init__(self, code: int | None, reason: str):
+        super().__init__(f"signaling connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+_CLOSED = {"type": "__closed__"}   # queued after the last event: every later wait raises SignalingClosed
+
+
 def use_loopback_candidates() -> None:
     """Make aioice gather 127.0.0.1 host candidates (it leaves loopback out by default), and only those,
     so every media packet of a test stays on loopback."""
@@ -125,9 +138,13 @@ class RoomClient:
             pass
         finally:
             self.closed.set()
-            for w in self._waiters.values():
+            self.events.put_nowait(_CLOSED)
+            for w in list(self._waiters.values()) + list(self._track_waiters.values()):
                 if not w.done():
-                    w.set_exception(ConnectionError("signaling connection closed"))
+                    w.set_exception(self.closed_error())
+
+    def closed_error(self) -> SignalingClosed:
+        return SignalingClosed(getattr(self.ws, "close_code", None), getattr(self.ws, "close_reason", "") or "")
 
     async def request(self, msg_type: str, **fields) -> dict:
         request_id = next(self._ids)
@@ -141,7 +158,8 @@ class RoomClient:
 
     async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict:
         """The oldest unread event of that type (any type when None). Events of other types stay
-        queued for later calls, in order."""
+        queued for later calls, in order. Raises SignalingClosed once the connection is closed and no
+        such event is left, asyncio.TimeoutError if none comes in time."""
         for i, msg in enumerate(self._backlog):
             if msg_type is None or msg.get("type") == msg_type:
                 return self._backlog.pop(i)
@@ -149,6 +167,9 @@ class RoomClient:
         deadline = loop.time() + (timeout or self.timeout)
         while True:
             msg = await asyncio.wait_for(self.events.get(), max(deadline - loop.time(), 0.001))
+            if msg is _CLOSED:
+                self.events.put_nowait(_CLOSED)
+                raise self.closed_error()
             if msg_type is None or msg.get("type") == msg_type:
                 return msg
             self._backlog.append(msg)
@@ -207,6 +228,8 @@ class RoomClient:
     async def wait_track(self, stream_id: str, timeout: float | None = None) -> MediaStreamTrack:
         if stream_id in self.received:
             return self.received[stream_id]
+        if self.closed.is_set():
+            raise self.closed_error()
         fut = self._track_waiters.setdefault(stream_id, asyncio.get_running_loop().create_future())
         return await asyncio.wait_for(fut, timeout or self.timeout)
 
@@ -218,6 +241,8 @@ class RoomClient:
             for sid, info in list(self.stream_info.items()):
                 if info["participant_id"] == participant_id and info["kind"] == kind:
                     return sid
+            if self.closed.is_set():
+                raise self.closed_error()
             if loop.time() > deadline:
                 raise asyncio.TimeoutError(f"no {kind} stream from {participant_id}")
             await asyncio.sleep(0.05)

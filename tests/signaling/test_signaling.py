@@ -12,7 +12,7 @@ import websockets
 from aioice import stun
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from enx_media.client import SignalingError, schema_problems
+from enx_media.client import SignalingClosed, SignalingError, schema_problems
 from media_util import COLORS, Api, ColorTrack, ToneTrack, publish_offer, receive_video, sendonly_offer
 from rtp_util import stun_binding, udp
 from token_util import claims as claims_of, resign
@@ -232,6 +232,11 @@ def test_moderator_mute_and_remove(node, creds):
         removed = await pub.next_event("removed")
         assert removed["reason"] == "off topic"
         await asyncio.wait_for(pub.closed.wait(), 5)
+        t0 = time.monotonic()
+        with pytest.raises(SignalingClosed) as closed:      # at once, not after the 20 s timeout
+            await pub.next_event("chat")
+        assert (closed.value.code, closed.value.reason) == (4001, "removed by a moderator")
+        assert time.monotonic() - t0 < 1
         left = await watcher.next_event("participant-left")
         assert left["participant_id"] == pub.participant_id and left["reason"] == "removed"
         users = api.http.get(f"/rooms/{room['room_id']}/users").json()
