@@ -94,6 +94,18 @@ def _serve(settings) -> int:
 
     from .web import create_app
 
+    class NodeServer(uvicorn.Server):
+        """uvicorn closes WebSockets (1012) before the app's lifespan shutdown runs: the sessions end
+        first here, so clients get session-ended and the node's own close."""
+
+        def __init__(self, config, engine: Engine):
+            super().__init__(config)
+            self.engine = engine
+
+        async def shutdown(self, sockets=None):
+            await self.engine.stop_media()
+            await super().shutdown(sockets=sockets)
+
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     engine = Engine(settings)
@@ -114,9 +126,10 @@ def _serve(settings) -> int:
                             log_level=settings.log_level, access_log=False, lifespan="on",
                             # signaling messages are small (an SDP is a few KiB); pings find dead clients
                             ws_max_size=1024 * 1024, ws_ping_interval=15.0, ws_ping_timeout=15.0)
-    uvicorn.Server(config).run()
+    NodeServer(config, engine).run()
     engine.close()
     return 0
+
 
 
 def main(argv: list[str] | None = None) -> int:

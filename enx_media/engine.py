@@ -88,6 +88,8 @@ class Engine:
         may be called again."""
         if self.live is not None:
             await self.live.end_all("node-stopped")
+        if self._signaling is not None:
+            await self._signaling.flushed()
         self.live = self._signaling = None
         if self.webrtc is not None:
             await self.webrtc.stop()

@@ -40,6 +40,7 @@ class Connection:
         self.participant: Participant | None = None
         self.closed = False
         self.errors = 0
+        self.on_gone: Callable[["Connection"], None] | None = None   # told once the socket is done
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -170,6 +171,9 @@ class Connection:
         if self.live is not None and self.participant is not None:
             await self.live.leave(self.participant, "disconnected")
         self._writer.cancel()
+        if self.on_gone is not None:
+            self.on_gone(self)
+            self.on_gone = None
 
 
 # -- the dispatch table: message type -> handler(connection, live room, participant, message) -----------

@@ -3,6 +3,7 @@
 connection."""
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Iterable
 
 from .. import errors as E
@@ -74,10 +75,21 @@ class MessageNotifier:
 class SignalingHub:
     def __init__(self, rooms: "RoomManager"):
         self.rooms = rooms
+        self.connections: set[Connection] = set()
 
     def connect(self, send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT) -> Connection:
         """A Connection for one client socket: feed it frames with `serve()` or `handle_text()`."""
-        return Connection(self.rooms, send, close, join_timeout=join_timeout)
+        conn = Connection(self.rooms, send, close, join_timeout=join_timeout)
+        self.connections.add(conn)
+        conn.on_gone = self.connections.discard
+        return conn
+
+    async def flushed(self, timeout: float = 2.0) -> None:
+        """Wait (at most timeout) until every connection has sent what is queued for it: at shutdown,
+        so the session-ended messages and close frames leave before the server drops the sockets."""
+        if self.connections:
+            await asyncio.wait([asyncio.ensure_future(c.flushed(timeout)) for c in list(self.connections)],
+                               timeout=timeout + 0.5)
 
     async def serve(self, send: Send, close: Close, receive: Receive) -> None:
         """Run one client socket to its end: `receive()` returns a text frame (str), a binary frame
