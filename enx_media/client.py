@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -76,7 +77,10 @@ def use_loopback_candidates() -> None:
     so every media packet of a test stays on loopback."""
     import aioice.ice
 
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"] if use_ipv4 else []
+    def loopback_only(use_ipv4: bool = True, use_ipv6: bool = True) -> list[str]:
+        return ["127.0.0.1"] if use_ipv4 else []
+
+    aioice.ice.get_host_addresses = loopback_only
 
 
 class RoomClient:
@@ -89,7 +93,7 @@ class RoomClient:
         self.timeout = timeout
         if loopback:
             use_loopback_candidates()
-        self.ws = None
+        self.ws: ClientConnection | None = None
         self.joined: dict[str, Any] | None = None
         self.events: asyncio.Queue[dict] = asyncio.Queue()
         self._backlog: list[dict] = []
@@ -116,7 +120,7 @@ class RoomClient:
 
     async def _read(self) -> None:
         try:
-            async for text in self.ws:
+            async for text in self._socket():
                 msg = json.loads(text)
                 if self.validate:
                     self.protocol_errors += schema_problems(msg)
@@ -143,6 +147,11 @@ class RoomClient:
                 if not w.done():
                     w.set_exception(self.closed_error())
 
+    def _socket(self) -> ClientConnection:
+        if self.ws is None:
+            raise ConnectionError("not connected: call join() (or connect()) first")
+        return self.ws
+
     def closed_error(self) -> SignalingClosed:
         return SignalingClosed(getattr(self.ws, "close_code", None), getattr(self.ws, "close_reason", "") or "")
 
@@ -150,11 +159,11 @@ class RoomClient:
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = fut
-        await self.ws.send(json.dumps({"type": msg_type, "id": request_id, **fields}))
+        await self._socket().send(json.dumps({"type": msg_type, "id": request_id, **fields}))
         return await asyncio.wait_for(fut, self.timeout)
 
     async def send_raw(self, text: str) -> None:
-        await self.ws.send(text)
+        await self._socket().send(text)
 
     async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict:
         """The oldest unread event of that type (any type when None). Events of other types stay

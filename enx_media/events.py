@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,15 @@ class QualitySample(Event):
 
 
 E = TypeVar("E", bound=Event)
-Handler = Callable[[Event], None]
-
-
 class EventBus:
     def __init__(self) -> None:
-        self._handlers: list[tuple[type[Event], Handler]] = []
+        self._handlers: list[tuple[type[Event], Callable[[Any], None]]] = []
         self.failures = 0
 
-    def subscribe(self, handler: Callable[[E], None], kind: type[E] = Event) -> Callable[[], None]:
-        """Call handler with every event of `kind` (subclasses included); returns an unsubscribe."""
-        entry = (kind, handler)
+    def subscribe(self, handler: Callable[[E], None], kind: type[E] | None = None) -> Callable[[], None]:
+        """Call handler with every event of `kind` (any event when None; subclasses included); returns
+        an unsubscribe."""
+        entry: tuple[type[Event], Callable[[Any], None]] = (kind or Event, handler)
         self._handlers.append(entry)
         return lambda: self._handlers.remove(entry) if entry in self._handlers else None
 

@@ -12,6 +12,7 @@ minutes, top-level ``duration`` in seconds) so either kind of client reads what 
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import json
@@ -418,11 +419,11 @@ class RoomService:
             raise Conflict("the room has a live session; it can be deleted once the session ends",
                            reason="session live")
 
-    # -- sessions (recorded from the event bus by SessionRecorder) -------------------------------------------------
+    # -- sessions (recorded from the event bus by SessionRecorder) ----------------------------------
     def live_session(self, room_id: str) -> str | None:
         return self.store.sessions.live_session(room_id)
 
-    def live_users(self, app_id: str, room_id: str) -> list[dict[str, Any]]:
+    def live_users(self, app_id: str, room_id: str) -> builtins.list[dict[str, Any]]:
         self.get(app_id, room_id)
         return [{"participant_id": p.participant_id, "user_ref": p.user_ref, "name": p.name, "role": p.role,
                  "joined": iso(p.joined)} for p in self.store.sessions.live_participants(room_id)]

@@ -172,7 +172,8 @@ class TokenService:
             raise E.TokenRevoked("token was revoked")
         if self.rooms.find(claims["room"]) is None:
             raise E.TokenRevoked("the token's room no longer exists")
-        data = claims.get("data") if isinstance(claims.get("data"), dict) else {}
+        raw = claims.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return TokenClaims(claims["jti"], app_id, claims["room"], str(claims["sub"]), str(claims.get("name", "")),
                            claims["role"], iat, exp, data)
 

@@ -260,10 +260,12 @@ class LiveRoom:
         policy.check_moderator(p, "mute others")
         target = self.target(pid)
         changed = []
-        for s in list(self.media.producers.values()) if self.media is not None else []:
-            if s.participant_id == target.participant_id and kind in ("all", s.kind):
-                self.media.router.set_paused(s, muted)
-                changed.append(s.producer_id)
+        if self.media is not None:
+            router = self.media.router
+            for s in list(router.producers.values()):
+                if s.participant_id == target.participant_id and kind in ("all", s.kind):
+                    router.set_paused(s, muted)
+                    changed.append(s.producer_id)
         self._event(ev.ModeratorAction, moderator_id=p.participant_id, action="mute" if muted else "unmute",
                     target_id=pid, detail=kind)
         await self.notifier.muted(self.everyone(), target, kind, muted, p, changed)
@@ -387,13 +389,13 @@ class RoomManager:
         except Exception:  # noqa: BLE001 - the rest of the drain's events must still be handled
             log.exception("media event handler failed kind=%s", event.kind)
 
-    def _find_producer(self, native_id: int) -> tuple[LiveRoom, Producer] | tuple[None, None]:
+    def _find_producer(self, native_id: int) -> tuple[LiveRoom, RoomMedia, Producer] | None:
         for live in self.live.values():
             if live.media is not None:
                 p = live.media.router.by_native_id(native_id)
                 if p is not None:
-                    return live, p
-        return None, None
+                    return live, live.media, p
+        return None
 
     def _encoding_bound(self, event: Any) -> None:
         for live in self.live.values():
@@ -410,14 +412,16 @@ class RoomManager:
                   event.rid)
 
     def _keyframe_requested(self, event: Any) -> None:
-        live, p = self._find_producer(event.producer_id)
-        if p is not None:
-            live.media.router.keyframe_requested(p)
+        found = self._find_producer(event.producer_id)
+        if found is not None:
+            _, media, p = found
+            media.router.keyframe_requested(p)
 
     def _producer_restart(self, event: Any) -> None:
         # Its consumers continue without a gap (seq.pxi); worth a line in the log, nothing to decide.
-        live, p = self._find_producer(event.producer_id)
-        if p is not None:
+        found = self._find_producer(event.producer_id)
+        if found is not None:
+            live, _, p = found
             log.info("producer restarted its numbering room=%s producer=%s ssrc=%s", live.room.room_id,
                      p.producer_id, event.ssrc)
 

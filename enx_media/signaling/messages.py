@@ -20,7 +20,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "signaling.schema.json"
 MAX_MESSAGE_CHARS = 256 * 1024
 
 
-def _load_validators() -> dict[str, jsonschema.protocols.Validator]:
+def _load_validators() -> dict[str, jsonschema.Draft202012Validator]:
     """One validator per client message type, so an error names the field, not "no oneOf matched"."""
     schema = json.loads(SCHEMA_PATH.read_text())
     validators = {}

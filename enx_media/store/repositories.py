@@ -210,9 +210,17 @@ class SessionRepository(Protocol):
 class Store(Protocol):
     """One backend: its four repositories over one database, and closing it."""
 
-    apps: AppRepository
-    rooms: RoomRepository
-    tokens: TokenRepository
-    sessions: SessionRepository
+    # read-only members: a backend's own repository classes satisfy them
+    @property
+    def apps(self) -> AppRepository: ...
+
+    @property
+    def rooms(self) -> RoomRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
 
     def close(self) -> None: ...

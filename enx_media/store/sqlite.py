@@ -123,6 +123,11 @@ class _Database:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchone()
 
+    def count(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """The single number a `SELECT count(*)` returns."""
+        row = self.one(sql, params)
+        return int(row[0]) if row is not None else 0
+
     def all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
@@ -170,7 +175,7 @@ class SqliteApps:
         return [_app(r) for r in self._db.all("SELECT * FROM apps ORDER BY created")]
 
     def count(self) -> int:
-        return self._db.one("SELECT count(*) FROM apps")[0]
+        return self._db.count("SELECT count(*) FROM apps")
 
 
 # --- rooms -------------------------------------------------------------------------------------------
@@ -215,7 +220,7 @@ class SqliteRooms:
         return total, [_room(r) for r in rows]
 
     def count(self) -> int:
-        return self._db.one("SELECT count(*) FROM rooms")[0]
+        return self._db.count("SELECT count(*) FROM rooms")
 
     def update(self, app_id: str, room_id: str, change: RoomChange) -> RoomRecord | None:
         with self._db.transaction() as db:
@@ -260,7 +265,7 @@ class SqliteTokens:
         return _token(r) if r else None
 
     def count(self) -> int:
-        return self._db.one("SELECT count(*) FROM tokens")[0]
+        return self._db.count("SELECT count(*) FROM tokens")
 
     def revoke(self, app_id: str, room_id: str, token_id: str, at: float) -> bool:
         with self._db.transaction() as db:
@@ -365,7 +370,7 @@ class SqliteSessions:
             " sent) VALUES (?,?,?,?,?,?,?,?)",
             (m.session_id, m.room_id, m.sender_id, m.sender_ref, m.sender_name,
              None if m.recipients is None else _dumps(m.recipients), m.text, m.sent))
-        return cur.lastrowid
+        return int(cur.lastrowid or 0)
 
     def chat_messages(self, session_id: str) -> list[ChatMessageRecord]:
         return [_chat(r) for r in

@@ -383,7 +383,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     routes += [Mount(prefix, routes=api_routes) for prefix in API_PREFIXES]
 
     # Engine errors reach ApiMiddleware (error_response); Starlette's own 404/405 are mapped here.
-    async def http_error(request: Request, exc: HTTPException):
+    async def http_error(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, HTTPException):   # registered for HTTPException only
+            raise exc
         reason = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "http error")
         desc = {404: f"no endpoint at {request.url.path}",
                 405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))

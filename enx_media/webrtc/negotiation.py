@@ -40,7 +40,7 @@ def plan_publish(offer: sdp.RemoteDescription) -> PublishPlan:
     for m in offer.media:
         ok = m.codec is not None and m.direction in ("sendonly", "sendrecv") and m.port != 0
         plan.accepted[m.mid] = ok
-        if ok:
+        if ok and m.codec is not None:
             plan.ext_ids.update(m.extensions)
             plan.tracks.append(PublishedTrack(m.mid, m.kind, m.codec, m.ssrc))
     if not plan.tracks:

@@ -44,8 +44,8 @@ class WebRtcTransport:
         # DTLS that arrives before the peer's SDP (a subscriber starts its handshake when it applies its
         # answer, before the node has read it) waits here: the certificate can't be checked without it.
         self.held_dtls: list[tuple[bytes, tuple[str, int]]] = []
-        self.on_connected: Callable[["WebRtcTransport"], None] | None = None
-        self.on_closed: Callable[["WebRtcTransport", str], None] | None = None
+        self.on_connected: Callable[["WebRtcTransport"], object] | None = None
+        self.on_closed: Callable[["WebRtcTransport", str], object] | None = None
 
     def set_remote(self, ufrag: str, fingerprint: tuple[str, str]) -> None:
         self.remote_ufrag = ufrag
@@ -205,6 +205,8 @@ class WebRtcServer:
             self.worker.send(d, addr)
         if t.dtls.done and t.native is None:
             keys = t.dtls.keys
+            if keys is None or t.addr is None:   # a finished handshake has both: a check passed first
+                raise RuntimeError("DTLS finished without SRTP keys or a selected address")
             t.profile = keys.profile
             t.native = self.worker.create_transport_from_keying_material(keys.profile, keys.material, True,
                                                                           t.ext_ids)

@@ -320,7 +320,9 @@ def _members(protocol) -> set[str]:
     return names | set(typing.get_type_hints(protocol))
 
 
-REPOSITORIES = typing.get_type_hints(Store)  # attribute name -> repository Protocol
+# attribute name -> repository Protocol (Store declares them as read-only properties)
+REPOSITORIES = {name: typing.get_type_hints(member.fget)["return"] for name, member in vars(Store).items()
+                if isinstance(member, property)}
 
 
 def _is_store(node) -> bool:
