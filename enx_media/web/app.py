@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool as off_loop
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -259,52 +260,59 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
                    "expires": iso(issued.claims.expires)})
 
     # -- endpoints ----------------------------------------------------------------------------------
+    # The control services' SQLite work runs in the thread pool (off_loop), so a slow disk never holds
+    # up the event loop that carries signaling and the handshakes.
     async def create_room(request: Request):
-        app = authenticate(request)
-        room = engine.rooms.create(app.app_id, await read_json(request))
+        app = await off_loop(authenticate, request)
+        room = await off_loop(engine.rooms.create, app.app_id, await read_json(request))
         metrics.rooms_created.labels(room.mode).inc()
         return ok({"room": room.to_json()}, 201)
 
     async def list_rooms(request: Request):
-        app = authenticate(request)
+        app = await off_loop(authenticate, request)
         offset = query_int(request, "offset", 0, 0, 10**9)
         limit = query_int(request, "limit", 20, 1, 100)
-        total, rooms = engine.rooms.list(app.app_id, offset, limit)
+        total, rooms = await off_loop(engine.rooms.list, app.app_id, offset, limit)
         return ok({"total": total, "offset": offset, "limit": limit, "rooms": [r.to_json() for r in rooms]})
 
     async def get_room(request: Request):
-        app = authenticate(request)
-        return ok({"room": engine.rooms.get(app.app_id, request.path_params["room_id"]).to_json()})
+        app = await off_loop(authenticate, request)
+        room = await off_loop(engine.rooms.get, app.app_id, request.path_params["room_id"])
+        return ok({"room": room.to_json()})
 
     async def update_room(request: Request):
-        app = authenticate(request)
+        app = await off_loop(authenticate, request)
         body = await read_json(request)
-        room = engine.rooms.update(app.app_id, request.path_params["room_id"], body)
+        room = await off_loop(engine.rooms.update, app.app_id, request.path_params["room_id"], body)
         return ok({"room": room.to_json()})
 
     async def delete_room(request: Request):
-        app = authenticate(request)
+        app = await off_loop(authenticate, request)
         room_id = request.path_params["room_id"]
-        engine.rooms.delete(app.app_id, room_id)
+        await off_loop(engine.rooms.delete, app.app_id, room_id)
         metrics.rooms_deleted.inc()
         return ok({"room_id": room_id})
 
     async def room_users(request: Request):
-        app = authenticate(request)
-        users = engine.rooms.live_users(app.app_id, request.path_params["room_id"])
+        app = await off_loop(authenticate, request)
+        users = await off_loop(engine.rooms.live_users, app.app_id, request.path_params["room_id"])
         return ok({"total": len(users), "users": users})
 
     async def create_token(request: Request):
-        app = authenticate(request)
-        room = engine.rooms.get(app.app_id, request.path_params["room_id"])
-        return token_response(engine.tokens.issue(app, room, await read_json(request)))
+        app = await off_loop(authenticate, request)
+        room = await off_loop(engine.rooms.get, app.app_id, request.path_params["room_id"])
+        body = await read_json(request)
+        return token_response(await off_loop(engine.tokens.issue, app, room, body))
 
     async def revoke_token(request: Request):
-        app = authenticate(request)
-        room_id = request.path_params["room_id"]
-        engine.rooms.get(app.app_id, room_id)
-        engine.tokens.revoke(app.app_id, room_id, request.path_params["token_id"])
-        return ok({"token_id": request.path_params["token_id"], "revoked": True})
+        app = await off_loop(authenticate, request)
+        room_id, token_id = request.path_params["room_id"], request.path_params["token_id"]
+
+        def revoke() -> None:
+            engine.rooms.get(app.app_id, room_id)
+            engine.tokens.revoke(app.app_id, room_id, token_id)
+        await off_loop(revoke)
+        return ok({"token_id": token_id, "revoked": True})
 
     async def signaling_ws(websocket: WebSocket):
         await websocket.accept()
