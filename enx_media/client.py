@@ -99,6 +99,7 @@ class RoomClient:
         self._backlog: list[dict] = []
         self.received: dict[str, MediaStreamTrack] = {}     # stream_id -> remote track
         self.stream_info: dict[str, dict] = {}
+        self.participants: dict[str, dict] = {}             # participant_id -> info, as this client sees them
         self.publish_pcs: list[RTCPeerConnection] = []
         self.subscribe_pc: RTCPeerConnection | None = None
         self._ids = itertools.count(1)
@@ -137,6 +138,10 @@ class RoomClient:
                     self.stream_info[msg["stream"]["stream_id"]] = msg["stream"]
                 elif msg.get("type") == "stream-removed":
                     self.stream_info.pop(msg["stream_id"], None)
+                elif msg.get("type") == "participant-joined":
+                    self.participants[msg["participant"]["participant_id"]] = msg["participant"]
+                elif msg.get("type") == "participant-left":
+                    self.participants.pop(msg["participant_id"], None)
                 self.events.put_nowait(msg)
         except websockets.ConnectionClosed:
             pass
@@ -188,6 +193,8 @@ class RoomClient:
         if self.ws is None:
             await self.connect()
         self.joined = await self.request("join", token=self.token)
+        for info in self.joined.get("participants", []):
+            self.participants.setdefault(info["participant_id"], info)
         for s in self.joined.get("streams", []):
             self.stream_info[s["stream_id"]] = s
         return self.joined
@@ -241,6 +248,25 @@ class RoomClient:
             raise self.closed_error()
         fut = self._track_waiters.setdefault(stream_id, asyncio.get_running_loop().create_future())
         return await asyncio.wait_for(fut, timeout or self.timeout)
+
+    async def wait_participant(self, user_ref: str, timeout: float | None = None) -> str:
+        """The participant id of the user (the user_id its token was issued for), once this client knows
+        of it (the join reply or participant-joined; in a lecture the audience sees moderators only)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
+        while True:
+            for pid, info in list(self.participants.items()):
+                if info.get("user_ref") == user_ref:
+                    return pid
+            if self.closed.is_set():
+                raise self.closed_error()
+            if loop.time() > deadline:
+                raise asyncio.TimeoutError(f"no participant {user_ref!r}")
+            await asyncio.sleep(0.05)
+
+    async def wait_user_stream(self, user_ref: str, kind: str, timeout: float | None = None) -> str:
+        """The stream_id of that user's live stream of that kind."""
+        return await self.wait_stream(await self.wait_participant(user_ref, timeout), kind, timeout)
 
     async def wait_stream(self, participant_id: str, kind: str, timeout: float | None = None) -> str:
         """The stream_id of a participant's live stream of that kind, once the node has announced it."""

@@ -70,7 +70,8 @@ def test_readme_example_serves_signaling_and_media(tmp_path, example, command, r
                 await sub.join()
                 await pub.publish([ColorTrack(COLORS[3])])
                 await sub.subscribe()
-                track = await sub.wait_track(await sub.wait_stream(pub.participant_id, "video"))
+                track = await sub.wait_track(await sub.wait_user_stream("pub", "video"))   # by user id
+                assert await pub.wait_participant("sub") == sub.participant_id
                 assert await receive_video(track, COLORS[3], 10) >= 9
             finally:
                 await pub.close()
