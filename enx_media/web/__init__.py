@@ -1,4 +1,4 @@
 """HTTP layer: the Starlette app over the engine."""
-from .app import create_app
+from .app import create_app, signaling_endpoint
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "signaling_endpoint"]

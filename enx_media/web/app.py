@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -198,6 +198,36 @@ class ApiMiddleware:
         self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
+def signaling_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]:
+    """A Starlette/FastAPI WebSocket endpoint carrying the signaling protocol for `engine`, with the
+    node's safeguards (Connection.serve): mount it on any route, e.g.
+    `WebSocketRoute("/rtc", signaling_endpoint(engine))` in Starlette, or FastAPI's
+    `app.add_api_websocket_route("/rtc", signaling_endpoint(engine))`."""
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        if not engine.media_started:
+            await websocket.send_json(messages.error(E.Conflict("this node runs without its media plane",
+                                                                reason="media not started")))
+            await websocket.close(1011)
+            return
+
+        async def close(code: int, reason: str) -> None:
+            await websocket.close(code, reason)
+
+        async def receive() -> str | bytes | None:
+            try:
+                message = await websocket.receive()
+            except WebSocketDisconnect:
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            return message["text"] if message.get("text") is not None else (message.get("bytes") or b"")
+
+        await engine.signaling.serve(websocket.send_json, close, receive)
+
+    return endpoint
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None, *,
                start_media: bool = True) -> Starlette:
     """The node's ASGI app. Its lifespan starts the engine's media plane unless the embedding server
@@ -314,27 +344,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         await off_loop(revoke)
         return ok({"token_id": token_id, "revoked": True})
 
-    async def signaling_ws(websocket: WebSocket):
-        await websocket.accept()
-        if not engine.media_started:
-            await websocket.send_json(messages.error(E.Conflict("this node runs without its media plane",
-                                                                reason="media not started")))
-            await websocket.close(1011)
-            return
-
-        async def close(code: int, reason: str) -> None:
-            await websocket.close(code, reason)
-
-        async def receive() -> str | bytes | None:
-            try:
-                message = await websocket.receive()
-            except WebSocketDisconnect:
-                return None
-            if message["type"] == "websocket.disconnect":
-                return None
-            return message["text"] if message.get("text") is not None else (message.get("bytes") or b"")
-
-        await engine.signaling.serve(websocket.send_json, close, receive)
+    signaling_ws = signaling_endpoint(engine)
 
     async def demo_page(request: Request):
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
