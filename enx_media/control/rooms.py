@@ -176,13 +176,13 @@ class Room(RoomRecord):
         return {"name": self.name, "owner_ref": self.owner_ref, "settings": settings, "data": dict(self.data)}
 
 
-def _refuse_unknown(obj: dict, allowed: set[str], what: str) -> None:
+def _refuse_unknown(obj: dict[str, Any], allowed: set[str], what: str) -> None:
     unknown = set(obj) - allowed
     if unknown:
         raise ValidationFailed(f"unknown {what}: {', '.join(sorted(unknown))}")
 
 
-def _object_field(body: dict, key: str) -> dict:
+def _object_field(body: dict[str, Any], key: str) -> dict[str, Any]:
     """body[key] as an object; missing or null is empty."""
     value = body.get(key)
     if value is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from enx_media._native import _core
 
@@ -25,8 +25,12 @@ TIMER_INTERVAL_S = 0.02
 
 MediaEvent = _core.MediaEvent
 MEDIA_EVENT_KINDS = _core.MEDIA_EVENT_KINDS
+NativeTransport = _core.Transport   # what create_transport*() returns (a 5-tuple and its SRTP keys)
 
-ControlHandler = Callable[[bytes, tuple], None]
+Addr = tuple[str, int]   # (host, port)
+Encodings = list[tuple[str, int]]   # [(rid, ssrc)]
+
+ControlHandler = Callable[[bytes, Addr], None]
 EventHandler = Callable[[MediaEvent], None]
 
 
@@ -35,7 +39,7 @@ class Worker:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, buffer_bytes: int = 8 * 1024 * 1024,
                  on_control: Optional[ControlHandler] = None, on_event: Optional[EventHandler] = None,
-                 fanout_threads: int = 1):
+                 fanout_threads: int = 1) -> None:
         self.native = _core.NativeWorker(host, port, buffer_bytes, fanout_threads=fanout_threads)
         self.on_control = on_control
         self.on_event = on_event
@@ -46,69 +50,71 @@ class Worker:
 
     # control actions delegate to the native worker
     @property
-    def address(self) -> tuple:
+    def address(self) -> Addr:
         return self.native.local_address
 
     def create_transport(self, profile: str = "none", rx_key: bytes = b"", rx_salt: bytes = b"",
-                         tx_key: bytes = b"", tx_salt: bytes = b"", ext_ids: Optional[dict] = None):
+                         tx_key: bytes = b"", tx_salt: bytes = b"", ext_ids: Optional[dict[str, int]] = None
+                         ) -> _core.Transport:
         return self.native.create_transport(profile, rx_key, rx_salt, tx_key, tx_salt, ext_ids)
 
     def create_transport_from_keying_material(self, profile: str, material: bytes, is_server: bool = True,
-                                              ext_ids: Optional[dict] = None):
+                                              ext_ids: Optional[dict[str, int]] = None) -> _core.Transport:
         """Keys as exported by DTLS-SRTP (RFC 5764 §4.2)."""
         (lk, ls), (rk, rs) = _core.split_keying_material(material, profile, is_server)
         return self.native.create_transport(profile, rk, rs, lk, ls, ext_ids)
 
-    def bind_transport(self, transport, host: str, port: int) -> None:
+    def bind_transport(self, transport: _core.Transport, host: str, port: int) -> None:
         self.native.bind_transport(transport, host, port)
 
-    def accept_from(self, transport, host: str, port: int) -> None:
+    def accept_from(self, transport: _core.Transport, host: str, port: int) -> None:
         """Accept the transport's datagrams from another address too (another valid ICE pair)."""
         self.native.accept_from(transport, host, port)
 
-    def close_transport(self, transport) -> None:
+    def close_transport(self, transport: _core.Transport | None) -> None:
         self.native.close_transport(transport)
 
-    def create_producer(self, transport, ssrc: int = 0, codec: str = "vp8", *, mid: str = "",
-                        encodings: Optional[list] = None):
+    def create_producer(self, transport: _core.Transport, ssrc: int = 0, codec: str = "vp8", *, mid: str = "",
+                        encodings: Optional[Encodings] = None) -> _core.Producer:
         """A track received on transport. encodings: [(rid, ssrc)] (up to 3, ssrc 0 while unknown: the
         core learns it from the mid/rid header extensions and emits an ``encoding_bound`` event);
         without it one encoding (rid "", ssrc)."""
         return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings)
 
-    def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[list] = None,
-                               ext_ids: Optional[dict] = None):
+    def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[Encodings] = None,
+                               ext_ids: Optional[dict[str, int]] = None) -> _core.Producer:
         """A producer fed from Python (feed()), e.g. the MCU's output; key frame requests for it come back
         as ``keyframe_requested`` events with its producer_id (transport_id 0)."""
         return self.native.create_direct_producer(codec, ssrc, encodings=encodings, ext_ids=ext_ids)
 
-    def feed(self, producer, packets: list) -> int:
+    def feed(self, producer: _core.Producer, packets: list[bytes]) -> int:
         """Fan out a batch of packetized RTP (list of bytes) of a direct producer; the GIL is released while
         the core fans out. Returns how many packets were valid RTP."""
         return self.native.feed(producer, packets)
 
-    def close_producer(self, producer) -> None:
+    def close_producer(self, producer: _core.Producer | None) -> None:
         self.native.close_producer(producer)
 
-    def create_consumer(self, transport, producer, ssrc: int, payload_type: int, clock_rate: int = 90000,
-                        wait_keyframe: bool = False, ext_ids: Optional[dict] = None, mid: str = ""):
+    def create_consumer(self, transport: _core.Transport, producer: _core.Producer, ssrc: int, payload_type: int,
+                        clock_rate: int = 90000, wait_keyframe: bool = False,
+                        ext_ids: Optional[dict[str, int]] = None, mid: str = "") -> _core.Consumer:
         """ext_ids: the subscriber's negotiated header extension map (name -> id); each forwarded packet
         then carries mid (this value) and audio_level with those IDs, nothing else; None: no
         extensions."""
         return self.native.create_consumer(transport, producer, ssrc, payload_type, clock_rate, wait_keyframe,
                                            ext_ids, mid)
 
-    def close_consumer(self, consumer) -> None:
+    def close_consumer(self, consumer: _core.Consumer | None) -> None:
         self.native.close_consumer(consumer)
 
-    def switch_producer(self, consumer, producer) -> None:
+    def switch_producer(self, consumer: _core.Consumer, producer: _core.Producer) -> None:
         self.native.switch_producer(consumer, producer)
 
-    def set_target_encoding(self, consumer, encoding: int) -> None:
+    def set_target_encoding(self, consumer: _core.Consumer, encoding: int) -> None:
         """Switch the consumer to the producer's encoding index at its next key frame (PLI sent now)."""
         self.native.set_target_encoding(consumer, encoding)
 
-    def request_keyframe(self, producer, encoding: int = -1) -> bool:
+    def request_keyframe(self, producer: _core.Producer, encoding: int = -1) -> bool:
         """PLI for one encoding (-1: all known ones), rate-limited per encoding; True if one was sent."""
         return self.native.request_keyframe(producer, encoding)
 
@@ -116,11 +122,11 @@ class Worker:
         """Upstream feedback that is due (NACK retries, transport-cc)."""
         self.native.run_timers()
 
-    def send(self, data: bytes, addr: tuple) -> None:
+    def send(self, data: bytes, addr: Addr) -> None:
         self.native.send(data, addr[0], addr[1])
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return self.native.stats
 
     # driving
@@ -133,7 +139,7 @@ class Worker:
         self._dispatch(control, events)
         return len(control) + len(events)
 
-    def _dispatch(self, control, events) -> None:
+    def _dispatch(self, control: list[tuple[bytes, Addr]], events: list[MediaEvent]) -> None:
         if self.on_control is not None:
             for data, addr in control:
                 self.on_control(data, addr)
@@ -154,7 +160,7 @@ class Worker:
             return
         self._stop.clear()
 
-        def hand_over(control, events) -> bool:
+        def hand_over(control: list[tuple[bytes, Addr]], events: list[MediaEvent]) -> bool:
             if loop is None:
                 self._dispatch(control, events)
                 return True
@@ -164,7 +170,7 @@ class Worker:
             except RuntimeError:   # the loop closed under us: nobody is left to hand anything to
                 return False
 
-        def run():
+        def run() -> None:
             while not self._stop.is_set():
                 if self.native.wait(int(TIMER_INTERVAL_S * 1000)):
                     control, events = self.native.drain()

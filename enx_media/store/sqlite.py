@@ -104,7 +104,8 @@ class _Database:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return self._db.execute("PRAGMA user_version").fetchone()[0]
+            version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+            return version
 
     def migrate(self) -> None:
         with self.transaction() as db:
@@ -121,7 +122,8 @@ class _Database:
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchone()
+            row: sqlite3.Row | None = self._db.execute(sql, tuple(params)).fetchone()  # row_factory is sqlite3.Row
+            return row
 
     def count(self, sql: str, params: Iterable[Any] = ()) -> int:
         """The single number a `SELECT count(*)` returns."""
@@ -326,8 +328,9 @@ class SqliteSessions:
                            " WHERE s.session_id=?", (session_id,)).fetchone()
             # Ad hoc rooms live for one session (seed: "created on demand and destroyed after use").
             if r and r["type"] == "adhoc":
-                _delete_room(db, r["room_id"], at)
-                return r["room_id"]
+                room_id: str = r["room_id"]
+                _delete_room(db, room_id, at)
+                return room_id
             return None
 
     def get(self, session_id: str) -> SessionRecord | None:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import cast, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -47,7 +48,12 @@ class SrtpKeys:
 class NodeCertificate:
     """The node's DTLS certificate; its SHA-256 fingerprint goes into every SDP the node writes."""
 
-    def __init__(self, key=None, cert=None):
+    @overload
+    def __init__(self) -> None: ...
+    @overload
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None: ...
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey | None = None, cert: x509.Certificate | None = None) -> None:
         if key is None:
             key = ec.generate_private_key(ec.SECP256R1())
             name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enx-media-" + os.urandom(4).hex())])
@@ -57,8 +63,9 @@ class NodeCertificate:
                     .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
                     .sign(key, hashes.SHA256()))
         self.key = key
-        self.cert = cert
-        der = cert.public_bytes(serialization.Encoding.DER)
+        # cast: a key comes with its certificate (the overloads), or both were made just above
+        self.cert = cast(x509.Certificate, cert)
+        der = self.cert.public_bytes(serialization.Encoding.DER)
         self.fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
     def context(self) -> SSL.Context:

@@ -116,7 +116,7 @@ def parse(text: str, kind: str) -> RemoteDescription:
     return out
 
 
-def _choose_codec(m) -> tuple[str, int, str, str | None, list[str]] | None:
+def _choose_codec(m: aiortc_sdp.MediaDescription) -> tuple[str, int | None, str, str | None, list[str]] | None:
     wanted = ["opus"] if m.kind == "audio" else ["vp8", "h264"]
     for name in wanted:
         for c in m.rtp.codecs:

@@ -11,7 +11,8 @@ import secrets
 import time
 from typing import Any, Callable
 
-from ..sfu import Worker
+from ..sfu import MediaEvent, Worker
+from ..sfu.worker import NativeTransport
 from . import ice
 from .dtls import DtlsError, DtlsServer, NodeCertificate
 
@@ -23,7 +24,7 @@ HANDSHAKE_TIMEOUT = 20.0   # a transport that does not finish ICE+DTLS in this t
 class WebRtcTransport:
     """One ICE/DTLS association on the shared port (a participant has one to publish, one to subscribe)."""
 
-    def __init__(self, server: "WebRtcServer", direction: str, ext_ids: dict[str, int] | None = None):
+    def __init__(self, server: "WebRtcServer", direction: str, ext_ids: dict[str, int] | None = None) -> None:
         self.server = server
         self.id = secrets.token_hex(6)
         self.direction = direction
@@ -34,7 +35,7 @@ class WebRtcTransport:
         self.addr: tuple[str, int] | None = None      # where the node sends (the selected pair)
         self.addrs: set[tuple[str, int]] = set()       # every pair that passed a check: accepted from
         self.dtls: DtlsServer | None = None
-        self.native = None
+        self.native: NativeTransport | None = None
         self.profile: str | None = None
         self.state = "new"             # new -> connecting -> connected -> closed
         self.close_reason: str | None = None
@@ -61,7 +62,7 @@ class WebRtcTransport:
 class WebRtcServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, announced_ip: str = "127.0.0.1",
                  worker: Worker | None = None, consent_timeout: float = ice.CONSENT_TIMEOUT,
-                 threaded: bool = True):
+                 threaded: bool = True) -> None:
         self.worker = worker or Worker(host, port, on_control=self._on_control, on_event=self._on_event)
         self.worker.on_control = self._on_control
         self.worker.on_event = self._on_event
@@ -75,7 +76,7 @@ class WebRtcServer:
         self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "dtls_unknown_source": 0,
                          "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0, "control_errors": 0}
         self.event_handlers: list[Callable[[Any], None]] = []   # called with each native MediaEvent
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -86,7 +87,7 @@ class WebRtcServer:
     def fingerprint(self) -> str:
         return self.certificate.fingerprint
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Handshake outcomes, open transports and the native worker's counters."""
         return {"handshake": dict(self.counters), "transports": len(self.by_ufrag), "worker": self.worker.stats}
 
@@ -220,7 +221,7 @@ class WebRtcServer:
             if t.on_connected:
                 t.on_connected(t)
 
-    def _on_event(self, event) -> None:   # a native MediaEvent
+    def _on_event(self, event: MediaEvent) -> None:   # a native MediaEvent
         for handler in self.event_handlers:
             handler(event)
 
