@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from . import errors as E
 from .config import Settings
@@ -104,9 +104,9 @@ class Engine:
         finally:
             await self.stop_media()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """What the node counts, for metrics: stored rooms and tokens, the live rooms, the media port."""
-        out: dict = {"rooms": self.rooms.count(), "tokens": self.tokens.count(), "event_failures": self.events.failures}
+        out: dict[str, Any] = {"rooms": self.rooms.count(), "tokens": self.tokens.count(), "event_failures": self.events.failures}
         if self.live is not None:
             out.update(self.live.stats())
         if self.webrtc is not None:

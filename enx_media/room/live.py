@@ -29,7 +29,7 @@ QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
 class Channel(Protocol):
     """A participant's link to its client."""
 
-    async def send(self, message: dict) -> None: ...
+    async def send(self, message: dict[str, Any]) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -64,7 +64,7 @@ class Notifier(Protocol):
 
     async def transport_closed(self, p: "Participant", direction: str, reason: str) -> None: ...
 
-    async def relay(self, p: "Participant", sender: "Participant", payload: dict) -> None: ...
+    async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None: ...
 
     async def disconnect(self, p: "Participant", why: str) -> None:
         """End p's connection after what was sent to it; why: session-ended or removed."""
@@ -94,8 +94,8 @@ class LiveRoom:
         self.floor_requests: set[str] = set()
         self.ended = False
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
-        self._timer: asyncio.Task | None = None
-        self._sampler: asyncio.Task | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         # A scheduled room's session ends with its window; any other ends `duration` after it started.
         limit = room.window[1] - time.time() if room.window else room.duration_s
         if limit:
@@ -317,7 +317,7 @@ class LiveRoom:
         await self.notifier.chat(recipients, p, text, to, sent)
         return sent
 
-    async def relay(self, p: Participant, to: str, payload: dict) -> None:
+    async def relay(self, p: Participant, to: str, payload: dict[str, Any]) -> None:
         policy.check_relay(self.room)
         await self.notifier.relay(self.target(to), p, payload)
 

@@ -23,15 +23,15 @@ JOIN_TIMEOUT = 30.0             # a socket that never joins is closed after this
 MAX_ERRORS_BEFORE_JOIN = 20     # ... or after this many refused messages
 MAX_QUEUED = 2000               # a client that stops reading is dropped once this many messages wait
 
-Send = Callable[[dict], Awaitable[None]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 Receive = Callable[[], Awaitable["str | bytes | None"]]   # a text frame, a binary frame, None: gone
 
-Handler = Callable[["Connection", "LiveRoom", "Participant", dict], Awaitable["dict | None"]]
+Handler = Callable[["Connection", "LiveRoom", "Participant", dict[str, Any]], Awaitable["dict[str, Any] | None"]]
 
 
 class Connection:
-    def __init__(self, rooms: "RoomManager", send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT):
+    def __init__(self, rooms: "RoomManager", send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT) -> None:
         self.rooms = rooms
         self._send = send
         self._close = close
@@ -41,7 +41,7 @@ class Connection:
         self.closed = False
         self.errors = 0
         self.on_gone: Callable[["Connection"], None] | None = None   # told once the socket is done
-        self._outbox: asyncio.Queue = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     # -- reading ------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ class Connection:
             await self.error(E.EnxError("the node failed to handle this message", reason="internal error",
                                         code=1500), request_id)
 
-    async def _dispatch(self, msg_type: str, msg: dict) -> dict | None:
+    async def _dispatch(self, msg_type: str, msg: dict[str, Any]) -> dict[str, Any] | None:
         if msg_type == "ping":
             return M.pong(time.time())
         if msg_type == "join":
@@ -106,7 +106,7 @@ class Connection:
             raise E.Conflict("send join first")
         return await HANDLERS[msg_type](self, self.live, self.participant, msg)
 
-    async def _join(self, msg: dict) -> dict:
+    async def _join(self, msg: dict[str, Any]) -> dict[str, Any]:
         live, p = self.rooms.join(self, msg["token"], msg.get("room_id"))
         self.live, self.participant = live, p
         await live.announce_join(p)
@@ -128,7 +128,7 @@ class Connection:
                 log.debug("send failed", exc_info=True)
                 return
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
         if self._outbox.qsize() >= MAX_QUEUED:
@@ -177,7 +177,7 @@ class Connection:
 
 
 # -- the dispatch table: message type -> handler(connection, live room, participant, message) -----------
-async def _leave(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> None:
+async def _leave(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> None:
     await live.leave(p, "left")
     reply = M.ok("leave")
     if "id" in msg:
@@ -187,46 +187,46 @@ async def _leave(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict
     return None
 
 
-async def _publish(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _publish(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     return M.answer(await live.publish(p, msg["sdp"]))
 
 
-async def _subscribe(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _subscribe(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     await live.subscribe(p, msg.get("streams"))
     return M.ok("subscribe")   # the offer (if there is anything to receive yet) is a message of its own
 
 
-async def _answer(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _answer(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     await live.answer(p, msg["sdp"])
     return M.ok("answer")
 
 
-async def _unpublish(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _unpublish(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     return M.ok("unpublish", streams=await live.unpublish(p, msg.get("streams")))
 
 
-async def _chat(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _chat(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     return M.ok("chat", sent=await live.chat(p, msg["text"], msg.get("to")))
 
 
 def _floor(action: str) -> Handler:
-    async def handle(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+    async def handle(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
         await live.floor(p, action, msg.get("participant_id"))
         return M.ok(f"floor-{action}")
     return handle
 
 
-async def _mute(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _mute(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     streams = await live.set_muted(p, msg["participant_id"], msg.get("kind", "all"), msg.get("muted", True))
     return M.ok("mute", streams=streams)
 
 
-async def _remove(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _remove(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     await live.remove(p, msg["participant_id"], msg.get("reason", ""))
     return M.ok("remove")
 
 
-async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict) -> dict:
+async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     await live.relay(p, msg["to"], msg["payload"])
     return M.ok("relay")
 

@@ -4,7 +4,7 @@ connection."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import errors as E
 from . import messages as M
@@ -24,56 +24,58 @@ class MessageNotifier:
     """Implements room.live.Notifier: each notification becomes one message per recipient."""
 
     @staticmethod
-    async def _to(people: Iterable["Participant"], message: dict) -> None:
+    async def _to(people: Iterable["Participant"], message: dict[str, Any]) -> None:
         for p in list(people):
             await p.channel.send(message)
 
-    async def participant_joined(self, to, p) -> None:
+    async def participant_joined(self, to: Iterable["Participant"], p: "Participant") -> None:
         await self._to(to, M.participant_joined(p))
 
-    async def participant_left(self, to, p, reason: str) -> None:
+    async def participant_left(self, to: Iterable["Participant"], p: "Participant", reason: str) -> None:
         await self._to(to, M.participant_left(p, reason))
 
-    async def stream_added(self, to, s: "Producer") -> None:
+    async def stream_added(self, to: Iterable["Participant"], s: "Producer") -> None:
         await self._to(to, M.stream_added(s))
 
-    async def stream_removed(self, to, s: "Producer") -> None:
+    async def stream_removed(self, to: Iterable["Participant"], s: "Producer") -> None:
         await self._to(to, M.stream_removed(s))
 
-    async def muted(self, to, target, kind: str, muted: bool, by, streams: list[str]) -> None:
+    async def muted(self, to: Iterable["Participant"], target: "Participant", kind: str, muted: bool, by: "Participant",
+                    streams: list[str]) -> None:
         await self._to(to, M.muted(target, kind, muted, by, streams))
 
-    async def floor(self, to, action: str, target, by) -> None:
+    async def floor(self, to: Iterable["Participant"], action: str, target: "Participant", by: "Participant") -> None:
         await self._to(to, M.floor(action, target, by))
 
-    async def chat(self, to, sender, text: str, recipients: list[str] | None, sent: float) -> None:
+    async def chat(self, to: Iterable["Participant"], sender: "Participant", text: str, recipients: list[str] | None,
+                   sent: float) -> None:
         await self._to(to, M.chat(sender, text, recipients, sent))
 
-    async def session_warning(self, to, seconds_left: int) -> None:
+    async def session_warning(self, to: Iterable["Participant"], seconds_left: int) -> None:
         await self._to(to, M.session_warning(seconds_left))
 
-    async def session_ended(self, to, reason: str) -> None:
+    async def session_ended(self, to: Iterable["Participant"], reason: str) -> None:
         await self._to(to, M.session_ended(reason))
 
-    async def removed(self, p, by, reason: str) -> None:
+    async def removed(self, p: "Participant", by: "Participant", reason: str) -> None:
         await p.channel.send(M.removed(by, reason))
 
-    async def offer(self, p, sdp: str, subscriptions: list["Subscription"]) -> None:
+    async def offer(self, p: "Participant", sdp: str, subscriptions: list["Subscription"]) -> None:
         await p.channel.send(M.offer(sdp, subscriptions))
 
-    async def transport_closed(self, p, direction: str, reason: str) -> None:
+    async def transport_closed(self, p: "Participant", direction: str, reason: str) -> None:
         exc = E.Conflict(f"{direction} transport closed: {reason}", reason="transport closed")
         await p.channel.send(M.error(exc, transport=direction))
 
-    async def relay(self, p, sender, payload: dict) -> None:
+    async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None:
         await p.channel.send(M.relay(sender, payload))
 
-    async def disconnect(self, p, why: str) -> None:
+    async def disconnect(self, p: "Participant", why: str) -> None:
         await p.channel.close(*CLOSE_CODES[why])
 
 
 class SignalingHub:
-    def __init__(self, rooms: "RoomManager"):
+    def __init__(self, rooms: "RoomManager") -> None:
         self.rooms = rooms
         self.connections: set[Connection] = set()
 

@@ -36,7 +36,7 @@ _VALIDATORS = _load_validators()
 MESSAGE_TYPES = frozenset(_VALIDATORS)
 
 
-def parse(text: str) -> tuple[dict, Any]:
+def parse(text: str) -> tuple[dict[str, Any], Any]:
     """A client frame as (message, request id); raises the EnxError that says what is wrong. The id is
     known as soon as the JSON is, so a refusal can still answer the request."""
     if len(text) > MAX_MESSAGE_CHARS:
@@ -50,7 +50,7 @@ def parse(text: str) -> tuple[dict, Any]:
     return msg, (msg.get("id") if isinstance(msg.get("id"), (str, int)) else None)
 
 
-def validate(msg: dict) -> str:
+def validate(msg: dict[str, Any]) -> str:
     """The message's type once it follows the schema."""
     msg_type = msg.get("type")
     if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
@@ -63,28 +63,28 @@ def validate(msg: dict) -> str:
 
 
 # -- builders ----------------------------------------------------------------------------------------
-def participant_info(p: "Participant") -> dict:
+def participant_info(p: "Participant") -> dict[str, Any]:
     return {"participant_id": p.participant_id, "user_ref": p.user_ref, "name": p.name, "role": p.role,
             "floor": p.floor}
 
 
-def stream_info(s: "Producer") -> dict:
+def stream_info(s: "Producer") -> dict[str, Any]:
     return {"stream_id": s.producer_id, "participant_id": s.participant_id, "kind": s.kind, "codec": s.codec,
             "muted": s.paused}
 
 
-def ok(request: str, **extra: Any) -> dict:
+def ok(request: str, **extra: Any) -> dict[str, Any]:
     return {"type": "ok", "request": request, **extra}
 
 
-def error(exc: E.EnxError, request_id: Any = None, **extra: Any) -> dict:
+def error(exc: E.EnxError, request_id: Any = None, **extra: Any) -> dict[str, Any]:
     msg = {"type": "error", "code": exc.code, "error": exc.reason, "desc": exc.desc, **extra}
     if request_id is not None:
         msg["id"] = request_id
     return msg
 
 
-def joined(live: "LiveRoom", p: "Participant", visible: list["Participant"]) -> dict:
+def joined(live: "LiveRoom", p: "Participant", visible: list["Participant"]) -> dict[str, Any]:
     room = live.room
     return {"type": "joined", "participant_id": p.participant_id, "session_id": live.session_id, "role": p.role,
             "room": {"room_id": room.room_id, "name": room.name, "mode": room.mode, "duration": room.duration_s},
@@ -92,63 +92,63 @@ def joined(live: "LiveRoom", p: "Participant", visible: list["Participant"]) -> 
             "streams": [stream_info(s) for s in live.live_streams()]}
 
 
-def participant_joined(p: "Participant") -> dict:
+def participant_joined(p: "Participant") -> dict[str, Any]:
     return {"type": "participant-joined", "participant": participant_info(p)}
 
 
-def participant_left(p: "Participant", reason: str) -> dict:
+def participant_left(p: "Participant", reason: str) -> dict[str, Any]:
     return {"type": "participant-left", "participant_id": p.participant_id, "reason": reason}
 
 
-def stream_added(s: "Producer") -> dict:
+def stream_added(s: "Producer") -> dict[str, Any]:
     return {"type": "stream-added", "stream": stream_info(s)}
 
 
-def stream_removed(s: "Producer") -> dict:
+def stream_removed(s: "Producer") -> dict[str, Any]:
     return {"type": "stream-removed", "stream_id": s.producer_id, "participant_id": s.participant_id}
 
 
-def offer(sdp: str, subscriptions: list["Subscription"]) -> dict:
+def offer(sdp: str, subscriptions: list["Subscription"]) -> dict[str, Any]:
     return {"type": "offer", "sdp": sdp,
             "streams": [{"mid": sm.section.mid, **stream_info(sm.producer)} for sm in subscriptions]}
 
 
-def answer(sdp: str) -> dict:
+def answer(sdp: str) -> dict[str, Any]:
     return {"type": "answer", "sdp": sdp}
 
 
-def muted(target: "Participant", kind: str, is_muted: bool, by: "Participant", streams: list[str]) -> dict:
+def muted(target: "Participant", kind: str, is_muted: bool, by: "Participant", streams: list[str]) -> dict[str, Any]:
     return {"type": "muted", "participant_id": target.participant_id, "kind": kind, "muted": is_muted,
             "by": by.participant_id, "streams": streams}
 
 
-def floor(action: str, target: "Participant", by: "Participant") -> dict:
+def floor(action: str, target: "Participant", by: "Participant") -> dict[str, Any]:
     if action == "requested":
         return {"type": "floor-requested", "participant": participant_info(target)}
     return {"type": f"floor-{action}", "participant_id": target.participant_id, "by": by.participant_id}
 
 
-def chat(sender: "Participant", text: str, to: list[str] | None, sent: float) -> dict:
+def chat(sender: "Participant", text: str, to: list[str] | None, sent: float) -> dict[str, Any]:
     return {"type": "chat", "from": sender.participant_id, "name": sender.name, "text": text, "to": to,
             "sent": sent}
 
 
-def session_warning(seconds_left: int) -> dict:
+def session_warning(seconds_left: int) -> dict[str, Any]:
     return {"type": "session-warning", "seconds_left": seconds_left,
             "desc": "the session reaches its duration limit soon"}
 
 
-def session_ended(reason: str) -> dict:
+def session_ended(reason: str) -> dict[str, Any]:
     return {"type": "session-ended", "reason": reason}
 
 
-def removed(by: "Participant", reason: str) -> dict:
+def removed(by: "Participant", reason: str) -> dict[str, Any]:
     return {"type": "removed", "by": by.participant_id, "reason": reason}
 
 
-def relay(sender: "Participant", payload: dict) -> dict:
+def relay(sender: "Participant", payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "relay", "from": sender.participant_id, "payload": payload}
 
 
-def pong(t: float) -> dict:
+def pong(t: float) -> dict[str, Any]:
     return {"type": "pong", "t": t}
