@@ -9,12 +9,15 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import SETTINGS, load_settings
+from .config import SETTINGS, Settings, load_settings
 from .engine import Engine
 from .errors import EnxError
+
+if TYPE_CHECKING:
+    import socket
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     flags = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     flags["config_file"] = getattr(args, "config_file", None)
     return load_settings(flags)
@@ -89,7 +92,7 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=None if not sys.stdout.isatty() else 2))
 
 
-def _serve(settings) -> int:
+def _serve(settings: Settings) -> int:
     import uvicorn
 
     from .web import create_app
@@ -98,11 +101,11 @@ def _serve(settings) -> int:
         """uvicorn closes WebSockets (1012) before the app's lifespan shutdown runs: the sessions end
         first here, so clients get session-ended and the node's own close."""
 
-        def __init__(self, config, engine: Engine):
+        def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
             super().__init__(config)
             self.engine = engine
 
-        async def shutdown(self, sockets=None):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             await self.engine.stop_media()
             await super().shutdown(sockets=sockets)
 

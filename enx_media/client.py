@@ -19,18 +19,21 @@ import itertools
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
 log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
-def _server_validators() -> dict:
+def _server_validators() -> dict[Any, Draft202012Validator]:   # keyed by the schema's "type" consts
     import jsonschema
 
     schema = json.loads((Path(__file__).parent / "signaling.schema.json").read_text())
@@ -52,7 +55,7 @@ def schema_problems(message: Any) -> list[str]:
 
 
 class SignalingError(Exception):
-    def __init__(self, message: dict):
+    def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(f"{message.get('code')} {message.get('error')}: {message.get('desc')}")
         self.code = message.get("code")
         self.reason = message.get("error")
@@ -85,7 +88,7 @@ def use_loopback_candidates() -> None:
 
 class RoomClient:
     def __init__(self, url: str, token: str, *, loopback: bool = True, timeout: float = 20.0,
-                 validate: bool = False):
+                 validate: bool = False) -> None:
         self.url = url
         self.validate = validate
         self.protocol_errors: list[str] = []   # with validate=True: messages that broke the schema
@@ -95,18 +98,19 @@ class RoomClient:
             use_loopback_candidates()
         self.ws: ClientConnection | None = None
         self.joined: dict[str, Any] | None = None
-        self.events: asyncio.Queue[dict] = asyncio.Queue()
-        self._backlog: list[dict] = []
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._backlog: list[dict[str, Any]] = []
         self.received: dict[str, MediaStreamTrack] = {}     # stream_id -> remote track
-        self.stream_info: dict[str, dict] = {}
-        self.participants: dict[str, dict] = {}             # participant_id -> info, as this client sees them
+        self.stream_info: dict[str, dict[str, Any]] = {}
+        self.participants: dict[str, dict[str, Any]] = {}           # participant_id -> info, as this client sees them
         self.publish_pcs: list[RTCPeerConnection] = []
         self.subscribe_pc: RTCPeerConnection | None = None
         self._ids = itertools.count(1)
-        self._waiters: dict[Any, asyncio.Future] = {}
-        self._reader: asyncio.Task | None = None
-        self._track_waiters: dict[str, asyncio.Future] = {}
-        self._mid_to_stream: dict[str, str] = {}
+        self._waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._track_waiters: dict[str, asyncio.Future[MediaStreamTrack]] = {}
+        # keyed by mid; a transceiver's mid is None until negotiated, and looking None up finds nothing
+        self._mid_to_stream: dict[str | None, str] = {}
         self._offer_lock = asyncio.Lock()
         self.closed = asyncio.Event()
 
@@ -160,9 +164,9 @@ class RoomClient:
     def closed_error(self) -> SignalingClosed:
         return SignalingClosed(getattr(self.ws, "close_code", None), getattr(self.ws, "close_reason", "") or "")
 
-    async def request(self, msg_type: str, **fields) -> dict:
+    async def request(self, msg_type: str, **fields: Any) -> dict[str, Any]:
         request_id = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = fut
         await self._socket().send(json.dumps({"type": msg_type, "id": request_id, **fields}))
         return await asyncio.wait_for(fut, self.timeout)
@@ -170,7 +174,7 @@ class RoomClient:
     async def send_raw(self, text: str) -> None:
         await self._socket().send(text)
 
-    async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict:
+    async def next_event(self, msg_type: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         """The oldest unread event of that type (any type when None). Events of other types stay
         queued for later calls, in order. Raises SignalingClosed once the connection is closed and no
         such event is left, asyncio.TimeoutError if none comes in time."""
@@ -189,7 +193,7 @@ class RoomClient:
             self._backlog.append(msg)
 
     # -- room actions --------------------------------------------------------------------------------
-    async def join(self) -> dict:
+    async def join(self) -> dict[str, Any]:
         if self.ws is None:
             await self.connect()
         self.joined = await self.request("join", token=self.token)
@@ -217,7 +221,7 @@ class RoomClient:
             pc = RTCPeerConnection(self._config())
 
             @pc.on("track")
-            def on_track(track):
+            def on_track(track: MediaStreamTrack) -> None:
                 mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
                 stream_id = self._mid_to_stream.get(mid)
                 if stream_id:
@@ -229,7 +233,7 @@ class RoomClient:
             self.subscribe_pc = pc
         await self.request("subscribe", **({} if streams is None else {"streams": streams}))
 
-    async def _on_offer(self, msg: dict) -> None:
+    async def _on_offer(self, msg: dict[str, Any]) -> None:
         async with self._offer_lock:
             pc = self.subscribe_pc
             if pc is None:
@@ -282,7 +286,7 @@ class RoomClient:
                 raise asyncio.TimeoutError(f"no {kind} stream from {participant_id}")
             await asyncio.sleep(0.05)
 
-    async def chat(self, text: str, to: list[str] | None = None) -> dict:
+    async def chat(self, text: str, to: list[str] | None = None) -> dict[str, Any]:
         return await self.request("chat", text=text, **({"to": to} if to else {}))
 
     async def leave(self) -> None:
