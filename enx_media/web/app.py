@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, NoReturn, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,12 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import errors as E
 from ..config import Settings
 from ..control.apps import App
 from ..control.rooms import iso
+from ..control.tokens import IssuedToken
 from ..engine import Engine
 from ..signaling import messages
 
@@ -61,7 +63,7 @@ def status_for(exc: E.EnxError) -> int:
     return 500
 
 
-def envelope_error(code: int, reason: str, desc: str, status: int, headers: dict | None = None) -> JSONResponse:
+def envelope_error(code: int, reason: str, desc: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"result": code, "error": reason, "desc": desc}, status_code=status, headers=headers)
 
 
@@ -72,7 +74,10 @@ def error_response(exc: E.EnxError) -> JSONResponse:
     return envelope_error(exc.code, exc.reason, exc.desc, status_for(exc), headers)
 
 
-def _flatten(stats: dict, prefix: str = ""):
+_MetricFamily = GaugeMetricFamily | CounterMetricFamily   # what Metrics' engine collector yields
+
+
+def _flatten(stats: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, int | float]]:
     """Numeric leaves of a nested stats dict as (dotted_name, value)."""
     for key, value in stats.items():
         name = f"{prefix}{key}"
@@ -85,7 +90,7 @@ def _flatten(stats: dict, prefix: str = ""):
 class Metrics:
     """Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("enx_http_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
@@ -97,15 +102,18 @@ class Metrics:
         self.rooms_deleted = Counter("enx_rooms_deleted_total", "Rooms deleted", registry=self.registry)
         engine_ref = engine
 
-        def family(kind, name: str, doc: str, values, label: str | None = None):
+        # values: a number, or (label value, number) pairs under `label` (stats payload values)
+        def family(kind: type[_MetricFamily], name: str, doc: str, values: Any,
+                   label: str | None = None) -> _MetricFamily:
             """A metric family: one value, or (label value, value) pairs under `label`."""
             f = kind(name, doc, labels=[label] if label else None)
             for key, value in (values if label else [(None, values)]):
-                f.add_metric([key] if label else [], value)
+                # cast: with a label, values are (label value, number) pairs, so key is that str
+                f.add_metric([cast(str, key)] if label else [], value)
             return f
 
         class EngineCollector:
-            def collect(self):
+            def collect(self) -> Iterator[_MetricFamily]:
                 stats = engine_ref.stats()
                 G, C = GaugeMetricFamily, CounterMetricFamily
                 yield family(G, "enx_rooms", "Rooms stored, all apps", stats["rooms"])
@@ -133,12 +141,12 @@ class ApiMiddleware:
     """Pure ASGI middleware: body size limit, metrics, and every engine error (and a last-resort 500) as
     the EnableX envelope."""
 
-    def __init__(self, app, *, max_body: int, metrics: Metrics):
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
@@ -158,7 +166,7 @@ class ApiMiddleware:
                 return await self._finish(resp, scope, receive, send, started)
         received = 0
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
@@ -167,7 +175,7 @@ class ApiMiddleware:
                     raise E.PayloadTooLarge(f"request bodies are limited to {self.max_body} bytes")
             return message
 
-        async def tracking_send(message):
+        async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["sent"] = True
@@ -187,11 +195,11 @@ class ApiMiddleware:
             await resp(scope, receive, tracking_send)
         self._observe(scope, status_holder["status"], started)
 
-    async def _finish(self, resp, scope, receive, send, started):
+    async def _finish(self, resp: Response, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         await resp(scope, receive, send)
         self._observe(scope, resp.status_code, started)
 
-    def _observe(self, scope, status: int, started: float) -> None:
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
         route = scope.get("route")
         label = getattr(route, "path", None) or "unmatched"
         self.metrics.requests.labels(scope.get("method", ""), label, str(status)).inc()
@@ -262,7 +270,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         except UnicodeDecodeError as exc:
             raise E.InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
 
-        def no_constants(name: str):
+        def no_constants(name: str) -> NoReturn:
             raise ValueError(f"{name} is not valid JSON")
 
         try:
@@ -284,7 +292,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     def ok(payload: dict[str, Any], status: int = 200) -> JSONResponse:
         return JSONResponse({"result": 0, **payload}, status_code=status)
 
-    def token_response(issued) -> JSONResponse:
+    def token_response(issued: IssuedToken) -> JSONResponse:
         metrics.tokens_issued.labels(issued.claims.role).inc()
         return ok({"token": issued.token, "token_id": issued.claims.token_id, "role": issued.claims.role,
                    "expires": iso(issued.claims.expires)})
@@ -292,49 +300,49 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     # -- endpoints ----------------------------------------------------------------------------------
     # The control services' SQLite work runs in the thread pool (off_loop), so a slow disk never holds
     # up the event loop that carries signaling and the handshakes.
-    async def create_room(request: Request):
+    async def create_room(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room = await off_loop(engine.rooms.create, app.app_id, await read_json(request))
         metrics.rooms_created.labels(room.mode).inc()
         return ok({"room": room.to_json()}, 201)
 
-    async def list_rooms(request: Request):
+    async def list_rooms(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         offset = query_int(request, "offset", 0, 0, 10**9)
         limit = query_int(request, "limit", 20, 1, 100)
         total, rooms = await off_loop(engine.rooms.list, app.app_id, offset, limit)
         return ok({"total": total, "offset": offset, "limit": limit, "rooms": [r.to_json() for r in rooms]})
 
-    async def get_room(request: Request):
+    async def get_room(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room = await off_loop(engine.rooms.get, app.app_id, request.path_params["room_id"])
         return ok({"room": room.to_json()})
 
-    async def update_room(request: Request):
+    async def update_room(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         body = await read_json(request)
         room = await off_loop(engine.rooms.update, app.app_id, request.path_params["room_id"], body)
         return ok({"room": room.to_json()})
 
-    async def delete_room(request: Request):
+    async def delete_room(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room_id = request.path_params["room_id"]
         await off_loop(engine.rooms.delete, app.app_id, room_id)
         metrics.rooms_deleted.inc()
         return ok({"room_id": room_id})
 
-    async def room_users(request: Request):
+    async def room_users(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         users = await off_loop(engine.rooms.live_users, app.app_id, request.path_params["room_id"])
         return ok({"total": len(users), "users": users})
 
-    async def create_token(request: Request):
+    async def create_token(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room = await off_loop(engine.rooms.get, app.app_id, request.path_params["room_id"])
         body = await read_json(request)
         return token_response(await off_loop(engine.tokens.issue, app, room, body))
 
-    async def revoke_token(request: Request):
+    async def revoke_token(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room_id, token_id = request.path_params["room_id"], request.path_params["token_id"]
 
@@ -346,12 +354,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     signaling_ws = signaling_endpoint(engine)
 
-    async def demo_page(request: Request):
+    async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
     demo_issued: list[float] = []
 
-    async def demo_token(request: Request):
+    async def demo_token(request: Request) -> JSONResponse:
         """Tokens for the demo page: a person types a room ID and a name. Off unless settings.demo allows;
         never a moderator token (moderators use a token from the REST API: /demo?token=...), and a few
         per minute per node, since anyone who can reach the node can call it."""
@@ -378,10 +386,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         demo_issued.append(now)
         return token_response(issued)
 
-    async def healthz(request: Request):
+    async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request):
+    async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     api_routes = [
@@ -410,7 +418,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         return envelope_error(1000 + exc.status_code, reason, desc, exc.status_code, getattr(exc, "headers", None))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         started_here = not engine.media_started and start_media
         if started_here:
             await engine.start_media()
