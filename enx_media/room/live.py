@@ -92,6 +92,10 @@ class LiveRoom:
         self.session_id = session_id
         self.participants: dict[str, Participant] = {}
         self.floor_requests: set[str] = set()
+        # Moderator decisions the room holds for the rest of the session, by user id (so a rejoin does not
+        # undo them): the kinds a user is server-muted in, and the users removed (any token of theirs).
+        self.muted: dict[str, set[str]] = {}
+        self.removed_users: set[str] = set()
         self.ended = False
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
         self._timer: asyncio.Task[None] | None = None
@@ -259,6 +263,12 @@ class LiveRoom:
     async def set_muted(self, p: Participant, pid: str, kind: str, muted: bool) -> list[str]:
         policy.check_moderator(p, "mute others")
         target = self.target(pid)
+        kinds = {"audio", "video"} if kind == "all" else {kind}
+        held = self.muted.setdefault(target.user_ref, set())
+        if muted:
+            held |= kinds
+        else:
+            held -= kinds
         changed = []
         if self.media is not None:
             router = self.media.router
@@ -276,6 +286,7 @@ class LiveRoom:
         target = self.target(pid)
         if target is p:
             raise E.ValidationFailed("use leave to leave the room")
+        self.removed_users.add(target.user_ref)
         self._event(ev.ModeratorAction, moderator_id=p.participant_id, action="remove", target_id=pid,
                     detail=reason)
         await self.notifier.removed(target, p, reason)
@@ -357,6 +368,8 @@ class RoomManager:
             live.room = room  # settings changed by a PATCH apply to the next join
             if any(p.token_id == claims.token_id for p in live.participants.values()):
                 raise E.TokenAlreadyUsed("this token is in use by a connected participant")
+            if claims.user_ref in live.removed_users:
+                raise E.Forbidden("a moderator removed this user from the session", reason="removed")
         policy.check_capacity(room, live.participants.values() if live else (), claims.role)
         session_id = live.session_id if live is not None else secrets.token_hex(12)
         # Claimed before the session exists anywhere: a refused first join leaves no session behind.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .. import errors as E
+from . import policy
 from ..sfu.router import Consumer, Producer, Router
 from ..webrtc import negotiation, sdp
 from ..webrtc.server import WebRtcServer, WebRtcTransport
@@ -82,8 +83,18 @@ class RoomMedia:
         announcing them waits for the loop."""
         if not self.room.has(p) or t.state != "connected":
             return
+        try:
+            # The right is checked again where it takes effect: a floor revoked (or a role changed)
+            # while this transport was connecting leaves it nothing to publish.
+            policy.check_publish(self.room.room, p)
+        except E.EnxError as exc:
+            t.close(f"not allowed to publish: {exc.desc}")
+            return
+        muted = self.room.muted.get(p.user_ref, set())
         for producer in pending:
             self.router.create_producer(producer)
+            if producer.kind in muted:      # a server mute holds across republishing
+                self.router.set_paused(producer, True)
         asyncio.ensure_future(self._announce([x for x in pending if x.live]))
 
     async def _announce(self, producers: list[Producer]) -> None:
@@ -105,8 +116,10 @@ class RoomMedia:
         emptied = {id(s.transport): s.transport for s in own}
         for s in own:
             await self.remove_producer(s, "unpublished")
-        # Close the transports this call emptied; one still connecting (its streams not yet live) stays.
-        for t in emptied.values():
+        # Close the transports this call emptied; unpublishing everything also closes the ones still
+        # connecting (whose streams would otherwise go live later, after the right was withdrawn).
+        closing = list(p.media.publish_transports) if stream_ids is None else list(emptied.values())
+        for t in closing:
             if t in p.media.publish_transports and not any(x.transport is t for x in self.producers.values()):
                 p.media.publish_transports.remove(t)
                 t.on_closed = None

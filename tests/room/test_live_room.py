@@ -212,3 +212,19 @@ def test_a_session_left_open_in_the_record_is_ended_when_a_new_one_starts(rig):
         assert record["ended"] is None and [x["user_ref"] for x in record["participants"]] == ["u"]
         assert rig.engine.rooms.live_session(room.room_id) == live.session_id
     rig.run(scenario)
+
+
+def test_a_removed_user_cannot_rejoin_the_session(rig):
+    async def scenario():
+        room = rig.room(mode="group")
+        live, mod, _ = rig.join(room, "mod", "moderator")
+        token = rig.engine.tokens.issue(rig.engine.apps.get(rig.app.app_id), room,
+                                        {"user_id": "pest", "role": "participant"}).token
+        _, pest = rig.rooms.join(RecordingChannel(), token)
+        await live.remove(mod, pest.participant_id, "spam")
+        with pytest.raises(E.Forbidden, match="removed"):
+            rig.rooms.join(RecordingChannel(), token)                 # the same token, at once
+        with pytest.raises(E.Forbidden, match="removed"):
+            rig.join(room, "pest", "participant")                     # a new token for the same user
+        rig.join(room, "someone-else", "participant")                 # others still get in
+    rig.run(scenario)

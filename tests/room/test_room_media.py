@@ -94,3 +94,64 @@ def test_publish_follow_and_remove_a_stream(tmp_path):
 
     asyncio.run(scenario())
     rig.engine.close()
+
+
+def run_with_server(tmp_path, body):
+    """Run body(rig) with the rig's rooms on a real WebRTC server (127.0.0.1), then tear down."""
+    rig = Rig(tmp_path)
+
+    async def scenario():
+        server = WebRtcServer("127.0.0.1", 0, "127.0.0.1")
+        server.start()
+        rig.rooms = RoomManager(rig.engine.rooms, rig.engine.tokens, server, rig.engine.events, MessageNotifier())
+        try:
+            await body(rig)
+        finally:
+            await rig.rooms.end_all("test over")
+            await server.stop()
+
+    asyncio.run(scenario())
+    rig.engine.close()
+
+
+def test_a_floor_revoked_while_connecting_publishes_nothing(tmp_path):
+    async def body(rig):
+        live, (mod, student) = rig.populate("lecture", "moderator", "participant")
+        await live.floor(mod, "grant", student.participant_id)
+        pc = await sendonly_offer(ColorTrack(COLORS[1]), ToneTrack())
+        try:
+            answer = await live.publish(student, pc.localDescription.sdp)   # answered, ICE not started yet
+            await live.floor(mod, "revoke", student.participant_id)
+            assert student.media.publish_transports == []                  # closed while connecting
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await asyncio.sleep(2)                                         # what ICE/DTLS would have taken
+            assert live.media.producers == {}
+            assert "stream-added" not in mod.channel.types()
+        finally:
+            await pc.close()
+    run_with_server(tmp_path, body)
+
+
+def test_a_server_mute_holds_across_republishing(tmp_path):
+    async def body(rig):
+        live, (mod, alice) = rig.populate("group", "moderator", "participant")
+        pcs = []
+        try:
+            for round_ in range(2):
+                pc = await sendonly_offer(ColorTrack(COLORS[0]), ToneTrack())
+                pcs.append(pc)
+                answer = await live.publish(alice, pc.localDescription.sdp)
+                await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+                await until(lambda: len(live.media.live_producers()) == 2)
+                if round_ == 0:
+                    assert await live.set_muted(mod, alice.participant_id, "all", True)
+                    await live.unpublish(alice, None)                      # ... and publish again
+            assert all(s.paused for s in live.media.live_producers())
+            added = [m["stream"] for m in mod.channel.messages if m["type"] == "stream-added"]
+            assert [s["muted"] for s in added[-2:]] == [True, True]        # announced as muted too
+            await live.set_muted(mod, alice.participant_id, "audio", False)
+            assert {s.kind: s.paused for s in live.media.live_producers()} == {"audio": False, "video": True}
+        finally:
+            for pc in pcs:
+                await pc.close()
+    run_with_server(tmp_path, body)
