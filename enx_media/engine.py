@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -123,6 +124,24 @@ class Engine:
         if ttl is not None:
             body["ttl"] = ttl
         return self.tokens.issue(self.apps.require(app_id), self.rooms.get(app_id, room_id), body)
+
+    async def revoke_token(self, app_id: str, room_id: str, token_id: str) -> None:
+        """Revoke a token; its holder, if connected, is removed from the session at once."""
+        await asyncio.to_thread(self._revoke, app_id, room_id, token_id)
+        if self.live is not None:
+            await self.live.remove_by_app(room_id, token_id=token_id, reason="token revoked")
+
+    def _revoke(self, app_id: str, room_id: str, token_id: str) -> None:
+        self.rooms.get(app_id, room_id)          # NotFound for another app's room
+        self.tokens.revoke(app_id, room_id, token_id)
+
+    async def remove_user(self, app_id: str, room_id: str, user_ref: str, reason: str = "") -> list[str]:
+        """Remove every participant of a user from the room's live session (they are told and
+        disconnected; the user cannot rejoin that session). Returns the participant ids removed."""
+        await asyncio.to_thread(self.rooms.get, app_id, room_id)
+        if self.live is None:
+            return []
+        return await self.live.remove_by_app(room_id, user_ref=user_ref, reason=reason or "removed by the application")
 
     def ensure_first_app(self) -> AppCredentials | None:
         """Create an app on first start so a fresh node is usable at once; None if apps exist."""

@@ -24,6 +24,7 @@ from .media import ParticipantMedia, RoomMedia, Subscription
 log = logging.getLogger(__name__)
 
 QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
+APP = "app"                 # who acted, when the application did (REST) rather than a moderator
 
 
 class Channel(Protocol):
@@ -58,7 +59,8 @@ class Notifier(Protocol):
 
     async def session_ended(self, to: Iterable["Participant"], reason: str) -> None: ...
 
-    async def removed(self, p: "Participant", by: "Participant", reason: str) -> None: ...
+    async def removed(self, p: "Participant", by: str, reason: str) -> None:
+        """p is removed: by a moderator (their participant id) or by the application ("app")."""
 
     async def offer(self, p: "Participant", sdp: str, subscriptions: list[Subscription]) -> None: ...
 
@@ -287,11 +289,25 @@ class LiveRoom:
         if target is p:
             raise E.ValidationFailed("use leave to leave the room")
         self.removed_users.add(target.user_ref)
-        self._event(ev.ModeratorAction, moderator_id=p.participant_id, action="remove", target_id=pid,
+        await self._remove(target, p.participant_id, reason, "removed")
+
+    async def remove_by_app(self, user_ref: str | None, token_id: str | None, reason: str) -> list[str]:
+        """The application removes a user (every participant of theirs; the user cannot rejoin the
+        session) or a revoked token's holder (a new token for them is the app's to issue): they are
+        told, and disconnected at once."""
+        targets = [x for x in self.everyone() if x.user_ref == user_ref or x.token_id == token_id]
+        if user_ref is not None:
+            self.removed_users.add(user_ref)
+        for target in targets:
+            await self._remove(target, APP, reason, "removed-by-app")
+        return [x.participant_id for x in targets]
+
+    async def _remove(self, target: Participant, by: str, reason: str, why: str) -> None:
+        self._event(ev.ModeratorAction, moderator_id=by, action="remove", target_id=target.participant_id,
                     detail=reason)
-        await self.notifier.removed(target, p, reason)
+        await self.notifier.removed(target, by, reason)
         await self.leave(target, "removed")
-        await self.notifier.disconnect(target, "removed")
+        await self.notifier.disconnect(target, why)
 
     async def floor(self, p: Participant, action: str, pid: str | None) -> None:
         policy.check_floor(self.room, p, action)
@@ -382,6 +398,12 @@ class RoomManager:
                         claims.token_id, channel)
         live.admit(p)
         return live, p
+
+    async def remove_by_app(self, room_id: str, *, user_ref: str | None = None, token_id: str | None = None,
+                            reason: str) -> list[str]:
+        """Remove a user or a token's holder from the room's live session (none live: nothing to do)."""
+        live = self.live.get(room_id)
+        return await live.remove_by_app(user_ref, token_id, reason) if live is not None else []
 
     def forget(self, live: LiveRoom) -> None:
         if self.live.get(live.room.room_id) is live:

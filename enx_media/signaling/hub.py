@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 # How the node ends a connection for a room's reason (WebSocket close codes in the 4000 range).
-CLOSE_CODES = {"session-ended": (4000, "session ended"), "removed": (4001, "removed by a moderator")}
+CLOSE_CODES = {"session-ended": (4000, "session ended"), "removed": (4001, "removed by a moderator"),
+               "removed-by-app": (4002, "removed by the application")}
 
 
 class MessageNotifier:
@@ -57,7 +58,7 @@ class MessageNotifier:
     async def session_ended(self, to: Iterable["Participant"], reason: str) -> None:
         await self._to(to, M.session_ended(reason))
 
-    async def removed(self, p: "Participant", by: "Participant", reason: str) -> None:
+    async def removed(self, p: "Participant", by: str, reason: str) -> None:
         await p.channel.send(M.removed(by, reason))
 
     async def offer(self, p: "Participant", sdp: str, subscriptions: list["Subscription"]) -> None:

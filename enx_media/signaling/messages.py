@@ -142,8 +142,8 @@ def session_ended(reason: str) -> dict[str, Any]:
     return {"type": "session-ended", "reason": reason}
 
 
-def removed(by: "Participant", reason: str) -> dict[str, Any]:
-    return {"type": "removed", "by": by.participant_id, "reason": reason}
+def removed(by: str, reason: str) -> dict[str, Any]:
+    return {"type": "removed", "by": by, "reason": reason}
 
 
 def relay(sender: "Participant", payload: dict[str, Any]) -> dict[str, Any]:

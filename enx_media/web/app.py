@@ -345,12 +345,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def revoke_token(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
         room_id, token_id = request.path_params["room_id"], request.path_params["token_id"]
-
-        def revoke() -> None:
-            engine.rooms.get(app.app_id, room_id)
-            engine.tokens.revoke(app.app_id, room_id, token_id)
-        await off_loop(revoke)
+        await engine.revoke_token(app.app_id, room_id, token_id)    # its holder is disconnected too
         return ok({"token_id": token_id, "revoked": True})
+
+    async def remove_user(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        room_id, user_ref = request.path_params["room_id"], request.path_params["user_id"]
+        removed = await engine.remove_user(app.app_id, room_id, user_ref)
+        return ok({"user_id": user_ref, "removed": removed})
 
     signaling_ws = signaling_endpoint(engine)
 
@@ -399,6 +401,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/rooms/{room_id}", update_room, methods=["PATCH"]),
         Route("/rooms/{room_id}", delete_room, methods=["DELETE"]),
         Route("/rooms/{room_id}/users", room_users, methods=["GET"]),
+        Route("/rooms/{room_id}/users/{user_id}", remove_user, methods=["DELETE"]),
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
     ]

@@ -1,0 +1,70 @@
+"""The application's decisions take effect at once against a real node: revoking a token through the REST
+API disconnects its holder, removing a user drops all of them and keeps them out of the session."""
+import asyncio
+
+import pytest
+
+from enx_media.client import SignalingClosed, SignalingError
+from media_util import Api
+
+
+def test_revoking_a_token_disconnects_its_holder(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group"})
+    r = api.http.post(f"/rooms/{room['room_id']}/tokens", json={"user_id": "held", "role": "participant"})
+    token, token_id = r.json()["token"], r.json()["token_id"]
+
+    async def scenario():
+        mod = api.client(room["room_id"], "mod", "moderator")
+        holder = api.client_for(token)
+        await mod.join()
+        await holder.join()
+        assert api.http.delete(f"/rooms/{room['room_id']}/tokens/{token_id}").json()["revoked"] is True
+        removed = await holder.next_event("removed", timeout=5)
+        assert (removed["by"], removed["reason"]) == ("app", "token revoked")
+        with pytest.raises(SignalingClosed) as closed:
+            await holder.next_event("chat", timeout=5)
+        assert closed.value.code == 4002
+        left = await mod.next_event("participant-left", timeout=5)
+        assert left["participant_id"] == holder.participant_id and left["reason"] == "removed"
+        users = api.http.get(f"/rooms/{room['room_id']}/users").json()["users"]
+        assert [u["user_ref"] for u in users] == ["mod"]
+        again = api.client_for(token)
+        with pytest.raises(SignalingError) as refused:
+            await again.join()
+        assert refused.value.code == 4007                       # revoked
+        await again.close()
+        await holder.close()
+        await mod.leave()
+
+    asyncio.run(scenario())
+
+
+def test_removing_a_user_drops_every_connection_and_keeps_them_out(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "participants": 5})
+
+    async def scenario():
+        mod = api.client(room["room_id"], "mod", "moderator")
+        first, second = api.client(room["room_id"], "pest", "participant"), api.client(room["room_id"], "pest", "participant")
+        for c in (mod, first, second):
+            await c.join()
+        reply = api.http.delete(f"/rooms/{room['room_id']}/users/pest").json()
+        assert sorted(reply["removed"]) == sorted([first.participant_id, second.participant_id])
+        for c in (first, second):
+            assert (await c.next_event("removed", timeout=5))["by"] == "app"
+            with pytest.raises(SignalingClosed) as closed:
+                await c.next_event("chat", timeout=5)
+            assert closed.value.code == 4002
+        back = api.client(room["room_id"], "pest", "participant")   # a fresh token for the same user
+        with pytest.raises(SignalingError) as refused:
+            await back.join()
+        assert refused.value.code == 1403 and "removed" in refused.value.message["desc"]
+        assert api.http.delete(f"/rooms/{room['room_id']}/users/nobody").json()["removed"] == []
+        for c in (first, second, back):
+            await c.close()
+        await mod.leave()
+
+    asyncio.run(scenario())
+    other_app = api.http.delete("/rooms/000000000000000000000000/users/pest")
+    assert other_app.status_code == 404
