@@ -67,7 +67,7 @@ class RoomMedia:
             plan = negotiation.plan_publish(offer)
         except (sdp.SdpError, ValueError) as exc:
             raise E.ValidationFailed(str(exc)) from None
-        t = self.server.create_transport("publish", plan.ext_ids)
+        t = self.server.create_transport("publish", plan.ext_ids, owner=p.participant_id)
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
         p.media.publish_transports.append(t)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
@@ -206,7 +206,7 @@ class RoomMedia:
         if not (added or dropped or force) or not (added or m.subscriptions):
             return  # nothing to offer yet: the first stream-added brings the first offer
         if m.subscribe_transport is None:
-            t = self.server.create_transport("subscribe")
+            t = self.server.create_transport("subscribe", owner=p.participant_id)
             m.subscribe_transport = t
             t.on_connected = lambda tr: asyncio.ensure_future(self._subscribe_connected(p))
             t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))

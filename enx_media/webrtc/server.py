@@ -24,10 +24,12 @@ HANDSHAKE_TIMEOUT = 20.0   # a transport that does not finish ICE+DTLS in this t
 class WebRtcTransport:
     """One ICE/DTLS association on the shared port (a participant has one to publish, one to subscribe)."""
 
-    def __init__(self, server: "WebRtcServer", direction: str, ext_ids: dict[str, int] | None = None) -> None:
+    def __init__(self, server: "WebRtcServer", direction: str, ext_ids: dict[str, int] | None = None,
+                 owner: str | None = None) -> None:
         self.server = server
         self.id = secrets.token_hex(6)
         self.direction = direction
+        self.owner = owner      # who it serves (a participant id): only the owner may move its 5-tuple
         self.ufrag, self.pwd = ice.new_credentials()
         self.remote_ufrag: str | None = None
         self.remote_fingerprint: tuple[str, str] | None = None
@@ -73,8 +75,9 @@ class WebRtcServer:
         self._ssl_ctx = self.certificate.context()
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
-        self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "dtls_unknown_source": 0,
-                         "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0, "handshake_timeout": 0, "control_errors": 0}
+        self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "stun_tuple_held": 0,
+                         "dtls_unknown_source": 0, "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0,
+                         "handshake_timeout": 0, "control_errors": 0}
         self.event_handlers: list[Callable[[Any], None]] = []   # called with each native MediaEvent
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,8 +114,9 @@ class WebRtcServer:
                 pass
         self.worker.close()   # the UDP port is free again: media can start anew in this process
 
-    def create_transport(self, direction: str, ext_ids: dict[str, int] | None = None) -> WebRtcTransport:
-        t = WebRtcTransport(self, direction, ext_ids)
+    def create_transport(self, direction: str, ext_ids: dict[str, int] | None = None,
+                         owner: str | None = None) -> WebRtcTransport:
+        t = WebRtcTransport(self, direction, ext_ids, owner)
         self.by_ufrag[t.ufrag] = t
         return t
 
@@ -155,6 +159,15 @@ class WebRtcServer:
             self.counters["stun_refused"] += 1
             return
         outcome = ice.answer_binding(msg, t.ufrag, t.pwd, t.remote_ufrag, addr)
+        holder = self.by_addr.get(addr)
+        if outcome.error is None and holder is not None and holder is not t and holder.state == "connected" \
+                and holder.owner != t.owner:
+            # A check that authenticates for one transport never takes another's live 5-tuple: a
+            # participant who knows its own ufrag/pwd could otherwise spoof a victim's address and
+            # have the victim's transport closed. The same participant may move it (an ICE restart).
+            self.counters["stun_tuple_held"] += 1
+            log.info("stun refused transport=%s addr=%s: the 5-tuple belongs to transport %s", t.id, addr, holder.id)
+            return
         if outcome.response is not None:
             self.worker.send(outcome.response, addr)
         if outcome.error:

@@ -155,3 +155,41 @@ def test_a_server_mute_holds_across_republishing(tmp_path):
             for pc in pcs:
                 await pc.close()
     run_with_server(tmp_path, body)
+
+
+def test_a_check_for_one_transport_cannot_take_another_participants_5_tuple(tmp_path):
+    """Another app's participant knows its own transport's ufrag/pwd and sends one valid nominating
+    Binding request from a victim's address (spoofed): the victim's connected transport stays."""
+    from aioice import stun
+
+    async def body(rig):
+        live, (victim,) = rig.populate("group", "participant")
+        other_app = rig.engine.apps.create("attacker")
+        rig.app = other_app
+        attacker_live, (attacker,) = rig.populate("group", "participant")
+        pc = await sendonly_offer(ColorTrack(COLORS[0]), ToneTrack())
+        try:
+            answer = await live.publish(victim, pc.localDescription.sdp)
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await until(lambda: len(live.media.live_producers()) == 2)
+            held = victim.media.publish_transports[0]
+            bait = await sendonly_offer(ColorTrack(COLORS[1]))
+            pcs.append(bait)
+            await attacker_live.publish(attacker, bait.localDescription.sdp)
+            mine = attacker.media.publish_transports[0]
+            msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+            msg.attributes.update({"USERNAME": f"{mine.ufrag}:{mine.remote_ufrag}", "PRIORITY": 1,
+                                   "ICE-CONTROLLING": 1, "USE-CANDIDATE": None})
+            msg.add_message_integrity(mine.pwd.encode())
+            msg.add_fingerprint()
+            server = live.media.server
+            server._on_control(bytes(msg), held.addr)                 # arriving "from" the victim's pair
+            assert server.counters["stun_tuple_held"] == 1
+            assert held.state == "connected" and server.by_addr[held.addr] is held
+            assert len(live.media.live_producers()) == 2
+        finally:
+            for x in pcs + [pc]:
+                await x.close()
+
+    pcs: list = []
+    run_with_server(tmp_path, body)
