@@ -60,6 +60,12 @@ class CapacityExceeded(EnxError):
     reason = "capacity exceeded"
 
 
+class RateLimited(CapacityExceeded):
+    """A client sent more of one kind of message than its allowance: the sender is refused, nobody
+    else is affected."""
+    reason = "rate limited"
+
+
 class TokenError(EnxError):
     """A token was refused. Each cause has its own code so a client can tell them apart."""
     code = 4000

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
 APP = "app"                 # who acted, when the application did (REST) rather than a moderator
+CHAT_BYTES_PER_SESSION = 8 * 1024 * 1024   # chat text a session may store (the transcript's disk share)
 
 
 class Channel(Protocol):
@@ -98,6 +99,7 @@ class LiveRoom:
         # undo them): the kinds a user is server-muted in, and the users removed (any token of theirs).
         self.muted: dict[str, set[str]] = {}
         self.removed_users: set[str] = set()
+        self.chat_bytes_left = CHAT_BYTES_PER_SESSION
         self.ended = False
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
         self._timer: asyncio.Task[None] | None = None
@@ -336,6 +338,10 @@ class LiveRoom:
             missing = [pid for pid in to if pid not in self.participants]
             if missing:
                 raise E.NotFound(f"no participant(s) {', '.join(missing)} in this session")
+        size = len(text.encode("utf-8"))
+        if size > self.chat_bytes_left:
+            raise E.CapacityExceeded("this session's chat transcript is full", reason="chat full")
+        self.chat_bytes_left -= size
         sent = time.time()
         self._event(ev.ChatMessage, sender_id=p.participant_id, sender_ref=p.user_ref, sender_name=p.name, text=text,
                     to=None if to is None else tuple(to), at=sent)

@@ -23,6 +23,32 @@ JOIN_TIMEOUT = 30.0             # a socket that never joins is closed after this
 MAX_ERRORS_BEFORE_JOIN = 20     # ... or after this many refused messages
 MAX_QUEUED = 2000               # a client that stops reading is dropped once this many messages wait
 
+# Per connection and message kind: (messages per second, burst). Sized for real use (a person typing,
+# a client renegotiating, ICE candidates relayed in a p2p call); past it the sender gets an error and
+# nothing reaches anyone else, so one client's flood cannot fill another's outbox.
+RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "chat": (5, 20), "relay": (50, 200), "ping": (2, 10),
+    "publish": (2, 10), "subscribe": (2, 10), "answer": (4, 20), "unpublish": (4, 20),
+}
+DEFAULT_RATE = (5.0, 20.0)       # every other kind (moderator actions, floor, leave)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 Receive = Callable[[], Awaitable["str | bytes | None"]]   # a text frame, a binary frame, None: gone
@@ -40,6 +66,7 @@ class Connection:
         self.participant: Participant | None = None
         self.closed = False
         self.errors = 0
+        self._buckets: dict[str, TokenBucket] = {}
         self.on_gone: Callable[["Connection"], None] | None = None   # told once the socket is done
         self._outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
         self._writer = asyncio.get_running_loop().create_task(self._write())
@@ -96,6 +123,12 @@ class Connection:
                                         code=1500), request_id)
 
     async def _dispatch(self, msg_type: str, msg: dict[str, Any]) -> dict[str, Any] | None:
+        bucket = self._buckets.get(msg_type)
+        if bucket is None:
+            bucket = self._buckets[msg_type] = TokenBucket(*RATE_LIMITS.get(msg_type, DEFAULT_RATE))
+        if not bucket.take():
+            raise E.RateLimited(f"too many {msg_type} messages: at most {bucket.rate:g} a second "
+                                f"(bursts of {bucket.burst:g})")
         if msg_type == "ping":
             return M.pong(time.time())
         if msg_type == "join":

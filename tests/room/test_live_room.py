@@ -228,3 +228,15 @@ def test_a_removed_user_cannot_rejoin_the_session(rig):
             rig.join(room, "pest", "participant")                     # a new token for the same user
         rig.join(room, "someone-else", "participant")                 # others still get in
     rig.run(scenario)
+
+
+def test_a_sessions_chat_storage_is_capped(rig):
+    async def scenario():
+        live, (a, b) = rig.populate("group", "participant", "participant")
+        live.chat_bytes_left = 10_000
+        for _ in range(2):
+            await live.chat(a, "x" * 4000, None)
+        with pytest.raises(E.CapacityExceeded, match="transcript is full"):
+            await live.chat(b, "y" * 4000, None)
+        assert len(rig.engine.sessions.chat_transcript(live.session_id)) == 2
+    rig.run(scenario)

@@ -1,6 +1,7 @@
 """The application's decisions take effect at once against a real node: revoking a token through the REST
 API disconnects its holder, removing a user drops all of them and keeps them out of the session."""
 import asyncio
+import json
 
 import pytest
 
@@ -68,3 +69,43 @@ def test_removing_a_user_drops_every_connection_and_keeps_them_out(node, creds):
     asyncio.run(scenario())
     other_app = api.http.delete("/rooms/000000000000000000000000/users/pest")
     assert other_app.status_code == 404
+
+
+def test_a_chat_flood_is_refused_to_the_sender_and_the_target_stays(node, creds):
+    """Viewers flood the moderator with private chats (finding 5): each sender gets its allowance and
+    then rate-limit errors; the moderator is not dropped as a slow reader and still works."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "participants": 20})
+
+    async def scenario():
+        mod = api.client(room["room_id"], "mod", "moderator")
+        await mod.join()
+        floods = [api.client(room["room_id"], f"v{i}", "viewer") for i in range(4)]
+        for f in floods:
+            await f.join()
+        burst = 300
+        for f in floods:
+            for i in range(burst):
+                await f.send_raw(json.dumps({"type": "chat", "id": i, "text": "x" * 4000,
+                                             "to": [mod.participant_id]}))
+        for f in floods:   # every flooder hears back about each of its messages
+            replies = [await f.next_event(timeout=10) for _ in range(burst)]
+            refused = [r for r in replies if r["type"] == "error"]
+            assert len(refused) >= burst - 40 and {r["code"] for r in refused} == {1429}
+            assert refused[0]["error"] == "rate limited"
+        got = 0
+        while True:
+            try:
+                await mod.next_event("chat", timeout=1)
+            except asyncio.TimeoutError:
+                break
+            got += 1
+        assert 4 * 20 <= got <= 4 * 40, got                 # the bursts' allowance only
+        assert not mod.closed.is_set()
+        reply = await mod.request("ping")
+        assert reply["type"] == "pong"
+        for f in floods:
+            await f.close()
+        await mod.leave()
+
+    asyncio.run(scenario())
