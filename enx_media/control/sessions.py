@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .. import events as ev
-from ..store import ChatMessageRecord, ParticipantRecord, Store
+from ..store import NODE_RESTART, ChatMessageRecord, ParticipantRecord, Store
 from .rooms import iso
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class SessionService:
         """Sessions left open by a node that stopped without ending them: end them now."""
         ids = self.store.sessions.open_session_ids()
         for session_id in ids:
-            self.store.sessions.end(session_id, "node-restart", time.time())
+            self.store.sessions.end(session_id, NODE_RESTART, time.time())
         return len(ids)
 
 

@@ -16,6 +16,11 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 
 # --- records -------------------------------------------------------------------------------------
+# The end reason of a session that a stopped node left open (its next start ends it). Its tokens may
+# join the room's next session: the single-use rule does not punish them for the node's crash.
+NODE_RESTART = "node-restart"
+
+
 @dataclass(frozen=True)
 class AppRecord:
     app_id: str

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .repositories import (AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RoomChange,
+from .repositories import (NODE_RESTART, AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RoomChange,
                            RoomDeletion, RoomRecord, SessionRecord, TokenRecord)
 
 # Each entry moves the schema one version forward. Never edit a released entry: append a new one.
@@ -284,7 +284,11 @@ class SqliteTokens:
             if r is None:
                 return ClaimOutcome.UNKNOWN
             if r["used_session"] not in (None, session_id):
-                return ClaimOutcome.USED_ELSEWHERE
+                # A session that ended because its node stopped without ending it (close_dangling)
+                # was not the token's to lose: it may join the room's next session.
+                cut = db.execute("SELECT end_reason FROM sessions WHERE session_id=?", (r["used_session"],)).fetchone()
+                if cut is None or cut["end_reason"] != NODE_RESTART:
+                    return ClaimOutcome.USED_ELSEWHERE
             db.execute("UPDATE tokens SET used_session=? WHERE token_id=?", (session_id, token_id))
             return ClaimOutcome.CLAIMED
 

@@ -42,3 +42,40 @@ def test_first_start_creates_app_once(tmp_path):
     node.start()
     node.stop()
     assert node.log_path.read_text().count("App ID:") == 1
+
+
+def test_tokens_outlive_a_crash(tmp_path):
+    """A node killed mid-session (SIGKILL) leaves its session open; the next start ends it as a restart,
+    and the tokens used in it may join the room's next session (finding 9: they were 'already used')."""
+    import asyncio
+
+    from media_util import Api
+
+    node = Node(tmp_path)
+    node.start()
+    try:
+        api = Api(node, node.create_app("crash"))
+        room = api.room(settings={"mode": "group"})
+        token = api.token(room["room_id"], "survivor", "participant")
+
+        async def join_once():
+            client = api.client_for(token)
+            joined = await client.join()
+            await client.close()
+            return joined["session_id"]
+
+        async def join_and_crash():
+            client = api.client_for(token)
+            joined = await client.join()
+            node.proc.kill()
+            node.proc.wait(10)
+            await client.close()
+            return joined["session_id"]
+
+        first = asyncio.run(join_and_crash())
+        node.stop()
+        node.start()
+        second = asyncio.run(join_once())
+        assert second != first
+    finally:
+        node.stop()
