@@ -24,6 +24,13 @@ class InvalidRequest(EnxError):
     reason = "invalid request"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A request body that is not declared as JSON (a cross-site form can send text/plain with the
+    browser's cached credentials; it must not pass for an API call)."""
+    code = 1415
+    reason = "unsupported media type"
+
+
 class ValidationFailed(EnxError):
     """The request was read but a field is missing, unknown, of the wrong type or out of bounds."""
     code = 1002

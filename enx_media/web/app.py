@@ -43,6 +43,7 @@ API_PREFIXES = ("/video/v2", "/video/v1", "/v1")
 REALM = 'Basic realm="enx-media", charset="UTF-8"'
 
 STATUS_BY_ERROR: list[tuple[type[E.EnxError], int]] = [
+    (E.UnsupportedMediaType, 415),
     (E.InvalidRequest, 400),
     (E.ValidationFailed, 422),
     (E.PayloadTooLarge, 413),
@@ -265,6 +266,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             if optional:
                 return {}
             raise E.InvalidRequest("request body is empty; a JSON object is expected")
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise E.UnsupportedMediaType(f"send the body as application/json (got {media_type[:60] or 'none'!r})")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -62,3 +62,16 @@ def test_bad_input_leaves_state_intact(api):
     for raw in (b"{", b"\xff", b'{"name": 1}', b'{"settings": {"mode": "x"}}'):
         api.patch(f"/rooms/{room['room_id']}", content=raw)
     assert api.get(f"/rooms/{room['room_id']}").json()["room"] == room
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_body_not_declared_as_json_is_refused(node, creds, content_type):
+    """A cross-site form can POST text/plain with a browser's cached Basic credentials: it must not pass
+    for an API call (finding 9). application/json and +json types are accepted."""
+    headers = {"content-type": content_type} if content_type else {}
+    r = httpx.post(node.base + "/video/v2/rooms", auth=creds, content=b'{"name": "csrf"}', headers=headers)
+    assert r.status_code == 415 and r.json()["result"] == 1415, r.text
+    ok = httpx.post(node.base + "/video/v2/rooms", auth=creds, content=b'{"name": "fine"}',
+                    headers={"content-type": "application/vnd.api+json; charset=utf-8"})
+    assert ok.status_code == 201

@@ -91,8 +91,13 @@ def test_demo_page_join_form(node, creds):
                     break
                 await asyncio.sleep(0.1)
             assert api.http.get(f"/rooms/{room['room_id']}/users").json()["users"] == []
-            bad = await page.evaluate("""fetch('/demo/token', {method: 'POST', body: JSON.stringify({room_id: 'nope', name: 'x'})})
+            bad = await page.evaluate("""fetch('/demo/token', {method: 'POST', headers: {'content-type': 'application/json'},
+                                                                body: JSON.stringify({room_id: 'nope', name: 'x'})})
                                           .then(r => r.json())""")
             assert bad["result"] == 1404
+            # a body the browser sends as text/plain (what a cross-site form can do) is refused
+            plain = await page.evaluate("""fetch('/demo/token', {method: 'POST', body: JSON.stringify({room_id: 'nope'})})
+                                            .then(r => r.json())""")
+            assert plain["result"] == 1415
 
     asyncio.run(scenario())
