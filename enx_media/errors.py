@@ -8,10 +8,14 @@ class EnxError(Exception):
 
     code = 1000
     reason = "error"
+    MAX_DESC = 300      # descriptions quote what the client sent: never echo a client's megabyte back
 
     def __init__(self, desc: str = "", *, reason: str | None = None, code: int | None = None):
-        super().__init__(desc or self.reason)
-        self.desc = desc or self.reason
+        desc = desc or self.reason
+        if len(desc) > self.MAX_DESC:
+            desc = desc[:self.MAX_DESC - 1] + "…"
+        super().__init__(desc)
+        self.desc = desc
         if reason is not None:
             self.reason = reason
         if code is not None:

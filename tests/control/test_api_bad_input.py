@@ -75,3 +75,10 @@ def test_a_body_not_declared_as_json_is_refused(node, creds, content_type):
     ok = httpx.post(node.base + "/video/v2/rooms", auth=creds, content=b'{"name": "fine"}',
                     headers={"content-type": "application/vnd.api+json; charset=utf-8"})
     assert ok.status_code == 201
+
+
+def test_errors_do_not_echo_long_client_values(api):
+    r = api.get("/rooms/" + "r" * 10_000)
+    assert r.status_code in (404, 414) and len(r.text) < 1000, len(r.text)
+    r = api.post("/rooms/" + "q" * 5000 + "/tokens", json={"user_id": "u", "role": "participant"})
+    assert r.status_code == 404 and len(r.json()["desc"]) <= 300
