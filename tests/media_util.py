@@ -184,3 +184,23 @@ class Api:
             if line.startswith(key + " "):
                 return float(line.split()[-1])
         return 0.0
+
+
+@contextlib.asynccontextmanager
+async def video_pair(url: str, pub_token: str, sub_token: str, rgb):
+    """A publisher of one colour track and a subscriber of everything, joined through the signaling at
+    url (users "pub" and "sub"): yields (publisher, subscriber, the subscriber's track of that video,
+    found by the publisher's user id) once it decoded 9 of 10 frames of the colour; closes both."""
+    pub, sub = RoomClient(url, pub_token), RoomClient(url, sub_token)
+    try:
+        await pub.join()
+        await sub.join()
+        await pub.publish([ColorTrack(rgb)])
+        await sub.subscribe()
+        track = await sub.wait_track(await sub.wait_user_stream("pub", "video"))
+        assert await receive_video(track, rgb, 10) >= 9
+        yield pub, sub, track
+    finally:
+        await pub.close()
+        await sub.close()
+

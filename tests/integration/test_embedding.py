@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from media_util import COLORS, ColorTrack, receive_video
-from enx_media.client import RoomClient
+from media_util import COLORS, video_pair
 from node_util import free_port, run_cli
 
 HERE = Path(__file__).resolve().parent
@@ -57,19 +56,9 @@ def test_host_app_serves_rest_signaling_and_media(tmp_path):
 
         async def scenario():
             ws_url = f"ws://127.0.0.1:{port}/rtc"
-            pub, sub = RoomClient(ws_url, token("pub", "moderator")), RoomClient(ws_url, token("sub", "participant"))
-            try:
-                await pub.join()
-                await sub.join()
-                await pub.publish([ColorTrack(COLORS[1])])
-                await sub.subscribe()
-                track = await sub.wait_track(await sub.wait_stream(pub.participant_id, "video"))
-                assert await receive_video(track, COLORS[1], 10) >= 9
+            async with video_pair(ws_url, token("pub", "moderator"), token("sub", "participant"), COLORS[1]):
                 users = api.get(f"/rooms/{room['room_id']}/users").json()
                 assert users["total"] == 2
-            finally:
-                await pub.close()
-                await sub.close()
             # the host's route has the node's safeguards: binary frames refused, errors before join counted
             async with websockets.connect(ws_url) as ws:
                 await ws.send(b"\x00binary")
@@ -94,14 +83,8 @@ def test_media_flows_while_the_host_loop_is_blocked(tmp_path):
         ws_url = base.replace("http://", "ws://") + "/rtc"
 
         async def scenario():
-            pub, sub = RoomClient(ws_url, token("pub", "moderator")), RoomClient(ws_url, token("sub", "participant"))
-            try:
-                await pub.join()
-                await sub.join()
-                await pub.publish([ColorTrack(COLORS[2])])
-                await sub.subscribe()
-                track = await sub.wait_track(await sub.wait_stream(pub.participant_id, "video"))
-                assert await receive_video(track, COLORS[2], 10) >= 9
+            async with video_pair(ws_url, token("pub", "moderator"), token("sub", "participant"),
+                                  COLORS[2]) as (_, _, track):
                 loop = asyncio.get_running_loop()
                 blocked = loop.run_in_executor(None, lambda: httpx.get(base + "/busy?s=1.5", timeout=10).text)
                 arrivals = []
@@ -111,8 +94,5 @@ def test_media_flows_while_the_host_loop_is_blocked(tmp_path):
                 assert await blocked == "done"
                 gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
                 assert len(arrivals) > 20 and max(gaps) < 0.5, (len(arrivals), max(gaps, default=None))
-            finally:
-                await pub.close()
-                await sub.close()
 
         asyncio.run(scenario())

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from enx_media import Engine, Settings
-from enx_media.client import RoomClient
-from media_util import COLORS, ColorTrack, receive_video
+from media_util import COLORS, video_pair
 from node_util import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -64,18 +63,9 @@ def test_readme_example_serves_signaling_and_media(tmp_path, example, command, r
 
         async def scenario():
             url = base.replace("http://", "ws://") + rtc_path
-            pub, sub = RoomClient(url, token("pub", "moderator")), RoomClient(url, token("sub", "participant"))
-            try:
-                await pub.join()
-                await sub.join()
-                await pub.publish([ColorTrack(COLORS[3])])
-                await sub.subscribe()
-                track = await sub.wait_track(await sub.wait_user_stream("pub", "video"))   # by user id
+            async with video_pair(url, token("pub", "moderator"), token("sub", "participant"),
+                                  COLORS[3]) as (pub, sub, _):             # the track found by user id
                 assert await pub.wait_participant("sub") == sub.participant_id
-                assert await receive_video(track, COLORS[3], 10) >= 9
-            finally:
-                await pub.close()
-                await sub.close()
 
         asyncio.run(scenario())
     finally:
