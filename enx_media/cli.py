@@ -25,8 +25,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--config", dest="config_file", metavar="PATH",
                        help="TOML file with settings (keys as below, or under an [enx_media] table); env ENX_CONFIG")
     for s in SETTINGS:
+        extra: dict[str, Any] = {} if s.bare is None else {"nargs": "?", "const": s.bare}
         group.add_argument("--" + s.name.replace("_", "-"), dest=s.name, type=s.kind, default=None,
-                           metavar=s.kind.__name__.upper(),
+                           metavar=s.kind.__name__.upper(), **extra,
                            help=f"{s.help} (env {s.env}, default {s.default!r})")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +17,46 @@ except ModuleNotFoundError:  # pragma: no cover - 3.10
     import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 
+# Per signaling connection and message kind: (messages per second, burst). Sized for real use (a person
+# typing, a client renegotiating, ICE candidates relayed in a p2p call); "other" covers moderator actions,
+# floor and leave.
+DEFAULT_RATE_LIMITS: dict[str, tuple[float, float]] = {
+    "chat": (5, 20), "relay": (50, 200), "ping": (2, 10),
+    "publish": (2, 10), "subscribe": (2, 10), "answer": (4, 20), "unpublish": (4, 20), "other": (5, 20),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may use of the node: the settings' caps, in the form the room and signaling read."""
+    rate_limits: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    outbox_limit: int = 2000
+    outbox_per_sender: int = 100
+    chat_bytes_per_session: int = 8 * 1024 * 1024
+    publish_transports_per_participant: int = 4
+    streams_per_participant: int = 8
+    mlines_per_offer: int = 16
+    max_transports: int = 10000
+
+    def rate(self, kind: str) -> tuple[float, float]:
+        return self.rate_limits.get(kind) or self.rate_limits["other"]
+
+
+def parse_rate_limits(text: str) -> dict[str, tuple[float, float]]:
+    """The defaults with 'kind=per_second/burst,...' applied over them; ValueError names what is wrong."""
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        m = re.fullmatch(r"([a-z-]+)=([0-9.]+)/([0-9.]+)", item)
+        if m is None or m.group(1) not in DEFAULT_RATE_LIMITS:
+            raise ValueError(f"signaling_rate_limits: {item!r} is not kind=per_second/burst with a kind of "
+                             + ", ".join(sorted(DEFAULT_RATE_LIMITS)))
+        rate, burst = float(m.group(2)), float(m.group(3))
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"signaling_rate_limits: {item!r} needs a rate above 0 and a burst of at least 1")
+        limits[m.group(1)] = (rate, burst)
+    return limits
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -23,10 +64,12 @@ class Setting:
     kind: type
     default: Any
     help: str
+    bare: str | None = None
 
 
-def _setting(default: Any, env: str, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(default: Any, env: str, help: str, bare: str | None = None) -> Any:
+    """bare: the value of the flag given without one (``--demo`` alone)."""
+    return field(default=default, metadata={"env": env, "help": help, "bare": bare})
 
 
 @dataclass
@@ -54,17 +97,41 @@ class Settings:
                                          "seconds before a scheduled room's window when tokens start being issued")
     max_body_bytes: int = _setting(64 * 1024, "ENX_MAX_BODY_BYTES", "largest accepted request body (413 above)")
     log_level: str = _setting("info", "ENX_LOG_LEVEL", "logging level: debug, info, warning, error")
-    demo: str = _setting("auto", "ENX_DEMO",
-                         "token endpoint of the /demo page (anyone who knows a room ID may join it): on, off, or "
-                         "auto = on only while the HTTP server binds a loopback address")
+    demo: str = _setting("off", "ENX_DEMO",
+                         "token endpoint of the /demo page, which lets anyone who knows a room ID join it: off, "
+                         "an App ID (rooms of that app only), or first (the node's first app; what a bare --demo "
+                         "means)", bare="first")
+    demo_tokens_per_minute: int = _setting(10, "ENX_DEMO_TOKENS_PER_MINUTE",
+                                           "demo tokens one client address may get a minute")
+    metrics_token: str = _setting("", "ENX_METRICS_TOKEN",
+                                  "when set, GET /metrics requires the header Authorization: Bearer <this>")
+    signaling_rate_limits: str = _setting(
+        "", "ENX_SIGNALING_RATE_LIMITS",
+        "per-connection message limits over the defaults, as kind=per_second/burst pairs, e.g. "
+        "'chat=5/20,publish=2/10' (kinds: " + ", ".join(sorted(DEFAULT_RATE_LIMITS)) + ", other)")
+    outbox_limit: int = _setting(2000, "ENX_OUTBOX_LIMIT",
+                                 "messages queued for a client that does not read before it is dropped as too slow")
+    outbox_per_sender: int = _setting(100, "ENX_OUTBOX_PER_SENDER",
+                                      "messages from one other participant queued for a client; past it, that "
+                                      "sender's chats and relays to it are dropped (and counted), not the reader")
+    chat_bytes_per_session: int = _setting(8 * 1024 * 1024, "ENX_CHAT_BYTES_PER_SESSION",
+                                           "chat text one session may store (the transcript's share of the disk)")
+    publish_transports_per_participant: int = _setting(
+        4, "ENX_PUBLISH_TRANSPORTS_PER_PARTICIPANT", "publish transports one participant may hold open")
+    streams_per_participant: int = _setting(8, "ENX_STREAMS_PER_PARTICIPANT",
+                                            "tracks one participant may publish, all its transports together")
+    mlines_per_offer: int = _setting(16, "ENX_MLINES_PER_OFFER", "m-lines a publish offer may carry")
+    max_transports: int = _setting(10000, "ENX_MAX_TRANSPORTS", "WebRTC transports the node holds open at once")
     # Where the values came from; set by load_settings, not a setting itself.
     config_file: str | None = field(default=None)
 
     @property
-    def demo_enabled(self) -> bool:
-        if self.demo == "auto":
-            return self.http_host in ("127.0.0.1", "localhost", "::1") or self.http_host.startswith("127.")
-        return self.demo == "on"
+    def limits(self) -> "Limits":
+        return Limits(rate_limits=parse_rate_limits(self.signaling_rate_limits), outbox_limit=self.outbox_limit,
+                      outbox_per_sender=self.outbox_per_sender, chat_bytes_per_session=self.chat_bytes_per_session,
+                      publish_transports_per_participant=self.publish_transports_per_participant,
+                      streams_per_participant=self.streams_per_participant, mlines_per_offer=self.mlines_per_offer,
+                      max_transports=self.max_transports)
 
     @property
     def db_path(self) -> Path:
@@ -81,15 +148,24 @@ class Settings:
             raise ValueError("max_body_bytes must be at least 1024")
         if not 2 <= self.consent_timeout <= 300:
             raise ValueError("consent_timeout must be 2..300 seconds")
-        if self.demo not in ("on", "off", "auto"):
-            raise ValueError("demo must be on, off or auto")
+        if not self.demo:
+            raise ValueError("demo must be off, first or an App ID")
+        if self.demo_tokens_per_minute < 1:
+            raise ValueError("demo_tokens_per_minute must be at least 1")
+        parse_rate_limits(self.signaling_rate_limits)
+        for name in ("outbox_limit", "outbox_per_sender", "chat_bytes_per_session", "publish_transports_per_participant",
+                     "streams_per_participant", "mlines_per_offer", "max_transports"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.outbox_per_sender > self.outbox_limit:
+            raise ValueError("outbox_per_sender must not exceed outbox_limit")
         if self.media_thread not in ("on", "off"):
             raise ValueError("media_thread must be on or off")
         return self
 
 
 SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(f.name, f.metadata["env"], type(f.default), f.default, f.metadata["help"])
+    Setting(f.name, f.metadata["env"], type(f.default), f.default, f.metadata["help"], f.metadata["bare"])
     for f in dataclasses.fields(Settings) if "env" in f.metadata)
 
 

@@ -76,11 +76,12 @@ class Engine:
         closed = self.sessions.close_dangling()
         if closed:
             log.info("ended %d session(s) left open by a previous run", closed)
+        limits = s.limits
         self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout,
-                                   threaded=s.media_thread == "on")
+                                   threaded=s.media_thread == "on", max_transports=limits.max_transports)
         self.webrtc.start()
-        self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier())
-        self._signaling = SignalingHub(self.live)
+        self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits)
+        self._signaling = SignalingHub(self.live, limits)
         log.info("media worker on udp %s:%d announced as %s (%s)", s.media_host, self.webrtc.port, s.announced_ip,
                  "own thread" if s.media_thread == "on" else "asyncio loop")
 
@@ -110,6 +111,8 @@ class Engine:
         out: dict[str, Any] = {"rooms": self.rooms.count(), "tokens": self.tokens.count(), "event_failures": self.events.failures}
         if self.live is not None:
             out.update(self.live.stats())
+        if self._signaling is not None:
+            out["signaling"] = self._signaling.stats()
         if self.webrtc is not None:
             out["media"] = self.webrtc.stats()
         return out
@@ -142,6 +145,13 @@ class Engine:
         if self.live is None:
             return []
         return await self.live.remove_by_app(room_id, user_ref=user_ref, reason=reason or "removed by the application")
+
+    async def readmit_user(self, app_id: str, room_id: str, user_ref: str) -> None:
+        """Let a user removed from the room's live session join it again (NotFound if they were not)."""
+        await asyncio.to_thread(self.rooms.get, app_id, room_id)
+        if self.live is None:
+            raise E.NotFound("the room has no live session", reason="not found")
+        self.live.readmit_by_app(room_id, user_ref)
 
     def ensure_first_app(self) -> AppCredentials | None:
         """Create an app on first start so a fresh node is usable at once; None if apps exist."""

@@ -9,6 +9,8 @@ from node_util import Node
 @pytest.fixture(scope="session")
 def node(tmp_path_factory):
     n = Node(tmp_path_factory.mktemp("node"))
+    n.main_creds = n.create_app("main")       # before the start: the node serves demos for this app's rooms
+    n.extra_env["ENX_DEMO"] = n.main_creds[0]
     n.start()
     yield n
     n.stop()
@@ -16,7 +18,7 @@ def node(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def creds(node):
-    return node.create_app("main")
+    return node.main_creds
 
 
 @pytest.fixture()

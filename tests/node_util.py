@@ -34,6 +34,7 @@ class Node:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.main_creds: tuple[str, str] | None = None   # an app made before the start (conftest)
         self.log_path = data_dir / "node.log"
 
     def start(self) -> None:

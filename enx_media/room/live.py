@@ -14,6 +14,7 @@ from typing import Any, Iterable, Protocol
 
 from .. import errors as E
 from .. import events as ev
+from ..config import Limits
 from ..control.rooms import Room, RoomService
 from ..control.tokens import TokenService
 from ..sfu.router import Producer
@@ -25,13 +26,13 @@ log = logging.getLogger(__name__)
 
 QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
 APP = "app"                 # who acted, when the application did (REST) rather than a moderator
-CHAT_BYTES_PER_SESSION = 8 * 1024 * 1024   # chat text a session may store (the transcript's disk share)
 
 
 class Channel(Protocol):
     """A participant's link to its client."""
 
-    async def send(self, message: dict[str, Any]) -> None: ...
+    async def send(self, message: dict[str, Any], sender: str | None = None) -> None:
+        """sender: the participant id a chat or relay comes from (None: the node's own message)."""
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -99,7 +100,7 @@ class LiveRoom:
         # undo them): the kinds a user is server-muted in, and the users removed (any token of theirs).
         self.muted: dict[str, set[str]] = {}
         self.removed_users: set[str] = set()
-        self.chat_bytes_left = CHAT_BYTES_PER_SESSION
+        self.chat_bytes_left = manager.limits.chat_bytes_per_session
         self.ended = False
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
         self._timer: asyncio.Task[None] | None = None
@@ -293,6 +294,16 @@ class LiveRoom:
         self.removed_users.add(target.user_ref)
         await self._remove(target, p.participant_id, reason, "removed")
 
+    def readmit(self, user_ref: str, by: Participant | None = None) -> None:
+        """Let a removed user join this session again; by: the moderator who allows it (None: the app)."""
+        if by is not None:
+            policy.check_moderator(by, "readmit users")
+        if user_ref not in self.removed_users:
+            raise E.NotFound("that user was not removed from this session")
+        self.removed_users.discard(user_ref)
+        self._event(ev.ModeratorAction, moderator_id=APP if by is None else by.participant_id, action="readmit",
+                    target_id=user_ref, detail="user")
+
     async def remove_by_app(self, user_ref: str | None, token_id: str | None, reason: str) -> list[str]:
         """The application removes a user (every participant of theirs; the user cannot rejoin the
         session) or a revoked token's holder (a new token for them is the app's to issue): they are
@@ -360,7 +371,8 @@ class RoomManager:
     the room they belong to."""
 
     def __init__(self, rooms: RoomService, tokens: TokenService, server: WebRtcServer | None,
-                 bus: ev.EventBus, notifier: Notifier):
+                 bus: ev.EventBus, notifier: Notifier, limits: Limits | None = None):
+        self.limits = limits or Limits()
         self.rooms_service = rooms
         self.tokens = tokens
         self.server = server
@@ -404,6 +416,13 @@ class RoomManager:
                         claims.token_id, channel)
         live.admit(p)
         return live, p
+
+    def readmit_by_app(self, room_id: str, user_ref: str) -> None:
+        """The application lets a removed user join the room's live session again."""
+        live = self.live.get(room_id)
+        if live is None:
+            raise E.NotFound("the room has no live session", reason="not found")
+        live.readmit(user_ref)
 
     async def remove_by_app(self, room_id: str, *, user_ref: str | None = None, token_id: str | None = None,
                             reason: str) -> list[str]:

@@ -33,7 +33,8 @@ class Subscription:
 
 @dataclass(eq=False)
 class ParticipantMedia:
-    publish_transports: list[WebRtcTransport] = field(default_factory=list)
+    # each publish transport with the number of tracks its offer carried
+    publish_transports: dict[WebRtcTransport, int] = field(default_factory=dict)
     subscribe_transport: WebRtcTransport | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     follow_all: bool = False        # subscribed to every stream, now and later
@@ -60,22 +61,37 @@ class RoomMedia:
     # -- publish ------------------------------------------------------------------------------------
     def publish(self, p: "Participant", offer_sdp: str) -> str:
         """Answer a publish offer with a new publish transport; its tracks become producers once the
-        transport connects."""
+        transport connects. The participant's caps (transports, tracks, m-lines) are checked here."""
+        limits = self.room.manager.limits
+        if len(p.media.publish_transports) >= limits.publish_transports_per_participant:
+            raise E.CapacityExceeded(f"at most {limits.publish_transports_per_participant} publish transports "
+                                     "per participant: unpublish one first", reason="too many transports")
         try:
             offer = sdp.parse(offer_sdp, "offer")
+            if len(offer.media) > limits.mlines_per_offer:
+                raise ValueError(f"a publish offer may carry at most {limits.mlines_per_offer} m-lines, "
+                                 f"this one has {len(offer.media)}")
             negotiation.check_offer_roles(offer)
             plan = negotiation.plan_publish(offer)
         except (sdp.SdpError, ValueError) as exc:
             raise E.ValidationFailed(str(exc)) from None
+        if self.streams_of(p) + len(plan.tracks) > limits.streams_per_participant:
+            raise E.CapacityExceeded(f"at most {limits.streams_per_participant} published tracks per participant",
+                                     reason="too many streams")
         t = self.server.create_transport("publish", plan.ext_ids, owner=p.participant_id)
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
-        p.media.publish_transports.append(t)
+        p.media.publish_transports[t] = len(plan.tracks)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
                             tr.mid, tr.ssrc, t) for tr in plan.tracks]
         t.on_connected = lambda tr: self._publish_connected(p, tr, pending)
         t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
         return sdp.write_answer(offer, ice_ufrag=t.ufrag, ice_pwd=t.pwd, fingerprint=self.server.fingerprint,
                                 ip=self.server.announced_ip, port=self.server.port, accepted=plan.accepted)
+
+    def streams_of(self, p: "Participant") -> int:
+        """p's published tracks: its producers, and the tracks of its transports still connecting."""
+        producing = sum(1 for s in self.producers.values() if s.participant_id == p.participant_id)
+        return producing + sum(n for t, n in p.media.publish_transports.items() if t.state != "connected")
 
     def _publish_connected(self, p: "Participant", t: WebRtcTransport, pending: list[Producer]) -> None:
         """Open the producers at once, in the same step as the transport (a track without a=ssrc is
@@ -121,7 +137,7 @@ class RoomMedia:
         closing = list(p.media.publish_transports) if stream_ids is None else list(emptied.values())
         for t in closing:
             if t in p.media.publish_transports and not any(x.transport is t for x in self.producers.values()):
-                p.media.publish_transports.remove(t)
+                del p.media.publish_transports[t]
                 t.on_closed = None
                 t.close("unpublished")
         return [s.producer_id for s in own]
@@ -149,7 +165,7 @@ class RoomMedia:
         if not self.room.has(p):
             return
         if t in p.media.publish_transports:
-            p.media.publish_transports.remove(t)
+            del p.media.publish_transports[t]
             for s in [s for s in self.producers.values() if s.transport is t]:
                 await self.remove_producer(s, "transport closed")
         if t is p.media.subscribe_transport:

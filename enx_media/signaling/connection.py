@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import errors as E
+from ..config import Limits
 from . import messages as M
 
 if TYPE_CHECKING:
@@ -21,16 +22,6 @@ log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 30.0             # a socket that never joins is closed after this long
 MAX_ERRORS_BEFORE_JOIN = 20     # ... or after this many refused messages
-MAX_QUEUED = 2000               # a client that stops reading is dropped once this many messages wait
-
-# Per connection and message kind: (messages per second, burst). Sized for real use (a person typing,
-# a client renegotiating, ICE candidates relayed in a p2p call); past it the sender gets an error and
-# nothing reaches anyone else, so one client's flood cannot fill another's outbox.
-RATE_LIMITS: dict[str, tuple[float, float]] = {
-    "chat": (5, 20), "relay": (50, 200), "ping": (2, 10),
-    "publish": (2, 10), "subscribe": (2, 10), "answer": (4, 20), "unpublish": (4, 20),
-}
-DEFAULT_RATE = (5.0, 20.0)       # every other kind (moderator actions, floor, leave)
 
 
 class TokenBucket:
@@ -57,8 +48,15 @@ Handler = Callable[["Connection", "LiveRoom", "Participant", dict[str, Any]], Aw
 
 
 class Connection:
-    def __init__(self, rooms: "RoomManager", send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT) -> None:
+    """Rate limits (limits.rate_limits) punish the sender: past its allowance a message is refused with an
+    error and reaches nobody. The outbox is fair to the reader: what other participants send it (chats,
+    relays) is capped per sender, so a crowd of flooders gets its own messages dropped (counted in
+    `dropped_from_peers`), and the reader is dropped as too slow only when it stops reading."""
+
+    def __init__(self, rooms: "RoomManager", send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT,
+                 limits: Limits | None = None) -> None:
         self.rooms = rooms
+        self.limits = limits or Limits()
         self._send = send
         self._close = close
         self.join_timeout = join_timeout
@@ -68,7 +66,11 @@ class Connection:
         self.errors = 0
         self._buckets: dict[str, TokenBucket] = {}
         self.on_gone: Callable[["Connection"], None] | None = None   # told once the socket is done
-        self._outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
+        # (message, who sent it: a participant id, or None for the node's own), or (code, reason) to close
+        self._outbox: asyncio.Queue[tuple[dict[str, Any], str | None] | tuple[int, str]] = asyncio.Queue()
+        self._queued_from: dict[str, int] = {}      # peer messages waiting, by sender
+        self._peer_queued = 0
+        self.dropped_from_peers = 0
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     # -- reading ------------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ class Connection:
     async def _dispatch(self, msg_type: str, msg: dict[str, Any]) -> dict[str, Any] | None:
         bucket = self._buckets.get(msg_type)
         if bucket is None:
-            bucket = self._buckets[msg_type] = TokenBucket(*RATE_LIMITS.get(msg_type, DEFAULT_RATE))
+            bucket = self._buckets[msg_type] = TokenBucket(*self.limits.rate(msg_type))
         if not bucket.take():
             raise E.RateLimited(f"too many {msg_type} messages: at most {bucket.rate:g} a second "
                                 f"(bursts of {bucket.burst:g})")
@@ -149,29 +151,43 @@ class Connection:
     async def _write(self) -> None:
         while True:
             item = await self._outbox.get()
-            if isinstance(item, tuple):  # (code, reason): close after everything queued before it
+            if isinstance(item[0], int):  # (code, reason): close after everything queued before it
                 try:
                     await self._close(*item)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
                 return
+            message, sender = item
+            if sender is not None:
+                self._peer_queued -= 1
+                self._queued_from[sender] -= 1
+                if not self._queued_from[sender]:
+                    del self._queued_from[sender]
             try:
-                await self._send(item)
+                await self._send(message)
             except Exception:  # noqa: BLE001 - a vanished peer; its disconnect handler cleans up
                 log.debug("send failed", exc_info=True)
                 return
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], sender: str | None = None) -> None:
+        """Queue a message; `sender` is the participant it comes from (chat, relay), None for the node's."""
         if self.closed:
             return
-        if self._outbox.qsize() >= MAX_QUEUED:
+        if sender is not None:
+            if (self._queued_from.get(sender, 0) >= self.limits.outbox_per_sender
+                    or self._peer_queued >= self.limits.outbox_limit):
+                self.dropped_from_peers += 1    # that sender's share of this reader is full: its loss
+                return
+            self._queued_from[sender] = self._queued_from.get(sender, 0) + 1
+            self._peer_queued += 1
+        elif self._outbox.qsize() - self._peer_queued >= self.limits.outbox_limit:
             # Its writer is stuck on a socket nobody reads: stop it, free the seat now, close the socket.
             log.warning("dropping a client that does not read its messages")
             self.closed = True
             self._writer.cancel()
             asyncio.ensure_future(self._drop_slow())
             return
-        self._outbox.put_nowait(message)
+        self._outbox.put_nowait((message, sender))
 
     async def _drop_slow(self) -> None:
         try:
@@ -259,6 +275,11 @@ async def _remove(conn: Connection, live: "LiveRoom", p: "Participant", msg: dic
     return M.ok("remove")
 
 
+async def _readmit(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
+    live.readmit(msg["user_ref"], by=p)
+    return M.ok("readmit")
+
+
 async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     await live.relay(p, msg["to"], msg["payload"])
     return M.ok("relay")
@@ -266,6 +287,6 @@ async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict
 
 HANDLERS: dict[str, Handler] = {
     "leave": _leave, "publish": _publish, "subscribe": _subscribe, "answer": _answer, "unpublish": _unpublish,
-    "chat": _chat, "mute": _mute, "remove": _remove, "relay": _relay,
+    "chat": _chat, "mute": _mute, "remove": _remove, "readmit": _readmit, "relay": _relay,
     **{f"floor-{a}": _floor(a) for a in ("request", "grant", "revoke", "release")},
 }

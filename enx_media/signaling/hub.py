@@ -7,6 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import errors as E
+from ..config import Limits
 from . import messages as M
 from .connection import JOIN_TIMEOUT, Close, Connection, Receive, Send
 
@@ -50,7 +51,9 @@ class MessageNotifier:
 
     async def chat(self, to: Iterable["Participant"], sender: "Participant", text: str, recipients: list[str] | None,
                    sent: float) -> None:
-        await self._to(to, M.chat(sender, text, recipients, sent))
+        message = M.chat(sender, text, recipients, sent)
+        for p in list(to):
+            await p.channel.send(message, sender.participant_id)
 
     async def session_warning(self, to: Iterable["Participant"], seconds_left: int) -> None:
         await self._to(to, M.session_warning(seconds_left))
@@ -69,23 +72,33 @@ class MessageNotifier:
         await p.channel.send(M.error(exc, transport=direction))
 
     async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None:
-        await p.channel.send(M.relay(sender, payload))
+        await p.channel.send(M.relay(sender, payload), sender.participant_id)
 
     async def disconnect(self, p: "Participant", why: str) -> None:
         await p.channel.close(*CLOSE_CODES[why])
 
 
 class SignalingHub:
-    def __init__(self, rooms: "RoomManager") -> None:
+    def __init__(self, rooms: "RoomManager", limits: Limits | None = None) -> None:
         self.rooms = rooms
+        self.limits = limits or Limits()
         self.connections: set[Connection] = set()
+        self._dropped_from_peers = 0     # by connections already gone
 
     def connect(self, send: Send, close: Close, *, join_timeout: float = JOIN_TIMEOUT) -> Connection:
         """A Connection for one client socket: feed it frames with `serve()` or `handle_text()`."""
-        conn = Connection(self.rooms, send, close, join_timeout=join_timeout)
+        conn = Connection(self.rooms, send, close, join_timeout=join_timeout, limits=self.limits)
         self.connections.add(conn)
-        conn.on_gone = self.connections.discard
+        conn.on_gone = self._gone
         return conn
+
+    def _gone(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self._dropped_from_peers += conn.dropped_from_peers
+
+    def stats(self) -> dict[str, int]:
+        return {"connections": len(self.connections),
+                "dropped_from_peers": self._dropped_from_peers + sum(c.dropped_from_peers for c in self.connections)}
 
     async def flushed(self, timeout: float = 2.0) -> None:
         """Wait (at most timeout) until every connection has sent what is queued for it: at shutdown,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
 import secrets
@@ -35,7 +36,6 @@ from ..engine import Engine
 from ..signaling import messages
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-DEMO_TOKENS_PER_MINUTE = 30
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ REALM = 'Basic realm="enx-media", charset="UTF-8"'
 
 STATUS_BY_ERROR: list[tuple[type[E.EnxError], int]] = [
     (E.UnsupportedMediaType, 415),
+    (E.RateLimited, 429),
     (E.InvalidRequest, 400),
     (E.ValidationFailed, 422),
     (E.PayloadTooLarge, 413),
@@ -55,6 +56,28 @@ STATUS_BY_ERROR: list[tuple[type[E.EnxError], int]] = [
     (E.CapacityExceeded, 409),
     (E.TokenError, 401),
 ]
+
+
+class AddressLimiter:
+    """At most `count` calls per client address in any `window` seconds. Remembers a bounded number of
+    addresses (the oldest are forgotten first), so a spray of source addresses cannot grow it."""
+
+    MAX_ADDRESSES = 10000
+
+    def __init__(self, count: int, window: float) -> None:
+        self.count, self.window = count, window
+        self.calls: dict[str, list[float]] = {}
+
+    def take(self, address: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self.calls.pop(address, []) if now - t < self.window]
+        allowed = len(recent) < self.count
+        if allowed:
+            recent.append(now)
+        self.calls[address] = recent          # re-inserted: dict order is least recently used first
+        while len(self.calls) > self.MAX_ADDRESSES:
+            del self.calls[next(iter(self.calls))]
+        return allowed
 
 
 def status_for(exc: E.EnxError) -> int:
@@ -134,6 +157,13 @@ class Metrics:
                     yield family(G, "enx_live_rooms", "Rooms with a live session", stats["live_rooms"])
                     yield family(C, "enx_media_unknown_ssrc_events", "RTP of an SSRC no producer has",
                                  stats["unknown_ssrc_events"])
+                signaling = stats.get("signaling")
+                if signaling is not None:
+                    yield family(G, "enx_signaling_connections", "Signaling connections open",
+                                 signaling["connections"])
+                    yield family(C, "enx_signaling_dropped_from_peers",
+                                 "Chats and relays dropped because their sender's share of a reader's outbox "
+                                 "was full", signaling["dropped_from_peers"])
 
         self.registry.register(EngineCollector())
 
@@ -358,23 +388,35 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         removed = await engine.remove_user(app.app_id, room_id, user_ref)
         return ok({"user_id": user_ref, "removed": removed})
 
+    async def readmit_user(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        room_id, user_ref = request.path_params["room_id"], request.path_params["user_id"]
+        await engine.readmit_user(app.app_id, room_id, user_ref)
+        return ok({"user_id": user_ref, "readmitted": True})
+
     signaling_ws = signaling_endpoint(engine)
 
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
-    demo_issued: list[float] = []
+    def demo_app() -> App:
+        """The app whose rooms the demo page may join (settings.demo), or Forbidden."""
+        if settings.demo == "off":
+            raise E.Forbidden("the demo token endpoint is off on this node (start it with --demo)")
+        apps = engine.apps.list() if settings.demo == "first" else [engine.apps.get(settings.demo)]
+        if not apps or apps[0] is None:
+            raise E.Forbidden(f"the demo is set to serve app {settings.demo!r}, which does not exist")
+        return apps[0]
+
+    demo_limiter = AddressLimiter(settings.demo_tokens_per_minute, 60.0)
 
     async def demo_token(request: Request) -> JSONResponse:
-        """Tokens for the demo page: a person types a room ID and a name. Off unless settings.demo allows;
-        never a moderator token (moderators use a token from the REST API: /demo?token=...), and a few
-        per minute per node, since anyone who can reach the node can call it."""
-        if not settings.demo_enabled:
-            raise E.Forbidden("the demo token endpoint is off on this node (setting demo)")
-        now = time.monotonic()
-        demo_issued[:] = [t for t in demo_issued if now - t < 60]
-        if len(demo_issued) >= DEMO_TOKENS_PER_MINUTE:
-            raise E.Forbidden("too many demo tokens this minute", reason="rate limited")
+        """Tokens for the demo page: a person types a room ID and a name. Off unless --demo; only for
+        rooms of the one app it serves; never a moderator token (moderators use a token from the REST
+        API: /demo?token=...); a few a minute per client address, since anyone who reaches it can call."""
+        app = await off_loop(demo_app)
+        if not demo_limiter.take(request.client.host if request.client else ""):
+            raise E.RateLimited(f"at most {settings.demo_tokens_per_minute} demo tokens a minute per address")
         body = await read_json(request)
         if not isinstance(body, dict) or set(body) - {"room_id", "name", "role"}:
             raise E.ValidationFailed("expected {room_id, name, role}")
@@ -384,18 +426,24 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         if role not in ("participant", "viewer"):
             raise E.ValidationFailed("the demo issues participant or viewer tokens; moderators open "
                                      "/demo?token=<a moderator token from the REST API>")
-        room = engine.rooms.find(room_id)
-        if room is None:
+        room = await off_loop(engine.rooms.find, room_id)
+        if room is None or room.app_id != app.app_id:     # another app's room is not the demo's to open
             raise E.NotFound(f"no room {room_id!r}", reason="room not found")
-        issued = engine.tokens.issue(engine.apps.require(room.app_id), room, {
+        issued = await off_loop(engine.tokens.issue, app, room, {
             "user_id": f"demo-{secrets.token_hex(4)}", "user_name": name, "role": role, "ttl": 4 * 3600})
-        demo_issued.append(now)
         return token_response(issued)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    metrics_auth = f"Bearer {settings.metrics_token}".encode() if settings.metrics_token else None
+
     async def metrics_endpoint(request: Request) -> Response:
+        if metrics_auth is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), metrics_auth):
+            return envelope_error(E.Unauthenticated.code, E.Unauthenticated.reason,
+                                  "GET /metrics needs Authorization: Bearer <the node's metrics_token>", 401,
+                                  {"WWW-Authenticate": 'Bearer realm="enx-media metrics"'})
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     api_routes = [
@@ -406,6 +454,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/rooms/{room_id}", delete_room, methods=["DELETE"]),
         Route("/rooms/{room_id}/users", room_users, methods=["GET"]),
         Route("/rooms/{room_id}/users/{user_id}", remove_user, methods=["DELETE"]),
+        Route("/rooms/{room_id}/users/{user_id}/readmit", readmit_user, methods=["POST"]),
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
     ]

@@ -11,6 +11,7 @@ import secrets
 import time
 from typing import Any, Callable
 
+from .. import errors as E
 from ..sfu import MediaEvent, Worker
 from ..sfu.worker import NativeTransport
 from . import ice
@@ -64,7 +65,8 @@ class WebRtcTransport:
 class WebRtcServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, announced_ip: str = "127.0.0.1",
                  worker: Worker | None = None, consent_timeout: float = ice.CONSENT_TIMEOUT,
-                 threaded: bool = True) -> None:
+                 threaded: bool = True, max_transports: int = 10000) -> None:
+        self.max_transports = max_transports
         self.worker = worker or Worker(host, port, on_control=self._on_control, on_event=self._on_event)
         self.worker.on_control = self._on_control
         self.worker.on_event = self._on_event
@@ -77,7 +79,7 @@ class WebRtcServer:
         self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
         self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "stun_tuple_held": 0,
                          "dtls_unknown_source": 0, "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0,
-                         "handshake_timeout": 0, "control_errors": 0}
+                         "handshake_timeout": 0, "control_errors": 0, "transport_cap": 0}
         self.event_handlers: list[Callable[[Any], None]] = []   # called with each native MediaEvent
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,6 +118,10 @@ class WebRtcServer:
 
     def create_transport(self, direction: str, ext_ids: dict[str, int] | None = None,
                          owner: str | None = None) -> WebRtcTransport:
+        if len(self.by_ufrag) >= self.max_transports:
+            self.counters["transport_cap"] += 1
+            raise E.CapacityExceeded(f"the node holds its maximum of {self.max_transports} transports",
+                                     reason="node full")
         t = WebRtcTransport(self, direction, ext_ids, owner)
         self.by_ufrag[t.ufrag] = t
         return t

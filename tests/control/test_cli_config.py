@@ -60,3 +60,21 @@ def test_cli_helpers(tmp_path):
     assert bad.returncode == 1 and "4005" in bad.stderr
     bad = run_cli("rooms", "get", "--app-id", creds["app_id"], "missing", data_dir=tmp_path, check=False)
     assert bad.returncode == 1 and "room not found" in bad.stderr
+
+
+def test_limits_are_settings_and_a_bare_demo_flag_means_the_first_app():
+    from enx_media.cli import _build_parser, _settings
+
+    s = _settings(_build_parser().parse_args(["serve"]))
+    assert s.demo == "off" and s.limits.rate("chat") == (5, 20) and s.limits.rate("mute") == (5, 20)
+    s = _settings(_build_parser().parse_args(["serve", "--demo", "--signaling-rate-limits", "chat=1/3, other=2/4",
+                                              "--outbox-limit", "50", "--outbox-per-sender", "10"]))
+    assert s.demo == "first" and s.limits.rate("chat") == (1, 3) and s.limits.rate("floor-request") == (2, 4)
+    assert (s.limits.outbox_limit, s.limits.outbox_per_sender) == (50, 10)
+    assert _settings(_build_parser().parse_args(["serve", "--demo", "abc123"])).demo == "abc123"
+    for bad, needle in [({"ENX_SIGNALING_RATE_LIMITS": "chatter=1/2"}, "kind of"),
+                        ({"ENX_SIGNALING_RATE_LIMITS": "chat=0/2"}, "rate above 0"),
+                        ({"ENX_OUTBOX_PER_SENDER": "5000"}, "must not exceed outbox_limit"),
+                        ({"ENX_MAX_TRANSPORTS": "0"}, "at least 1")]:
+        with pytest.raises(ValueError, match=needle):
+            load_settings({}, environ=bad)

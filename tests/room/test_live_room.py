@@ -20,7 +20,7 @@ class RecordingChannel:
         self.messages: list[dict] = []
         self.closed: tuple[int, str] | None = None
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: dict, sender: str | None = None) -> None:
         self.messages.append(message)
 
     async def close(self, code: int, reason: str) -> None:

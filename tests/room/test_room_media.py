@@ -4,9 +4,13 @@ stream removed is offered again only as a disabled section."""
 import asyncio
 import time
 
+import pytest
+
 from aiortc import RTCSessionDescription
 
+from enx_media import errors as E
 from enx_media import events as ev
+from enx_media.config import Limits
 from enx_media.room import RoomManager
 from enx_media.signaling import MessageNotifier
 from enx_media.webrtc.server import WebRtcServer
@@ -96,14 +100,16 @@ def test_publish_follow_and_remove_a_stream(tmp_path):
     rig.engine.close()
 
 
-def run_with_server(tmp_path, body):
+def run_with_server(tmp_path, body, limits=None):
     """Run body(rig) with the rig's rooms on a real WebRTC server (127.0.0.1), then tear down."""
     rig = Rig(tmp_path)
+    limits = limits or Limits()
 
     async def scenario():
-        server = WebRtcServer("127.0.0.1", 0, "127.0.0.1")
+        server = WebRtcServer("127.0.0.1", 0, "127.0.0.1", max_transports=limits.max_transports)
         server.start()
-        rig.rooms = RoomManager(rig.engine.rooms, rig.engine.tokens, server, rig.engine.events, MessageNotifier())
+        rig.rooms = RoomManager(rig.engine.rooms, rig.engine.tokens, server, rig.engine.events, MessageNotifier(),
+                                limits)
         try:
             await body(rig)
         finally:
@@ -122,7 +128,7 @@ def test_a_floor_revoked_while_connecting_publishes_nothing(tmp_path):
         try:
             answer = await live.publish(student, pc.localDescription.sdp)   # answered, ICE not started yet
             await live.floor(mod, "revoke", student.participant_id)
-            assert student.media.publish_transports == []                  # closed while connecting
+            assert student.media.publish_transports == {}                  # closed while connecting
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             await asyncio.sleep(2)                                         # what ICE/DTLS would have taken
             assert live.media.producers == {}
@@ -172,11 +178,11 @@ def test_a_check_for_one_transport_cannot_take_another_participants_5_tuple(tmp_
             answer = await live.publish(victim, pc.localDescription.sdp)
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             await until(lambda: len(live.media.live_producers()) == 2)
-            held = victim.media.publish_transports[0]
+            held = next(iter(victim.media.publish_transports))
             bait = await sendonly_offer(ColorTrack(COLORS[1]))
             pcs.append(bait)
             await attacker_live.publish(attacker, bait.localDescription.sdp)
-            mine = attacker.media.publish_transports[0]
+            mine = next(iter(attacker.media.publish_transports))
             msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
             msg.attributes.update({"USERNAME": f"{mine.ufrag}:{mine.remote_ufrag}", "PRIORITY": 1,
                                    "ICE-CONTROLLING": 1, "USE-CANDIDATE": None})
@@ -193,3 +199,40 @@ def test_a_check_for_one_transport_cannot_take_another_participants_5_tuple(tmp_
 
     pcs: list = []
     run_with_server(tmp_path, body)
+
+
+def test_caps_on_transports_tracks_and_m_lines(tmp_path):
+    """Finding 9 (hundreds of transports from one participant): over each cap, a clear error and nothing
+    held; unpublishing frees the participant's share; the node-wide cap holds against everyone."""
+    limits = Limits(publish_transports_per_participant=2, streams_per_participant=3, mlines_per_offer=2,
+                    max_transports=4)
+
+    async def body(rig):
+        live, (alice, bob, carol) = rig.populate("group", "moderator", "participant", "participant")
+        pcs = []
+
+        async def offer(*tracks):
+            pcs.append(await sendonly_offer(*tracks))
+            return pcs[-1].localDescription.sdp
+
+        try:
+            with pytest.raises(E.ValidationFailed, match="at most 2 m-lines"):
+                live.media.publish(alice, await offer(ColorTrack(COLORS[0]), ToneTrack(), ToneTrack()))
+            live.media.publish(alice, await offer(ColorTrack(COLORS[0]), ToneTrack()))
+            with pytest.raises(E.CapacityExceeded, match="at most 3 published tracks"):
+                live.media.publish(alice, await offer(ColorTrack(COLORS[1]), ToneTrack()))
+            live.media.publish(alice, await offer(ToneTrack()))
+            with pytest.raises(E.CapacityExceeded, match="at most 2 publish transports") as over:
+                live.media.publish(alice, await offer(ToneTrack()))
+            assert over.value.reason == "too many transports" and len(alice.media.publish_transports) == 2
+            await live.unpublish(alice, None)                        # connecting ones are closed too
+            assert alice.media.publish_transports == {} and live.media.streams_of(alice) == 0
+            for p in (alice, bob, bob, carol):                       # the node holds 4 at most
+                live.media.publish(p, await offer(ToneTrack()))
+            with pytest.raises(E.CapacityExceeded, match="maximum of 4 transports"):
+                live.media.publish(carol, await offer(ToneTrack()))
+            assert rig.rooms.server.stats()["handshake"]["transport_cap"] == 1
+        finally:
+            for pc in pcs:
+                await pc.close()
+    run_with_server(tmp_path, body, limits)

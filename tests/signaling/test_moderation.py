@@ -7,6 +7,7 @@ import pytest
 
 from enx_media.client import SignalingClosed, SignalingError
 from media_util import Api
+from node_util import Node
 
 
 def test_revoking_a_token_disconnects_its_holder(node, creds):
@@ -62,13 +63,93 @@ def test_removing_a_user_drops_every_connection_and_keeps_them_out(node, creds):
             await back.join()
         assert refused.value.code == 1403 and "removed" in refused.value.message["desc"]
         assert api.http.delete(f"/rooms/{room['room_id']}/users/nobody").json()["removed"] == []
-        for c in (first, second, back):
+        # the app lets them in again
+        assert api.http.post(f"/rooms/{room['room_id']}/users/pest/readmit").json()["readmitted"] is True
+        assert api.http.post(f"/rooms/{room['room_id']}/users/pest/readmit").status_code == 404   # not removed now
+        welcome = api.client(room["room_id"], "pest", "participant")
+        await welcome.join()
+        for c in (first, second, back, welcome):
             await c.close()
         await mod.leave()
 
     asyncio.run(scenario())
     other_app = api.http.delete("/rooms/000000000000000000000000/users/pest")
     assert other_app.status_code == 404
+
+
+def test_a_moderator_removes_and_readmits_a_user(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "participants": 5})
+
+    async def scenario():
+        mod, pest, other = [await api.joined(room["room_id"], u, r) for u, r in
+                            [("mod", "moderator"), ("pest", "participant"), ("other", "participant")]]
+        await mod.request("remove", participant_id=pest.participant_id, reason="spam")
+        refused_again = api.client(room["room_id"], "pest", "participant")
+        with pytest.raises(SignalingError):
+            await refused_again.join()
+        with pytest.raises(SignalingError) as not_mod:
+            await other.request("readmit", user_ref="pest")
+        assert not_mod.value.code == 1403
+        assert (await mod.request("readmit", user_ref="pest"))["request"] == "readmit"
+        back = await api.joined(room["room_id"], "pest", "participant")
+        assert back.participant_id
+        with pytest.raises(SignalingError) as unknown:
+            await mod.request("readmit", user_ref="never-removed")
+        assert unknown.value.code == 1404
+        for c in (pest, refused_again, back, other):
+            await c.close()
+        await mod.leave()
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_that_stops_reading_loses_nothing_to_flooders(tmp_path):
+    """Per-sender fairness in the outbox (finding 5, the slow-reader half): with chat rate limits opened
+    wide, flooders fill a moderator's outbox while it does not read; each flooder's share is capped and
+    the rest of its messages are dropped and counted, and the moderator is not dropped as too slow:
+    when it reads again it gets what was queued and its own replies."""
+    import websockets
+
+    node = Node(tmp_path, ENX_SIGNALING_RATE_LIMITS="chat=5000/5000", ENX_OUTBOX_LIMIT="3000",
+                ENX_OUTBOX_PER_SENDER="30", ENX_CHAT_BYTES_PER_SESSION=str(64 << 20))
+    node.start()
+    try:
+        api = Api(node, node.create_app())
+        room = api.room(settings={"mode": "lecture", "participants": 20})
+
+        async def scenario():
+            # max_queue=1: the client library stops reading the socket while this test does not recv()
+            reader = await websockets.connect(api.ws_url, max_queue=1, max_size=None)
+            await reader.send(json.dumps({"type": "join", "token": api.token(room["room_id"], "mod", "moderator")}))
+            joined = json.loads(await reader.recv())
+            mod_id = joined["participant_id"]
+            floods = [await api.joined(room["room_id"], f"v{i}", "viewer") for i in range(5)]
+            for f in floods:
+                for i in range(1000):
+                    await f.send_raw(json.dumps({"type": "chat", "id": i, "text": "x" * 4000, "to": [mod_id]}))
+            for f in floods:     # every message is answered
+                for _ in range(1000):
+                    await f.next_event(timeout=20)
+            dropped = api.metric("enx_signaling_dropped_from_peers_total")
+            await reader.send(json.dumps({"type": "ping", "id": "still-here"}))
+            got = {"chat": 0}
+            while True:
+                msg = json.loads(await asyncio.wait_for(reader.recv(), 20))
+                if msg.get("id") == "still-here":
+                    break
+                got[msg["type"]] = got.get(msg["type"], 0) + 1
+            assert msg["type"] == "pong"
+            # its share per flooder, and what the sockets' buffers held; the rest was dropped and counted
+            # (with the flooders' own echoes, which they were too busy sending to read)
+            assert 0 < got["chat"] < 5 * 1000 and dropped >= 5 * 1000 - got["chat"]
+            for f in floods:
+                await f.close()
+            await reader.close()
+
+        asyncio.run(scenario())
+    finally:
+        node.stop()
 
 
 def test_a_chat_flood_is_refused_to_the_sender_and_the_target_stays(node, creds):
