@@ -14,7 +14,7 @@ from typing import Any, Iterable, Protocol
 
 from .. import errors as E
 from .. import events as ev
-from ..config import Limits
+from ..limits import Limits
 from ..control.rooms import Room, RoomService
 from ..control.tokens import TokenService
 from ..sfu.router import Producer

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .. import errors as E
-from ..config import Limits
+from ..limits import Limits
 from . import messages as M
 
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ class Connection:
                     await self.handle_text(frame)
                 else:
                     await self.error(E.InvalidRequest("binary frames are not accepted; send JSON text"))
+                # A client with a backlog of frames must not hold the loop: its replies go out as it goes
+                # (otherwise they pile up unsent until it looks like a slow reader) and others get a turn.
+                await asyncio.sleep(0)
                 if self.participant is None and self.errors >= MAX_ERRORS_BEFORE_JOIN and not self.closed:
                     await self.close(4008, "too many errors before join")
             if not peer_gone:

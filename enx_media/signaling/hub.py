@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import errors as E
-from ..config import Limits
+from ..limits import Limits
 from . import messages as M
 from .connection import JOIN_TIMEOUT, Close, Connection, Receive, Send
 

@@ -10,7 +10,7 @@ from aiortc import RTCSessionDescription
 
 from enx_media import errors as E
 from enx_media import events as ev
-from enx_media.config import Limits
+from enx_media.limits import Limits
 from enx_media.room import RoomManager
 from enx_media.signaling import MessageNotifier
 from enx_media.webrtc.server import WebRtcServer
