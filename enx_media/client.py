@@ -286,6 +286,15 @@ class RoomClient:
                 raise asyncio.TimeoutError(f"no {kind} stream from {participant_id}")
             await asyncio.sleep(0.05)
 
+    async def stream_settings(self, stream_id: str, max_height: int | None = None) -> int | None:
+        """Ask for a received video stream at most max_height lines high (None: the best there is); the
+        node sends the simulcast layer that fits. Returns the layer's index (lowest first), None for a
+        stream of one layer."""
+        reply = await self.request("stream-settings", stream_id=stream_id,
+                                   **({} if max_height is None else {"max_height": max_height}))
+        encoding: int | None = reply.get("encoding")
+        return encoding
+
     async def chat(self, text: str, to: list[str] | None = None) -> dict[str, Any]:
         return await self.request("chat", text=text, **({"to": to} if to else {}))
 

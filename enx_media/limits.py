@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 # floor and leave.
 DEFAULT_RATE_LIMITS: dict[str, tuple[float, float]] = {
     "chat": (5, 20), "relay": (50, 200), "ping": (2, 10),
-    "publish": (2, 10), "subscribe": (2, 10), "answer": (4, 20), "unpublish": (4, 20), "other": (5, 20),
+    "publish": (2, 10), "subscribe": (2, 10), "answer": (4, 20), "unpublish": (4, 20),
+    "stream-settings": (10, 40), "other": (5, 20),
 }
 
 

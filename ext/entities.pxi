@@ -61,6 +61,7 @@ cdef struct CEncoding:
     char rid[NAME_LEN]
     Counters c
     uint64_t keyframes
+    int width, height           # of its last VP8 key frame (0: none seen, or H.264)
     uint64_t restarts
     int have_seq
     int64_t ext_seq        # highest extended sequence number (RFC 3550 Appendix A.1 style)
@@ -213,7 +214,7 @@ cdef class Transport:
 
 cdef dict encoding_stats(const CEncoding *e):
     d = counters_dict(&e.c)
-    d.update(keyframes=e.keyframes, restarts=e.restarts, pli_forwarded=e.pli_forwarded,
+    d.update(keyframes=e.keyframes, width=e.width, height=e.height, restarts=e.restarts, pli_forwarded=e.pli_forwarded,
              pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
              sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
              nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack)

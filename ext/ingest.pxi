@@ -136,6 +136,9 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
         if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
             key = vp8.keyframe
             tid = vp8.tid
+            if vp8.width:
+                e.width = vp8.width
+                e.height = vp8.height
     elif p.codec == CODEC_H264:
         key = h264_keyframe(buf + h.header_len, h.payload_len) == 1
     if key:

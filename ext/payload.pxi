@@ -19,6 +19,7 @@ cdef struct Vp8Desc:
     int keyidx                # -1 when absent
     int header_len
     int keyframe
+    int width, height         # a key frame's picture size (its first packet); 0 when not known
 
 
 cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:
@@ -38,6 +39,8 @@ cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:
     d.layer_sync = 0
     d.keyidx = -1
     d.keyframe = 0
+    d.width = 0
+    d.height = 0
     if d.x:
         if n < 2:
             return ST_TRUNCATED
@@ -79,6 +82,11 @@ cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:
     # RFC 7741 §4.3: the P bit (inverse key frame flag) is in the first byte of partition 0's start
     if d.s and d.pid == 0 and n > off and (p[off] & 0x01) == 0:
         d.keyframe = 1
+        # RFC 6386 §9.1: a key frame's 3-byte tag, start code 9d 01 2a, then 14-bit width and height
+        # (little-endian, the top 2 bits are scaling): what a layer selector compares to a wanted size
+        if n >= off + 10 and p[off + 3] == 0x9d and p[off + 4] == 0x01 and p[off + 5] == 0x2a:
+            d.width = (p[off + 6] | (p[off + 7] << 8)) & 0x3fff
+            d.height = (p[off + 8] | (p[off + 9] << 8)) & 0x3fff
     return ST_OK
 
 
@@ -132,7 +140,7 @@ def parse_vp8_descriptor(bytes payload):
             "tl0picidx": None if d.tl0picidx < 0 else d.tl0picidx,
             "tid": None if d.tid < 0 else d.tid, "layer_sync": d.layer_sync,
             "keyidx": None if d.keyidx < 0 else d.keyidx, "header_len": d.header_len,
-            "keyframe": bool(d.keyframe)}
+            "keyframe": bool(d.keyframe), "width": d.width, "height": d.height}
 
 
 def is_keyframe(str codec, bytes payload):

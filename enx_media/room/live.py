@@ -25,6 +25,7 @@ from .media import ParticipantMedia, RoomMedia, Subscription
 log = logging.getLogger(__name__)
 
 QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
+LAYER_INTERVAL_S = 0.5      # simulcast consumers are pointed at their layer again this often (sizes change)
 APP = "app"                 # who acted, when the application did (REST) rather than a moderator
 
 
@@ -214,9 +215,14 @@ class LiveRoom:
 
     async def _sample_quality(self) -> None:
         try:
+            next_sample = time.monotonic() + QUALITY_INTERVAL_S
             while not self.ended:
-                await asyncio.sleep(QUALITY_INTERVAL_S)
-                self.sample_quality()
+                await asyncio.sleep(LAYER_INTERVAL_S)
+                if self.media is not None:
+                    self.media.select_layers()
+                if time.monotonic() >= next_sample:
+                    next_sample += QUALITY_INTERVAL_S
+                    self.sample_quality()
         except asyncio.CancelledError:
             pass
 
@@ -263,6 +269,11 @@ class LiveRoom:
 
     async def answer(self, p: Participant, answer_sdp: str) -> None:
         await self._media().answer(p, answer_sdp)
+
+    def stream_settings(self, p: Participant, stream_id: str, max_height: int | None) -> int | None:
+        """How p wants a stream it receives: at most max_height lines (None: the best there is). Returns
+        the encoding it is sent now or after the next key frame (None for a stream of one encoding)."""
+        return self._media().stream_settings(p, stream_id, max_height)
 
     # -- moderation and floor -----------------------------------------------------------------------
     async def set_muted(self, p: Participant, pid: str, kind: str, muted: bool) -> list[str]:

@@ -29,6 +29,7 @@ class Subscription:
     consumer: Consumer | None = None
     offered_active: bool = False   # what the last offer sent said about this section
     ext_ids: dict[str, int] = field(default_factory=dict)   # header extensions the answer kept
+    max_height: int | None = None  # the subscriber's wanted picture height (stream-settings)
 
 
 @dataclass(eq=False)
@@ -82,11 +83,12 @@ class RoomMedia:
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
         p.media.publish_transports[t] = len(plan.tracks)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
-                            tr.mid, tr.ssrc, t) for tr in plan.tracks]
+                            tr.mid, tr.ssrc, t, encodings=tr.encodings) for tr in plan.tracks]
         t.on_connected = lambda tr: self._publish_connected(p, tr, pending)
         t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
         return sdp.write_answer(offer, ice_ufrag=t.ufrag, ice_pwd=t.pwd, fingerprint=self.server.fingerprint,
-                                ip=self.server.announced_ip, port=self.server.port, accepted=plan.accepted)
+                                ip=self.server.announced_ip, port=self.server.port, accepted=plan.accepted,
+                                simulcast=plan.simulcast)
 
     def streams_of(self, p: "Participant") -> int:
         """p's published tracks: its producers, and the tracks of its transports still connecting."""
@@ -278,7 +280,31 @@ class RoomMedia:
                 continue
             pt, clock_rate = negotiation.consumer_rtp_parameters(sm.producer.codec)
             sm.consumer = self.router.create_consumer(sm.producer, t, p.participant_id, sm.section.ssrc, pt,
-                                                      clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid)
+                                                      clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid,
+                                                      max_height=sm.max_height)
+
+    def stream_settings(self, p: "Participant", stream_id: str, max_height: int | None) -> int | None:
+        sm = next((x for x in p.media.subscriptions if x.producer.producer_id == stream_id and x.section.active), None)
+        if sm is None:
+            raise E.NotFound(f"you do not receive stream {stream_id}")
+        if sm.producer.kind != "video":
+            raise E.ValidationFailed("stream settings are for video streams")
+        sm.max_height = max_height
+        if len(sm.producer.encodings) < 2:
+            return None
+        if sm.consumer is None or sm.consumer.native is None:
+            return 0               # a consumer starts on the lowest; the setting applies once it exists
+        sm.consumer.max_height = max_height
+        target = self.router.select_encoding(sm.consumer)
+        return sm.consumer.native.target_encoding if target is None else target
+
+    def select_layers(self) -> None:
+        """Point every simulcast consumer at its layer again: a layer's size is known only once its key
+        frames arrive, and a browser changes sizes as its bandwidth ramps."""
+        for producer in self.producers.values():
+            self.router.observe_encodings(producer)
+        for c in self.router.consumers:
+            self.router.select_encoding(c)
 
     def close(self) -> None:
         self.router.close()

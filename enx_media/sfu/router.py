@@ -31,6 +31,11 @@ class Producer:
     # A Python-fed producer's source (the MCU's encoder) is asked for a key frame through this: there
     # is no upstream transport to send a PLI on.
     on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
+    # simulcast: [(rid, ssrc)] lowest first (ssrc 0 until the core binds it); empty for one encoding
+    encodings: list[tuple[str, int]] = field(default_factory=list)
+    # per encoding: packets in at the last look, and whether any came since the one before
+    seen: list[int] = field(default_factory=list, repr=False)
+    active: list[bool] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -46,6 +51,22 @@ class Consumer:
     payload_type: int
     clock_rate: int
     native: Any = None
+    max_height: int | None = None   # the subscriber's wanted picture height (None: the best there is)
+
+
+def pick_encoding(sizes: list[tuple[int, int]], active: list[bool], max_height: int | None) -> int | None:
+    """The encoding to send for a wanted height (None: the best there is), among those arriving now:
+    the highest whose height fits, else the smallest. sizes: (width, height) per encoding, lowest first,
+    (0, 0) until a key frame told it (an arriving one of unknown size counts as the lowest choice).
+    None when nothing arrives: the consumer stays where it is."""
+    live = [i for i, on in enumerate(active) if on]
+    if not live:
+        return None
+    known = [(i, sizes[i][1]) for i in live if sizes[i][1]]
+    if not known:
+        return live[0]
+    fitting = [i for i, h in known if max_height is None or h <= max_height]
+    return max(fitting) if fitting else min(known, key=lambda ih: ih[1])[0]
 
 
 class Router:
@@ -62,7 +83,8 @@ class Router:
         self.producers[producer.producer_id] = producer
         try:
             producer.native = self.worker.create_producer(producer.transport.native, producer.ssrc or 0,
-                                                          producer.codec, mid=producer.mid)
+                                                          producer.codec, mid=producer.mid,
+                                                          encodings=producer.encodings or None)
         except ValueError as exc:
             log.warning("producer refused producer=%s: %s", producer.producer_id, exc)
         return producer
@@ -121,7 +143,8 @@ class Router:
 
     # -- consumers ----------------------------------------------------------------------------------
     def create_consumer(self, p: Producer, transport: Any, subscriber_id: str, ssrc: int, payload_type: int,
-                        clock_rate: int, *, ext_ids: dict[str, int] | None = None, mid: str = "") -> Consumer | None:
+                        clock_rate: int, *, ext_ids: dict[str, int] | None = None, mid: str = "",
+                        max_height: int | None = None) -> Consumer | None:
         """p as sent on a subscriber's transport: its SSRC and payload type, and the header extensions
         the subscriber negotiated (ext_ids; `mid` is the subscriber's m-line, written into each packet)."""
         if p.native is None or transport.native is None:
@@ -132,13 +155,40 @@ class Router:
         except ValueError as exc:
             log.warning("consumer refused producer=%s: %s", p.producer_id, exc)
             return None
-        c = Consumer(p, transport, subscriber_id, ssrc, payload_type, clock_rate, native)
+        c = Consumer(p, transport, subscriber_id, ssrc, payload_type, clock_rate, native, max_height)
         self.consumers.append(c)
+        self.select_encoding(c)
         if p.paused:
             native.pause()
         if p.kind == "video":
             self.request_keyframe(p)
         return c
+
+    def observe_encodings(self, p: Producer) -> None:
+        """Note which of p's encodings are arriving (packets since the last look): a browser starts its
+        top layer late and drops layers when its uplink shrinks, and a paused one sends nothing."""
+        if p.native is None or len(p.encodings) < 2:
+            return
+        counts = [e["stats"]["packets_in"] for e in p.native.encodings]
+        p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
+        p.seen = counts
+
+    def select_encoding(self, c: Consumer) -> int | None:
+        """Point a simulcast consumer at the encoding its wanted height asks for among those arriving
+        (the core switches at that encoding's next key frame and keeps the current one until then).
+        Returns the target; None for a consumer of one encoding or while nothing arrives."""
+        p = c.producer
+        if c.native is None or p.native is None or len(p.encodings) < 2:
+            return None
+        sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in p.native.encodings]
+        target = pick_encoding(sizes, p.active, c.max_height)
+        if target is not None and target != c.native.target_encoding:
+            self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
+        elif c.native.encoding != c.native.target_encoding:
+            # Still waiting for the target's key frame: ask again (the core keeps one PLI per encoding
+            # per 500 ms). Chromium leaves some requests for a simulcast layer unanswered.
+            self.worker.request_keyframe(p.native, c.native.target_encoding)
+        return target
 
     def close_consumer(self, c: Consumer) -> None:
         if c in self.consumers:

@@ -278,6 +278,11 @@ async def _remove(conn: Connection, live: "LiveRoom", p: "Participant", msg: dic
     return M.ok("remove")
 
 
+async def _stream_settings(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
+    encoding = live.stream_settings(p, msg["stream_id"], msg.get("max_height"))
+    return M.ok("stream-settings", **({} if encoding is None else {"encoding": encoding}))
+
+
 async def _readmit(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     live.readmit(msg["user_ref"], by=p)
     return M.ok("readmit")
@@ -291,5 +296,6 @@ async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict
 HANDLERS: dict[str, Handler] = {
     "leave": _leave, "publish": _publish, "subscribe": _subscribe, "answer": _answer, "unpublish": _unpublish,
     "chat": _chat, "mute": _mute, "remove": _remove, "readmit": _readmit, "relay": _relay,
+    "stream-settings": _stream_settings,
     **{f"floor-{a}": _floor(a) for a in ("request", "grant", "revoke", "release")},
 }

@@ -4,6 +4,13 @@
 // the node's offers to receive. The node is ICE-lite and announces its own candidate: no STUN server.
 "use strict";
 
+// Three layers at a quarter, half and full size of the capture; bitrates as browsers use for 720p.
+const SIMULCAST_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
+
 class EnxRoom extends EventTarget {
   constructor(wsUrl, token) {
     super();
@@ -19,6 +26,7 @@ class EnxRoom extends EventTarget {
     this.participants = new Map();   // participant_id -> {name, role, ...}
     this.remoteTracks = new Map();   // stream_id -> MediaStreamTrack
     this.offerChain = Promise.resolve();
+    this.simulcast = true;           // publish camera video as SIMULCAST_LAYERS
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -72,9 +80,21 @@ class EnxRoom extends EventTarget {
     return this.joined;
   }
 
+  async streamSettings(streamId, maxHeight) {
+    // How this client renders a received video: at most maxHeight lines (undefined: the best there is).
+    const reply = await this.request("stream-settings", maxHeight ? { stream_id: streamId, max_height: maxHeight } : { stream_id: streamId });
+    return reply.encoding;
+  }
+
   async publish(mediaStream) {
     const pc = new RTCPeerConnection({ iceServers: [] });
-    for (const track of mediaStream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [mediaStream] });
+    for (const track of mediaStream.getTracks()) {
+      const init = { direction: "sendonly", streams: [mediaStream] };
+      // Camera video goes as three simulcast layers, lowest first (the node sends each subscriber the one
+      // that fits the size it renders). Chromium sends all three only from 720p capture.
+      if (track.kind === "video" && this.simulcast) init.sendEncodings = SIMULCAST_LAYERS;
+      pc.addTransceiver(track, init);
+    }
     await pc.setLocalDescription(await pc.createOffer());
     const reply = await this.request("publish", { sdp: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });

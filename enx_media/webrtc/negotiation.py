@@ -19,12 +19,17 @@ SUBSCRIBER_EXTENSIONS = {
 }
 
 
+MAX_ENCODINGS = 3    # simulcast encodings per track the core keeps (and browsers send)
+
+
 @dataclass
 class PublishedTrack:
     mid: str
     kind: str
     codec: str
     ssrc: int | None    # None when the offer names none (simulcast): learned from the MID extension
+    # simulcast: [(rid, ssrc)] lowest first; ssrc 0 until the core binds it from the rid extension
+    encodings: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class PublishPlan:
     accepted: dict[str, bool]           # mid -> the section is answered recvonly (else rejected)
     ext_ids: dict[str, int]             # header extension name -> the publisher's ID
     tracks: list[PublishedTrack] = field(default_factory=list)
+    simulcast: dict[str, list[str]] = field(default_factory=dict)    # mid -> rids the answer receives
 
 
 def plan_publish(offer: sdp.RemoteDescription) -> PublishPlan:
@@ -42,7 +48,15 @@ def plan_publish(offer: sdp.RemoteDescription) -> PublishPlan:
         plan.accepted[m.mid] = ok
         if ok and m.codec is not None:
             plan.ext_ids.update(m.extensions)
-            plan.tracks.append(PublishedTrack(m.mid, m.kind, m.codec, m.ssrc))
+            track = PublishedTrack(m.mid, m.kind, m.codec, m.ssrc)
+            if m.kind == "video" and m.rids and "rid" in m.extensions:
+                rids = m.rids[:MAX_ENCODINGS]    # a fourth and later are left out of the answer
+                track.encodings = [(rid, 0) for rid in rids]
+                track.ssrc = None                # whichever SSRC the browser listed: bound by rid
+                plan.simulcast[m.mid] = rids
+            elif m.kind == "video" and len(m.sim_ssrcs) > 1:
+                track.encodings = [("", ssrc) for ssrc in m.sim_ssrcs[:MAX_ENCODINGS]]
+            plan.tracks.append(track)
     if not plan.tracks:
         raise ValueError("the offer has no audio (Opus) or video (VP8/H.264) section to publish")
     return plan

@@ -49,6 +49,10 @@ class OfferedMedia:
     extmap_lines: list[tuple[int, str]]
     ssrc: int | None             # media SSRC (first of an FID group), None for simulcast without a=ssrc
     port: int
+    # Simulcast (RFC 8853): the rids it sends, in its a=simulcast order (lowest first, as browsers list
+    # sendEncodings), or the SSRCs of an a=ssrc-group:SIM when it names no rids.
+    rids: list[str] = field(default_factory=list)
+    sim_ssrcs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -88,7 +92,8 @@ def parse(text: str, kind: str) -> RemoteDescription:
         raise SdpError("SDP lacks a=fingerprint")
     out = RemoteDescription(first.ice.usernameFragment, first.ice.password, (fp.algorithm, fp.value),
                             _setup_of(text))
-    for m in desc.media:
+    sections = _media_sections(text)
+    for index, m in enumerate(desc.media):
         if m.kind not in ("audio", "video"):
             continue  # data channels are not offered by the node
         mid = m.rtp.muxId
@@ -109,11 +114,38 @@ def parse(text: str, kind: str) -> RemoteDescription:
         if media_ssrc is None and m.ssrc:
             media_ssrc = m.ssrc[0].ssrc
         codec, pt, rtpmap, fmtp, fb = chosen if chosen else (None, None, None, None, [])
+        sim = next((g.items for g in m.ssrc_group if g.semantic == "SIM"), [])
         out.media.append(OfferedMedia(mid, m.kind, m.direction or "sendrecv", codec, pt, rtpmap, fmtp, fb,
-                                      exts, lines, media_ssrc, m.port))
+                                      exts, lines, media_ssrc, m.port, _send_rids(sections[index]),
+                                      [int(x) for x in sim]))
     if not out.media:
         raise SdpError("SDP has no audio or video section")
     return out
+
+
+def _media_sections(text: str) -> list[list[str]]:
+    """The a= lines of each m= section, in order (aiortc's parser keeps no rid or simulcast lines)."""
+    sections: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            sections.append([])
+        elif sections and line.startswith("a="):
+            sections[-1].append(line[2:])
+    return sections
+
+
+def _send_rids(attributes: list[str]) -> list[str]:
+    """The rids a section sends, in a=simulcast:send order; a paused (~) one is still an encoding, and
+    of alternatives (a,b) the first is taken. Rids without a simulcast line, or not declared by
+    a=rid:... send, are not simulcast."""
+    declared = {a[4:].split()[0] for a in attributes if a.startswith("rid:") and a[4:].split()[1:2] == ["send"]}
+    for a in attributes:
+        parts = a.split()
+        if a.startswith("simulcast:") and len(parts) >= 2 and parts[0] == "simulcast:send":
+            order = [alt.split(",")[0].lstrip("~") for alt in parts[1].split(";")]
+            return [r for r in dict.fromkeys(order) if r in declared]
+    return []
 
 
 def _choose_codec(m: aiortc_sdp.MediaDescription) -> tuple[str, int | None, str, str | None, list[str]] | None:
@@ -160,8 +192,10 @@ def _transport_lines(ip: str, port: int, setup: str, with_candidate: bool) -> li
 
 
 def write_answer(offer: RemoteDescription, *, ice_ufrag: str, ice_pwd: str, fingerprint: str, ip: str,
-                 port: int, accepted: dict[str, bool]) -> str:
-    """The node's answer to a publish offer. `accepted[mid]` False rejects that section (port 0)."""
+                 port: int, accepted: dict[str, bool], simulcast: dict[str, list[str]] | None = None) -> str:
+    """The node's answer to a publish offer. `accepted[mid]` False rejects that section (port 0);
+    `simulcast[mid]` lists the rids the node receives for it."""
+    simulcast = simulcast or {}
     session_id = secrets.randbits(62)
     mids = [m.mid for m in offer.media if accepted.get(m.mid)]
     lines = _session_head(ice_ufrag, ice_pwd, fingerprint, mids, session_id)
@@ -177,6 +211,9 @@ def write_answer(offer: RemoteDescription, *, ice_ufrag: str, ice_pwd: str, fing
         for ext_id, uri in m.extmap_lines:
             lines.append(f"a=extmap:{ext_id} {uri}")
         lines.append("a=recvonly" if m.direction in ("sendonly", "sendrecv") else "a=inactive")
+        rids = simulcast.get(m.mid, [])
+        if rids:
+            lines += [f"a=rid:{rid} recv" for rid in rids] + [f"a=simulcast:recv {';'.join(rids)}"]
         lines.append(f"a=rtpmap:{m.payload_type} {m.codec_line}")
         if m.fmtp:
             lines.append(f"a=fmtp:{m.payload_type} {m.fmtp}")

@@ -63,3 +63,38 @@ def test_unknown_ssrc_events_name_mid_and_rid_of_each_stream(worker):
     assert set(offer_rids(doc["offer"])) <= video
     assert worker.stats["drops"]["unknown_ssrc"] == sum(len(s["packets"]) for s in doc["streams"])
     peer.close()
+
+
+def test_chromium_layers_bind_by_rid_and_tell_their_picture_size(worker):
+    """A producer of the offer's three encodings (q, h, f: rid -> SSRC learned from the packets): each
+    video stream binds to its rid's encoding, and an encoding whose packets hold a key frame reports the
+    picture size the key frame's header states (RFC 6386 §9.1), as aiortc's own VP8 depacketizer reads it."""
+    from enx_media._native._core import parse_vp8_descriptor
+
+    doc = capture()
+    peer = Peer(worker, PLAIN, ext_ids=doc["ext_ids"])
+    producer = worker.create_producer(peer.transport, 0, "vp8", mid=doc["video_mid"],
+                                      encodings=[(r, 0) for r in offer_rids(doc["offer"])])
+    expected = {}
+    for s in doc["streams"]:
+        for p in s["packets"]:
+            packet = bytes.fromhex(p)
+            peer.send_rtp(packet)
+            if s["mid"] == doc["video_mid"]:
+                payload = RtpPacket.parse(packet).payload
+                if payload:
+                    d = parse_vp8_descriptor(payload)
+                    if d["keyframe"] and d["width"]:
+                        expected[s["rid"]] = (d["width"], d["height"])
+        for _ in range(3):
+            worker.poll_once(5)
+    for _ in range(10):
+        worker.poll_once(5)
+    by_rid = {e["rid"]: e for e in producer.encodings}
+    assert {r: by_rid[r]["ssrc"] for r in by_rid} == {s["rid"]: s["ssrc"] for s in doc["streams"] if s["rid"]}
+    assert expected, "the capture holds no key frame"
+    for rid, size in expected.items():
+        assert (by_rid[rid]["stats"]["width"], by_rid[rid]["stats"]["height"]) == size
+    widths = [size[0] for rid, size in sorted(expected.items(), key=lambda kv: "qhf".index(kv[0]))]
+    assert widths == sorted(widths)                       # lowest first, as the offer lists them
+    peer.close()

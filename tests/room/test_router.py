@@ -132,3 +132,18 @@ def test_python_fed_producer_fans_out_and_asks_its_source_for_key_frames():
         sub.close()
         worker.stop()
     asyncio.run(scenario())
+
+
+def test_pick_encoding_follows_the_wanted_height_among_arriving_layers():
+    from enx_media.sfu.router import pick_encoding
+
+    sizes = [(320, 180), (640, 360), (1280, 720)]
+    on = [True, True, True]
+    assert pick_encoding(sizes, on, None) == 2                     # the best there is
+    assert pick_encoding(sizes, on, 400) == 1 and pick_encoding(sizes, on, 360) == 1
+    assert pick_encoding(sizes, on, 100) == 0                      # nothing fits: the smallest
+    assert pick_encoding(sizes, [True, True, False], None) == 1    # the top one stopped arriving
+    assert pick_encoding([(320, 180), (0, 0), (0, 0)], on, None) == 0   # sizes not told yet
+    assert pick_encoding([(0, 0)] * 3, [False, True, True], None) == 1  # arriving, size unknown: lowest
+    assert pick_encoding(sizes, [False] * 3, None) is None         # nothing arrives: stay
+    assert pick_encoding(sizes, [], 720) is None                   # not looked at yet

@@ -82,7 +82,8 @@ def test_a_chat_flood_in_one_room_leaves_another_rooms_media_alone(node, creds):
             assert before > 20, before
             assert during >= 0.9 * before, (before, during, done)
             chat = done["chat"]
-            assert chat["sent"] > 2000 and chat.get("rate limited", 0) > 0.9 * chat["sent"], chat
+            answered = chat.get("ok", 0) + chat.get("rate limited", 0)    # the rest was in flight at the end
+            assert chat["sent"] > 2000 and chat.get("rate limited", 0) > 0.9 * answered, chat
             grown = db.stat().st_size + Path(str(db) + "-wal").stat().st_size - size_before
             assert grown < 9 * 1024 * 1024, grown          # at most the 8 MiB chat cap, whatever was sent
 

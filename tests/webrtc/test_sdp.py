@@ -2,7 +2,7 @@
 see tests/data/README.md)."""
 import pathlib
 
-from enx_media.webrtc import sdp
+from enx_media.webrtc import negotiation, sdp
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 
@@ -22,23 +22,44 @@ def test_chromium_simulcast_offer_text_has_rids_and_no_video_ssrc():
     assert any(l.endswith(" urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id") for l in video)
 
 
-def test_chromium_simulcast_offer_parses_today_without_video_ssrc():
-    """What the parser makes of it today: the video section has no SSRC (simulcast parsing, rid -> layer,
-    is the next issue); the rid/mid extensions are negotiated so the core can learn the SSRCs."""
+def test_chromium_simulcast_offer_is_answered_with_its_three_encodings():
+    """The video section sends rids q, h, f (lowest first) and names no SSRC: the plan keeps three
+    encodings bound later by the rid extension, and the answer receives them (a=rid recv, a=simulcast)."""
     text = simulcast_offer()
     offer = sdp.parse(text, "offer")
     assert offer.setup == "actpass" and offer.fingerprint[0] == "sha-256"
     video, audio = offer.media
     assert (video.kind, video.mid, video.direction, video.codec) == ("video", "0", "sendonly", "vp8")
-    assert video.ssrc is None
+    assert video.ssrc is None and video.rids == ["q", "h", "f"] and audio.rids == []
     assert {"mid", "rid", "repaired_rid", "transport_cc"} <= set(video.extensions)
     ids = {l.split()[1]: int(l.split()[0].split(":")[1]) for l in text.split("\r\n") if l.startswith("a=extmap:")}
     assert video.extensions["mid"] == ids["urn:ietf:params:rtp-hdrext:sdes:mid"]
     assert video.extensions["rid"] == ids["urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"]
     audio_ssrc = next(int(l.split()[0].split(":")[1]) for l in text.split("\r\n") if l.startswith("a=ssrc:"))
     assert (audio.kind, audio.mid, audio.codec, audio.ssrc) == ("audio", "1", "opus", audio_ssrc)
-    # the answer written today accepts both sections and names no simulcast (one layer, learned by MID)
+
+    plan = negotiation.plan_publish(offer)
+    assert [(t.kind, t.encodings) for t in plan.tracks] == [("video", [("q", 0), ("h", 0), ("f", 0)]), ("audio", [])]
     answer = sdp.write_answer(offer, ice_ufrag="u", ice_pwd="p" * 22, fingerprint="AA", ip="127.0.0.1",
-                              port=7882, accepted={"0": True, "1": True})
-    assert "a=simulcast" not in answer and "a=rid:" not in answer
+                              port=7882, accepted=plan.accepted, simulcast=plan.simulcast)
+    video_answer = answer.split("m=audio")[0].split("m=video")[1]
+    assert [l for l in video_answer.split("\r\n") if l.startswith(("a=rid:", "a=simulcast:"))] == [
+        "a=rid:q recv", "a=rid:h recv", "a=rid:f recv", "a=simulcast:recv q;h;f"]
+    assert "a=rid" not in answer.split("m=audio")[1]
     assert "a=extmap:%d urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" % video.extensions["rid"] in answer
+
+
+def test_simulcast_lines_that_do_not_add_up_are_not_simulcast():
+    """Paused (~) and alternative (a,b) rids, rids the simulcast line lists but never declares, a fourth
+    encoding, and no simulcast line at all."""
+    text = simulcast_offer()
+    parse = lambda t: sdp.parse(t, "offer").media[0]
+    assert parse(text.replace("a=simulcast:send q;h;f", "a=simulcast:send ~q;h,f;f")).rids == ["q", "h", "f"]
+    assert parse(text.replace("a=simulcast:send q;h;f", "a=simulcast:send q;x;f")).rids == ["q", "f"]
+    assert parse(text.replace("a=simulcast:send q;h;f\r\n", "")).rids == []
+    four = text.replace("a=rid:f send", "a=rid:f send\r\na=rid:u send").replace(
+        "a=simulcast:send q;h;f", "a=simulcast:send q;h;f;u")
+    plan = negotiation.plan_publish(sdp.parse(four, "offer"))
+    assert plan.simulcast["0"] == ["q", "h", "f"]
+    no_rid_ext = "\r\n".join(l for l in text.split("\r\n") if "rtp-stream-id" not in l)
+    assert negotiation.plan_publish(sdp.parse(no_rid_ext, "offer")).tracks[0].encodings == []

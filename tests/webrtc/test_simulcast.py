@@ -1,0 +1,90 @@
+"""Simulcast from a real browser: headless Chromium publishes its 720p fake camera through the demo page
+as three layers (q, h, f); aiortc subscribers ask for different heights and decode the layer that fits,
+and a subscriber that changes its mind is switched (at a key frame, on one SSRC) without a stall."""
+import asyncio
+import time
+
+import pytest
+
+from enx_media.client import SignalingError
+from media_util import CHROMIUM, Api, chromium_page
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
+
+
+class Heights:
+    """Decodes a received track in the background (so no backlog builds up while the test waits on the
+    other one) and keeps (arrival time, picture height) of each frame."""
+
+    def __init__(self, track):
+        self.frames: list[tuple[float, int]] = []
+        self._task = asyncio.ensure_future(self._run(track))
+
+    async def _run(self, track):
+        while True:
+            frame = await track.recv()
+            self.frames.append((time.monotonic(), frame.height))
+
+    async def settle_on(self, height: int, timeout: float) -> float:
+        """Wait until 5 frames in a row are `height` lines high; returns how long it took."""
+        started = time.monotonic()
+        while [h for _, h in self.frames[-5:]] != [height] * 5:
+            assert time.monotonic() - started < timeout, \
+                f"no {height}-line frames within {timeout} s: {[h for _, h in self.frames[-30:]]}"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    def longest_gap(self, since: float) -> float:
+        times = [since] + [t for t, _ in self.frames if t >= since] + [time.monotonic()]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    def stop(self):
+        self._task.cancel()
+
+
+def test_each_subscriber_decodes_the_layer_it_asks_for(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        small, best = await api.joined(room["room_id"], "small", "moderator"), await api.joined(
+            room["room_id"], "best", "participant")
+        watched = []
+        try:
+            async with chromium_page() as page:
+                await small.subscribe()
+                await best.subscribe()
+                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'participant')}")
+                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                stream_id = await small.wait_stream(chrome_id, "video")
+                low, high = Heights(await small.wait_track(stream_id)), Heights(await best.wait_track(stream_id))
+                watched += [low, high]
+                assert await small.stream_settings(stream_id, 200) is not None   # a simulcast stream
+                started = time.monotonic()
+
+                # Chromium ramps its top layer up over some seconds: the best-asking subscriber gets it then.
+                took_top = await high.settle_on(720, 45)
+                took_small = await low.settle_on(180, 10)
+                # the best one now asks for a 360-line tile, the small one for everything
+                assert await best.stream_settings(stream_id, 400) == 1
+                took_down = await high.settle_on(360, 10)
+                assert await small.stream_settings(stream_id) == 2
+                took_up = await low.settle_on(720, 10)
+                for h in watched:     # no stall at any switch (a key-frame wait is a few frames)
+                    assert h.longest_gap(started) < 1.5
+                # what a subscriber cannot ask for
+                audio_id = await small.wait_stream(chrome_id, "audio")
+                for args, code in [((audio_id, 200), 1002), (("no-such-stream", 200), 1404), ((stream_id, 0), 1002)]:
+                    with pytest.raises(SignalingError) as refused:
+                        await small.stream_settings(*args)
+                    assert refused.value.code == code, args
+                print(f"simulcast: top layer after {took_top:.1f} s, 180p {took_small:.1f} s, "
+                      f"down to 360p {took_down:.1f} s, up to 720p {took_up:.1f} s")
+        finally:
+            for h in watched:
+                h.stop()
+            await small.leave()
+            await best.leave()
+
+    asyncio.run(scenario())
