@@ -18,14 +18,21 @@ message (UDP_SEGMENT), so it makes fewer system calls than the per-datagram base
 pass 1. --gso off measures the per-datagram path; --frame K feeds K packets per drain (a video frame
 per receive batch, e.g. 4 at 1.2 Mbit/s) instead of whole bursts, so GSO groups are K long.
 
+--simulcast measures the layer selector instead: three encodings of one producer (SSRCs interleaved in
+the input), the consumers spread over them (consumer i on layer i % 3), against plain forwarding of the
+same input packets by three one-encoding producers with the same consumers each; the two alternate
+over --repeats runs and the medians and their ratio are reported.
+
     python bench/forwarding.py --quick --json bench/forwarding.json
     python bench/forwarding.py --quick --consumers 1000 --srtp gcm --frame 4 --gso off
+    python bench/forwarding.py --quick --simulcast --consumers 10,100,1000 --srtp gcm --repeats 5
 """
 import argparse
 import json
 import os
 import resource
 import socket
+import statistics
 import sys
 import time
 
@@ -43,7 +50,10 @@ def keys(profile):
     return os.urandom(kl), os.urandom(sl)
 
 
-def run_case(n, srtp, sinks, target_out, gso=True, frame=0):
+def run_case(n, srtp, sinks, target_out, gso=True, frame=0, layers=None):
+    """layers None: one producer of one encoding. "simulcast": one producer of 3 encodings, consumer i on
+    encoding i % 3. "plain": 3 producers of one encoding each, consumer i on producer i % 3. The last two
+    get the same input packets (SSRCs 0x1000..0x1002 in turn) and send the same output."""
     profile = PROFILES[srtp]
     w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024, gso)
     src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -52,13 +62,20 @@ def run_case(n, srtp, sinks, target_out, gso=True, frame=0):
     up = keys(profile)
     t_in = w.create_transport(profile, *up, *keys(profile))
     w.bind_transport(t_in, *src.getsockname())
-    producer = w.create_producer(t_in, 0x1000, "vp8")
+    ssrcs = [0x1000] if layers is None else [0x1000, 0x1001, 0x1002]
+    if layers == "simulcast":
+        one = w.create_producer(t_in, 0, "vp8", mid="v", encodings=[(r, x) for r, x in zip("qhf", ssrcs)])
+        producers = [one] * 3
+    else:
+        producers = [w.create_producer(t_in, x, "vp8") for x in ssrcs]
     for i in range(n):
         t = w.create_transport(profile, *keys(profile), *keys(profile))
         w.bind_transport(t, *sinks[i].getsockname())
-        w.create_consumer(t, producer, 0x20000 + i, 96)
+        c = w.create_consumer(t, producers[i % len(producers)], 0x20000 + i, 96)
+        if layers == "simulcast":
+            w.set_target_encoding(c, i % 3)      # before anything is sent: at once
     sender = _core.SrtpContext(profile, *up)
-    burst = frame or max(1, min(1500, 20000 // n))
+    burst = frame or max(1, min(1500, 20000 * len(ssrcs) // n))
     seq = 0
     cpu = 0.0
     expected_in = 0
@@ -66,8 +83,9 @@ def run_case(n, srtp, sinks, target_out, gso=True, frame=0):
     while w.stats["packets_out"] < target_out:
         pkts = []
         for _ in range(burst):
-            p = _core.write_rtp(payload_type=96, sequence_number=seq & 0xffff, timestamp=seq * 3000 & 0xffffffff,
-                                ssrc=0x1000, payload=payload)
+            k = len(ssrcs)
+            p = _core.write_rtp(payload_type=96, sequence_number=(seq // k) & 0xffff,
+                                timestamp=(seq // k) * 3000 & 0xffffffff, ssrc=ssrcs[seq % k], payload=payload)
             pkts.append(sender.protect(p))
             seq += 1
         for p in pkts:
@@ -90,7 +108,7 @@ def run_case(n, srtp, sinks, target_out, gso=True, frame=0):
     src.close()
     engine = out_pkts / cpu
     baseline = sent / base_cpu
-    return {"consumers": n, "srtp": srtp, "gso": st["gso"], "frame": frame or None,
+    return {"consumers": n, "srtp": srtp, "gso": st["gso"], "frame": frame or None, "layers": layers,
             "gso_messages": st["gso_messages"], "send_calls": st["send_calls"],
             "engine_pps_per_cpu_s": round(engine),
             "baseline_pps_per_cpu_s": round(baseline), "ratio": round(engine / baseline, 3),
@@ -132,6 +150,9 @@ def main():
     ap.add_argument("--gso", choices=("on", "off"), default="on", help="UDP GSO in the worker (default on)")
     ap.add_argument("--frame", type=int, default=0, metavar="K",
                     help="K packets per drain (one video frame per receive batch); default: large bursts")
+    ap.add_argument("--simulcast", action="store_true",
+                    help="the layer selector (3 encodings) against plain forwarding of the same packets")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each side with --simulcast (medians)")
     args = ap.parse_args()
     ns = [int(x) for x in args.consumers.split(",")]
     target = 60000 if args.quick else 400000
@@ -147,6 +168,8 @@ def main():
         for s in sinks:
             for _ in range(4):
                 fill.sendto(b"\x00" * 1200, s.getsockname())
+    if args.simulcast:
+        return simulcast_cases(args, ns, sinks, target)
     cases = []
     for srtp in args.srtp.split(","):
         for n in ns:
@@ -165,6 +188,28 @@ def main():
         plot(cases, png)
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
+
+
+def simulcast_cases(args, ns, sinks, target):
+    out = []
+    for srtp in args.srtp.split(","):
+        for n in ns:
+            runs = {"plain": [], "simulcast": []}
+            for _ in range(args.repeats):           # alternating: drift on a shared machine hits both
+                for layers in ("plain", "simulcast"):
+                    runs[layers].append(run_case(n, srtp, sinks, target, args.gso == "on", args.frame, layers))
+            med = {k: statistics.median(c["engine_pps_per_cpu_s"] for c in v) for k, v in runs.items()}
+            case = {"consumers": n, "srtp": srtp, "plain_pps_per_cpu_s": round(med["plain"]),
+                    "simulcast_pps_per_cpu_s": round(med["simulcast"]),
+                    "ratio": round(med["simulcast"] / med["plain"], 3), "repeats": args.repeats,
+                    "drops": runs["simulcast"][-1]["drops"]}
+            out.append(case)
+            print("%5d consumers  srtp=%-7s plain %9d pkt/cpu-s  simulcast %9d  ratio %.3f  (medians of %d)" % (
+                n, srtp, case["plain_pps_per_cpu_s"], case["simulcast_pps_per_cpu_s"], case["ratio"],
+                args.repeats), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"simulcast": out, "quick": args.quick, "gso": args.gso == "on"}, f, indent=1)
 
 
 if __name__ == "__main__":
