@@ -71,6 +71,9 @@ class Notifier(Protocol):
 
     async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None: ...
 
+    async def layers(self, p: "Participant", s: Producer, active: list[bool]) -> None:
+        """Dynacast: which simulcast layers of p's stream s someone receives (the others may pause)."""
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         """End p's connection after what was sent to it; why: session-ended or removed."""
 

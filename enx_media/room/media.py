@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from .live import LiveRoom, Participant
 
 log = logging.getLogger(__name__)
+
+DYNACAST_HOLD_S = 3.0    # a simulcast layer nobody wants this long is paused at its publisher
 
 
 @dataclass(eq=False)
@@ -299,12 +302,34 @@ class RoomMedia:
         return sm.consumer.native.target_encoding if target is None else target
 
     def select_layers(self) -> None:
-        """Point every simulcast consumer at its layer again: a layer's size is known only once its key
-        frames arrive, and a browser changes sizes as its bandwidth ramps."""
+        """Point every simulcast consumer at its layer again (a layer's size is known only once its key
+        frames arrive, and a browser changes sizes as its bandwidth ramps), then dynacast: the layers above
+        the highest one any consumer wants are paused at the publisher after DYNACAST_HOLD_S unwanted,
+        and resumed the moment one is wanted."""
         for producer in self.producers.values():
             self.router.observe_encodings(producer)
         for c in self.router.consumers:
             self.router.select_encoding(c)
+        now = time.monotonic()
+        for producer in list(self.producers.values()):
+            if len(producer.encodings) < 2 or not producer.live:
+                continue
+            wanted = self.router.wanted_encodings(producer)
+            active = list(producer.sent_active or [True] * len(producer.encodings))
+            for i, want in enumerate(wanted):
+                since = producer.unwanted_since.get(i)
+                if want:
+                    producer.unwanted_since[i] = None
+                    active[i] = True
+                elif since is None:
+                    producer.unwanted_since[i] = now
+                elif now - since >= DYNACAST_HOLD_S:
+                    active[i] = False
+            if active != (producer.sent_active or [True] * len(active)):
+                producer.sent_active = active
+                owner = self.room.participants.get(producer.participant_id)
+                if owner is not None:
+                    asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
 
     def close(self) -> None:
         self.router.close()

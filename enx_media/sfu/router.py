@@ -36,6 +36,9 @@ class Producer:
     # per encoding: packets in at the last look, and whether any came since the one before
     seen: list[int] = field(default_factory=list, repr=False)
     active: list[bool] = field(default_factory=list)
+    # dynacast: the layers the publisher was last told to send, and since when each is unwanted
+    sent_active: list[bool] = field(default_factory=list)
+    unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
 
     @property
     def live(self) -> bool:
@@ -172,6 +175,28 @@ class Router:
         counts = [e["stats"]["packets_in"] for e in p.native.encodings]
         p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
         p.seen = counts
+
+    def wanted_encodings(self, p: Producer) -> list[bool]:
+        """Per encoding of p: may it be paused at the publisher (dynacast)? Wanted are the lowest (kept
+        for joiners and as the fallback), every one up to the highest a consumer wants, and a layer
+        whose size no key frame told yet when it may be the one a consumer wants (a browser starts its
+        top layers late: they are not paused before anyone could tell)."""
+        n = len(p.encodings)
+        if p.native is None:
+            return [True] * n
+        heights = [e["stats"]["height"] for e in p.native.encodings]
+        top = 0
+        for c in self.consumers:
+            if c.producer is not p:
+                continue
+            if c.max_height is None:
+                top = n - 1
+                break
+            pick = pick_encoding([(0, h) for h in heights], [h > 0 for h in heights], c.max_height) or 0
+            if heights[pick] < c.max_height:      # a larger layer of unknown size might fit too
+                pick = next((i for i in range(pick + 1, n) if not heights[i]), pick)
+            top = max(top, pick)
+        return [i <= top for i in range(n)]
 
     def select_encoding(self, c: Consumer) -> int | None:
         """Point a simulcast consumer at the encoding its wanted height asks for among those arriving

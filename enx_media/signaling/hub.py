@@ -74,6 +74,9 @@ class MessageNotifier:
     async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None:
         await p.channel.send(M.relay(sender, payload), sender.participant_id)
 
+    async def layers(self, p: "Participant", s: "Producer", active: list[bool]) -> None:
+        await p.channel.send(M.layers(s, active))
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         await p.channel.close(*CLOSE_CODES[why])
 

@@ -142,6 +142,10 @@ def session_ended(reason: str) -> dict[str, Any]:
     return {"type": "session-ended", "reason": reason}
 
 
+def layers(s: "Producer", active: list[bool]) -> dict[str, Any]:
+    return {"type": "layers", "stream_id": s.producer_id, "mid": s.mid, "active": active}
+
+
 def removed(by: str, reason: str) -> dict[str, Any]:
     return {"type": "removed", "by": by, "reason": reason}
 

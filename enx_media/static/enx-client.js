@@ -67,6 +67,7 @@ class EnxRoom extends EventTarget {
       case "stream-removed": this.streams.delete(msg.stream_id); this.remoteTracks.delete(msg.stream_id); break;
       case "participant-joined": this.participants.set(msg.participant.participant_id, msg.participant); break;
       case "participant-left": this.participants.delete(msg.participant_id); break;
+      case "layers": this.setLayers(msg).catch((e) => this.emit("error", e)); break;
     }
     this.emit(msg.type, msg);
     this.emit("message", msg);
@@ -78,6 +79,17 @@ class EnxRoom extends EventTarget {
     for (const p of this.joined.participants) this.participants.set(p.participant_id, p);
     for (const s of this.joined.streams) this.streams.set(s.stream_id, s);
     return this.joined;
+  }
+
+  async setLayers(msg) {
+    // Dynacast: the node says which simulcast layers of a published track someone receives; the others
+    // stop being encoded and sent until it asks for them again.
+    const tr = this.publishPc && this.publishPc.getTransceivers().find((t) => t.mid === msg.mid);
+    if (!tr) return;
+    const params = tr.sender.getParameters();
+    if (!params.encodings || params.encodings.length !== msg.active.length) return;
+    params.encodings.forEach((e, i) => { e.active = msg.active[i]; });
+    await tr.sender.setParameters(params);
   }
 
   async streamSettings(streamId, maxHeight) {

@@ -88,3 +88,57 @@ def test_each_subscriber_decodes_the_layer_it_asks_for(node, creds):
             await best.leave()
 
     asyncio.run(scenario())
+
+
+LAYERS_ACTIVE = """() => { const pc = window.enxDemo.room.publishPc;
+  const tr = pc.getTransceivers().find((t) => t.sender.track && t.sender.track.kind === "video");
+  return tr.sender.getParameters().encodings.map((e) => e.active); }"""
+
+FRAMES_ENCODED = """async () => { const out = {};
+  (await window.enxDemo.room.publishPc.getStats()).forEach((r) => {
+    if (r.type === "outbound-rtp" && r.kind === "video") out[r.rid] = r.framesEncoded; });
+  return out; }"""
+
+
+def test_dynacast_pauses_the_layers_nobody_receives_and_resumes_them(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        viewers = [await api.joined(room["room_id"], f"v{i}", "participant") for i in range(2)]
+        watched = []
+        try:
+            async with chromium_page() as page:
+                for v in viewers:
+                    await v.subscribe()
+                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
+                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                stream_id = await viewers[0].wait_stream(chrome_id, "video")
+                watched = [Heights(await v.wait_track(stream_id)) for v in viewers]
+                await watched[0].settle_on(720, 45)          # every layer runs (and its size is known)
+                for v in viewers:
+                    await v.stream_settings(stream_id, 200)  # both want the small one only
+                deadline = time.monotonic() + 15
+                while await page.evaluate(LAYERS_ACTIVE) != [True, False, False]:
+                    assert time.monotonic() < deadline, await page.evaluate(LAYERS_ACTIVE)
+                    await asyncio.sleep(0.2)
+                before = await page.evaluate(FRAMES_ENCODED)
+                await asyncio.sleep(2)
+                after = await page.evaluate(FRAMES_ENCODED)
+                assert after["q"] > before["q"] + 20                       # the small one is encoded,
+                assert after["h"] == before["h"] and after["f"] == before["f"]   # the others not at all
+                for w in watched:
+                    assert [h for _, h in w.frames[-5:]] == [180] * 5
+                # one viewer wants the best again: the publisher resumes, the viewer climbs back
+                await viewers[1].stream_settings(stream_id)
+                took = await watched[1].settle_on(720, 15)
+                assert await page.evaluate(LAYERS_ACTIVE) == [True, True, True]
+                print(f"dynacast: paused layers resumed and decoded at 720p after {took:.1f} s")
+        finally:
+            for w in watched:
+                w.stop()
+            for v in viewers:
+                await v.leave()
+
+    asyncio.run(scenario())
