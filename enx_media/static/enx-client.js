@@ -81,6 +81,21 @@ class EnxRoom extends EventTarget {
     return this.joined;
   }
 
+  adaptVideo(streamId, element) {
+    // Adaptive stream: tell the node the height this video is rendered at (device pixels) whenever its
+    // element resizes, so it sends the simulcast layer that fits; a hidden (0-height) element keeps the last.
+    let sent = null, timer = null;
+    const report = () => {
+      const h = Math.round(element.clientHeight * (window.devicePixelRatio || 1));
+      if (!h || h === sent) return;
+      sent = h;
+      this.streamSettings(streamId, h).catch((e) => this.emit("error", e));
+    };
+    const observer = new ResizeObserver(() => { clearTimeout(timer); timer = setTimeout(report, 200); });
+    observer.observe(element);
+    return () => { observer.disconnect(); clearTimeout(timer); };
+  }
+
   async setLayers(msg) {
     // Dynacast: the node says which simulcast layers of a published track someone receives; the others
     // stop being encoded and sent until it asks for them again.

@@ -142,3 +142,44 @@ def test_dynacast_pauses_the_layers_nobody_receives_and_resumes_them(node, creds
                 await v.leave()
 
     asyncio.run(scenario())
+
+
+INBOUND_HEIGHT = """async (streamId) => { const room = window.enxDemo.room;
+  const track = room.remoteTracks.get(streamId); let h = 0;
+  (await room.subscribePc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video" && r.trackIdentifier === track.id) h = r.frameHeight || 0; });
+  return h; }"""
+
+
+def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
+    """Adaptive stream in the demo page: a tile's rendered height goes to the node as it changes; a
+    Chromium subscriber decodes the small layer in a small tile, and a larger one once the tile is pinned."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def until_height(page, stream_id, wanted, timeout):
+        deadline = time.monotonic() + timeout
+        while (h := await page.evaluate(INBOUND_HEIGHT, stream_id)) != wanted:
+            assert time.monotonic() < deadline, f"frames of {h} lines, not {wanted}"
+            await asyncio.sleep(0.3)
+
+    async def scenario():
+        async with chromium_page() as publisher:
+            viewer = await publisher.context.browser.new_page()
+            await publisher.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'pub', 'moderator')}")
+            await publisher.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+            pub_id = await publisher.evaluate("window.enxDemo.room.joined.participant_id")
+            await viewer.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'view', 'participant')}")
+            await viewer.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+            stream_id = await viewer.evaluate(
+                """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
+                   && s.kind === "video").stream_id""", pub_id)
+            height = await viewer.evaluate("(id) => document.getElementById('tile-' + id).clientHeight", stream_id)
+            assert 180 <= height < 360, height      # the page's grid: a small tile at this window size
+            await until_height(viewer, stream_id, 180, 30)
+            await viewer.click(f"#tile-{stream_id}")                  # pinned: twice as large
+            height = await viewer.evaluate("(id) => document.getElementById('tile-' + id).clientHeight", stream_id)
+            assert 360 <= height < 720, height
+            await until_height(viewer, stream_id, 360, 30)
+
+    asyncio.run(scenario())
