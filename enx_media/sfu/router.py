@@ -36,6 +36,7 @@ class Producer:
     # per encoding: packets in at the last look, and whether any came since the one before
     seen: list[int] = field(default_factory=list, repr=False)
     active: list[bool] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)   # (width, height) per encoding, (0, 0): unknown
     # dynacast: the layers the publisher was last told to send, and since when each is unwanted
     sent_active: list[bool] = field(default_factory=list)
     unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
@@ -172,19 +173,19 @@ class Router:
         top layer late and drops layers when its uplink shrinks, and a paused one sends nothing."""
         if p.native is None or len(p.encodings) < 2:
             return
-        counts = [e["stats"]["packets_in"] for e in p.native.encodings]
+        encodings = p.native.encodings
+        counts = [e["stats"]["packets_in"] for e in encodings]
         p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
         p.seen = counts
+        p.sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in encodings]
 
     def wanted_encodings(self, p: Producer) -> list[bool]:
-        """Per encoding of p: may it be paused at the publisher (dynacast)? Wanted are the lowest (kept
-        for joiners and as the fallback), every one up to the highest a consumer wants, and a layer
-        whose size no key frame told yet when it may be the one a consumer wants (a browser starts its
-        top layers late: they are not paused before anyone could tell)."""
+        """Per encoding of p: is it wanted (False: dynacast may pause it at the publisher)? Wanted are
+        the lowest (kept for joiners and as the fallback), every one up to the highest a consumer wants,
+        and a layer whose size no key frame told yet when it may be the one a consumer wants (a browser
+        starts its top layers late: they are not paused before anyone could tell)."""
         n = len(p.encodings)
-        if p.native is None:
-            return [True] * n
-        heights = [e["stats"]["height"] for e in p.native.encodings]
+        heights = [h for _, h in p.sizes] or [0] * n
         top = 0
         for c in self.consumers:
             if c.producer is not p:
@@ -205,8 +206,7 @@ class Router:
         p = c.producer
         if c.native is None or p.native is None or len(p.encodings) < 2:
             return None
-        sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in p.native.encodings]
-        target = pick_encoding(sizes, p.active, c.max_height)
+        target = pick_encoding(p.sizes, p.active, c.max_height)   # as observe_encodings last saw them
         if target is not None and target != c.native.target_encoding:
             self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
         elif c.native.encoding != c.native.target_encoding:
