@@ -286,12 +286,13 @@ class RoomClient:
                 raise asyncio.TimeoutError(f"no {kind} stream from {participant_id}")
             await asyncio.sleep(0.05)
 
-    async def stream_settings(self, stream_id: str, max_height: int | None = None) -> int | None:
-        """Ask for a received video stream at most max_height lines high (None: the best there is); the
-        node sends the simulcast layer that fits. Returns the layer's index (lowest first), None for a
-        stream of one layer."""
-        reply = await self.request("stream-settings", stream_id=stream_id,
-                                   **({} if max_height is None else {"max_height": max_height}))
+    async def stream_settings(self, stream_id: str, max_height: int | None = None,
+                              max_fps: int | None = None) -> int | None:
+        """Ask for a received video stream at most max_height lines high and max_fps frames a second
+        (None: the best there is); the node sends the simulcast layer (and VP8 temporal layers) that fit.
+        Returns the layer's index (lowest first), None for a stream of one layer."""
+        wish = {k: v for k, v in (("max_height", max_height), ("max_fps", max_fps)) if v is not None}
+        reply = await self.request("stream-settings", stream_id=stream_id, **wish)
         encoding: int | None = reply.get("encoding")
         return encoding
 

@@ -8,6 +8,7 @@ cdef enum:
     HIST_SLOT = 1536
     PLI_INTERVAL_NS = 500000000   # at most one key frame request per encoding per 500 ms
     MAX_ENCODINGS = 3             # simulcast: rid -> SSRC (RFC 8853), e.g. q/h/f
+    MAX_TID = 4                   # VP8 temporal layers counted (the TID field has 2 bits)
     NAME_LEN = 32                 # mid and rid values we keep (RFC 8852 allows more; nobody sends it)
     SENT_RING = 512        # per consumer: output seq -> input seq of what was sent (NACK), = HIST_SLOTS
     GAP_RING = 256         # per consumer: output seqs held for input seqs that have not arrived yet
@@ -62,6 +63,7 @@ cdef struct CEncoding:
     Counters c
     uint64_t keyframes
     int width, height           # of its last VP8 key frame (0: none seen, or H.264)
+    uint64_t frames_by_tid[MAX_TID]   # VP8 frames by temporal layer (no TID: layer 0); a selector's frame rates
     uint64_t restarts
     int have_seq
     int64_t ext_seq        # highest extended sequence number (RFC 3550 Appendix A.1 style)
@@ -212,9 +214,13 @@ cdef class Transport:
         return d
 
 
+_PER_ENCODING_ONLY = ("width", "height", "frames_by_tid")   # a layer's own, not summed over the producer
+
+
 cdef dict encoding_stats(const CEncoding *e):
     d = counters_dict(&e.c)
-    d.update(keyframes=e.keyframes, width=e.width, height=e.height, restarts=e.restarts, pli_forwarded=e.pli_forwarded,
+    d.update(keyframes=e.keyframes, width=e.width, height=e.height,
+             frames_by_tid=[e.frames_by_tid[i] for i in range(MAX_TID)], restarts=e.restarts, pli_forwarded=e.pli_forwarded,
              pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
              sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
              nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack)
@@ -290,7 +296,8 @@ cdef class Producer:
         per = [encoding_stats(&self.p.enc[i]) for i in range(self.p.nenc)]
         d = {}
         for k in per[0]:
-            d[k] = sum(x[k] for x in per)
+            if k not in _PER_ENCODING_ONLY:
+                d[k] = sum(x[k] for x in per)
         d.update(sr_ntp=per[0]["sr_ntp"], sr_rtp_timestamp=per[0]["sr_rtp_timestamp"],
                  consumers=self.p.consumers.n, encodings=per)
         return d

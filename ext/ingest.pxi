@@ -136,6 +136,8 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
         if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
             key = vp8.keyframe
             tid = vp8.tid
+            if vp8.s and vp8.pid == 0:      # a frame's first packet: counted by temporal layer
+                e.frames_by_tid[tid if 0 <= tid < MAX_TID else 0] += 1
             if vp8.width:
                 e.width = vp8.width
                 e.height = vp8.height

@@ -273,10 +273,12 @@ class LiveRoom:
     async def answer(self, p: Participant, answer_sdp: str) -> None:
         await self._media().answer(p, answer_sdp)
 
-    def stream_settings(self, p: Participant, stream_id: str, max_height: int | None) -> int | None:
-        """How p wants a stream it receives: at most max_height lines (None: the best there is). Returns
-        the encoding it is sent now or after the next key frame (None for a stream of one encoding)."""
-        return self._media().stream_settings(p, stream_id, max_height)
+    def stream_settings(self, p: Participant, stream_id: str, max_height: int | None,
+                        max_fps: float | None = None) -> int | None:
+        """How p wants a stream it receives: at most max_height lines and max_fps frames a second (None:
+        the best there is). Returns the encoding it is sent now or after the next key frame (None for a
+        stream of one encoding)."""
+        return self._media().stream_settings(p, stream_id, max_height, max_fps)
 
     # -- moderation and floor -----------------------------------------------------------------------
     async def set_muted(self, p: Participant, pid: str, kind: str, muted: bool) -> list[str]:

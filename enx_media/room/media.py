@@ -33,6 +33,7 @@ class Subscription:
     offered_active: bool = False   # what the last offer sent said about this section
     ext_ids: dict[str, int] = field(default_factory=dict)   # header extensions the answer kept
     max_height: int | None = None  # the subscriber's wanted picture height (stream-settings)
+    max_fps: float | None = None   # ... and frame rate
 
 
 @dataclass(eq=False)
@@ -284,20 +285,21 @@ class RoomMedia:
             pt, clock_rate = negotiation.consumer_rtp_parameters(sm.producer.codec)
             sm.consumer = self.router.create_consumer(sm.producer, t, p.participant_id, sm.section.ssrc, pt,
                                                       clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid,
-                                                      max_height=sm.max_height)
+                                                      max_height=sm.max_height, max_fps=sm.max_fps)
 
-    def stream_settings(self, p: "Participant", stream_id: str, max_height: int | None) -> int | None:
+    def stream_settings(self, p: "Participant", stream_id: str, max_height: int | None,
+                        max_fps: float | None = None) -> int | None:
         sm = next((x for x in p.media.subscriptions if x.producer.producer_id == stream_id and x.section.active), None)
         if sm is None:
             raise E.NotFound(f"you do not receive stream {stream_id}")
         if sm.producer.kind != "video":
             raise E.ValidationFailed("stream settings are for video streams")
-        sm.max_height = max_height
+        sm.max_height, sm.max_fps = max_height, max_fps
         if len(sm.producer.encodings) < 2:
             return None
         if sm.consumer is None or sm.consumer.native is None:
             return 0               # a consumer starts on the lowest; the setting applies once it exists
-        sm.consumer.max_height = max_height
+        sm.consumer.max_height, sm.consumer.max_fps = max_height, max_fps
         target = self.router.select_encoding(sm.consumer)
         return sm.consumer.native.target_encoding if target is None else target
 

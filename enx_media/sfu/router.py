@@ -5,6 +5,7 @@ for producers and consumers; media never passes through here, only their lifecyc
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,6 +38,10 @@ class Producer:
     seen: list[int] = field(default_factory=list, repr=False)
     active: list[bool] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)   # (width, height) per encoding, (0, 0): unknown
+    # per encoding: frame rate of temporal layers 0..k together, for each k (VP8 TID), smoothed
+    fps_upto: list[list[float]] = field(default_factory=list)
+    frames_seen: list[list[int]] = field(default_factory=list, repr=False)
+    seen_at: float = 0.0
     # dynacast: the layers the publisher was last told to send, and since when each is unwanted
     sent_active: list[bool] = field(default_factory=list)
     unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
@@ -56,6 +61,17 @@ class Consumer:
     clock_rate: int
     native: Any = None
     max_height: int | None = None   # the subscriber's wanted picture height (None: the best there is)
+    max_fps: float | None = None    # the subscriber's wanted frame rate (None: every frame)
+
+
+def pick_temporal_layer(fps_upto: list[float], max_fps: float | None) -> int:
+    """The highest VP8 temporal layer whose frame rate (with the layers below) stays within max_fps
+    (15 % over is within: a 7.5 fps base layer serves 7 fps); the base layer at the least. 255 (all)
+    without a wish or before any frame rate is known."""
+    if max_fps is None or not fps_upto or not any(fps_upto):
+        return 255
+    fitting = [k for k, fps in enumerate(fps_upto) if fps <= max_fps * 1.15]
+    return max(fitting) if fitting else 0
 
 
 def pick_encoding(sizes: list[tuple[int, int]], active: list[bool], max_height: int | None) -> int | None:
@@ -148,7 +164,7 @@ class Router:
     # -- consumers ----------------------------------------------------------------------------------
     def create_consumer(self, p: Producer, transport: Any, subscriber_id: str, ssrc: int, payload_type: int,
                         clock_rate: int, *, ext_ids: dict[str, int] | None = None, mid: str = "",
-                        max_height: int | None = None) -> Consumer | None:
+                        max_height: int | None = None, max_fps: float | None = None) -> Consumer | None:
         """p as sent on a subscriber's transport: its SSRC and payload type, and the header extensions
         the subscriber negotiated (ext_ids; `mid` is the subscriber's m-line, written into each packet)."""
         if p.native is None or transport.native is None:
@@ -159,7 +175,7 @@ class Router:
         except ValueError as exc:
             log.warning("consumer refused producer=%s: %s", p.producer_id, exc)
             return None
-        c = Consumer(p, transport, subscriber_id, ssrc, payload_type, clock_rate, native, max_height)
+        c = Consumer(p, transport, subscriber_id, ssrc, payload_type, clock_rate, native, max_height, max_fps)
         self.consumers.append(c)
         self.select_encoding(c)
         if p.paused:
@@ -178,6 +194,15 @@ class Router:
         p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
         p.seen = counts
         p.sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in encodings]
+        now = time.monotonic()
+        frames = [list(e["stats"]["frames_by_tid"]) for e in encodings]
+        if p.frames_seen and now > p.seen_at:
+            dt = now - p.seen_at
+            rates = [[sum(f[: k + 1]) - sum(b[: k + 1]) for k in range(len(f))] for f, b in zip(frames, p.frames_seen)]
+            prev = p.fps_upto or [[0.0] * len(f) for f in frames]
+            # smoothed: a tick holds a handful of frames of a low layer
+            p.fps_upto = [[0.7 * o + 0.3 * (n / dt) for o, n in zip(before, new)] for before, new in zip(prev, rates)]
+        p.frames_seen, p.seen_at = frames, now
 
     def wanted_encodings(self, p: Producer) -> list[bool]:
         """Per encoding of p: is it wanted (False: dynacast may pause it at the publisher)? Wanted are
@@ -207,6 +232,9 @@ class Router:
         if c.native is None or p.native is None or len(p.encodings) < 2:
             return None
         target = pick_encoding(p.sizes, p.active, c.max_height)   # as observe_encodings last saw them
+        layer = pick_temporal_layer(p.fps_upto[target] if target is not None and p.fps_upto else [], c.max_fps)
+        if c.native.max_temporal_layer != layer:
+            c.native.max_temporal_layer = layer     # one int the fan-out reads: dropping starts at once
         if target is not None and target != c.native.target_encoding:
             self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
         elif c.native.encoding != c.native.target_encoding:

@@ -279,7 +279,7 @@ async def _remove(conn: Connection, live: "LiveRoom", p: "Participant", msg: dic
 
 
 async def _stream_settings(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
-    encoding = live.stream_settings(p, msg["stream_id"], msg.get("max_height"))
+    encoding = live.stream_settings(p, msg["stream_id"], msg.get("max_height"), msg.get("max_fps"))
     return M.ok("stream-settings", **({} if encoding is None else {"encoding": encoding}))
 
 

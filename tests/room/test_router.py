@@ -147,3 +147,13 @@ def test_pick_encoding_follows_the_wanted_height_among_arriving_layers():
     assert pick_encoding([(0, 0)] * 3, [False, True, True], None) == 1  # arriving, size unknown: lowest
     assert pick_encoding(sizes, [False] * 3, None) is None         # nothing arrives: stay
     assert pick_encoding(sizes, [], 720) is None                   # not looked at yet
+
+
+def test_pick_temporal_layer_keeps_within_the_wanted_frame_rate():
+    from enx_media.sfu.router import pick_temporal_layer
+
+    l1t3 = [7.5, 15.0, 30.0, 30.0]        # Chromium's VP8 layers at 30 fps (no TID 3: the same rate)
+    assert pick_temporal_layer(l1t3, None) == 255
+    assert pick_temporal_layer(l1t3, 30) == 3 and pick_temporal_layer(l1t3, 15) == 1
+    assert pick_temporal_layer(l1t3, 7) == 0 and pick_temporal_layer(l1t3, 1) == 0   # the base layer at least
+    assert pick_temporal_layer([0.0] * 4, 10) == 255 and pick_temporal_layer([], 10) == 255   # not measured yet

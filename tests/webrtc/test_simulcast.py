@@ -183,3 +183,47 @@ def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
             await until_height(viewer, stream_id, 360, 30)
 
     asyncio.run(scenario())
+
+
+def test_a_subscriber_that_wants_fewer_frames_gets_fewer_temporal_layers(node, creds):
+    """Chromium's simulcast layers are VP8 with 3 temporal layers (a quarter, a half and all frames): a
+    subscriber asking for 8 frames a second gets the base layer only, and every frame again after."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    def fps(h: Heights, seconds: float) -> float:
+        since = time.monotonic() - seconds
+        return sum(t >= since for t, _ in h.frames) / seconds
+
+    async def scenario():
+        viewer = await api.joined(room["room_id"], "viewer", "participant")
+        watched = None
+        try:
+            async with chromium_page() as page:
+                await viewer.subscribe()
+                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
+                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                stream_id = await viewer.wait_stream(chrome_id, "video")
+                watched = Heights(await viewer.wait_track(stream_id))
+                await viewer.stream_settings(stream_id, 200)
+                await watched.settle_on(180, 15)
+                await asyncio.sleep(3)
+                full = fps(watched, 3)
+                await viewer.stream_settings(stream_id, 200, max_fps=8)
+                await asyncio.sleep(4)
+                reduced = fps(watched, 3)
+                await viewer.stream_settings(stream_id, 200)
+                await asyncio.sleep(4)
+                again = fps(watched, 3)
+                print(f"temporal layers: {full:.1f} fps, at max_fps 8: {reduced:.1f} fps, then {again:.1f} fps")
+                # (Chromium sends its low layer at 20 fps here: temporal layers of 5, 10 and 20 fps)
+                assert full > 12 and again > 0.8 * full, (full, again)
+                assert full / 5 <= reduced <= 8 * 1.15, (full, reduced)
+                assert watched.longest_gap(time.monotonic() - 10) < 0.5       # fewer frames, evenly spaced
+        finally:
+            if watched:
+                watched.stop()
+            await viewer.leave()
+
+    asyncio.run(scenario())
