@@ -314,24 +314,10 @@ class RoomMedia:
             self.router.select_encoding(c)
         now = time.monotonic()
         for producer in list(self.producers.values()):
-            if len(producer.encodings) < 2 or not producer.live:
-                continue
-            wanted = self.router.wanted_encodings(producer)
-            active = list(producer.sent_active or [True] * len(producer.encodings))
-            for i, want in enumerate(wanted):
-                since = producer.unwanted_since.get(i)
-                if want:
-                    producer.unwanted_since[i] = None
-                    active[i] = True
-                elif since is None:
-                    producer.unwanted_since[i] = now
-                elif now - since >= DYNACAST_HOLD_S:
-                    active[i] = False
-            if active != (producer.sent_active or [True] * len(active)):
-                producer.sent_active = active
-                owner = self.room.participants.get(producer.participant_id)
-                if owner is not None:
-                    asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
+            active = self.router.dynacast(producer, now, DYNACAST_HOLD_S)
+            owner = self.room.participants.get(producer.participant_id)
+            if active is not None and owner is not None:
+                asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
 
     def close(self) -> None:
         self.router.close()

@@ -210,7 +210,8 @@ class Router:
         and a layer whose size no key frame told yet when it may be the one a consumer wants (a browser
         starts its top layers late: they are not paused before anyone could tell)."""
         n = len(p.encodings)
-        heights = [h for _, h in p.sizes] or [0] * n
+        sizes = p.sizes or [(0, 0)] * n
+        known = [h > 0 for _, h in sizes]
         top = 0
         for c in self.consumers:
             if c.producer is not p:
@@ -218,11 +219,32 @@ class Router:
             if c.max_height is None:
                 top = n - 1
                 break
-            pick = pick_encoding([(0, h) for h in heights], [h > 0 for h in heights], c.max_height) or 0
-            if heights[pick] < c.max_height:      # a larger layer of unknown size might fit too
-                pick = next((i for i in range(pick + 1, n) if not heights[i]), pick)
+            pick = pick_encoding(sizes, known, c.max_height) or 0
+            if sizes[pick][1] < c.max_height:      # a larger layer of unknown size might fit too
+                pick = next((i for i in range(pick + 1, n) if not known[i]), pick)
             top = max(top, pick)
         return [i <= top for i in range(n)]
+
+    def dynacast(self, p: Producer, now: float, hold: float) -> list[bool] | None:
+        """The layers p's publisher should send now, when that changed (None: tell it nothing): an
+        unwanted layer is paused once unwanted for `hold` seconds, a wanted one resumed at once."""
+        if len(p.encodings) < 2 or not p.live:
+            return None
+        sent = p.sent_active or [True] * len(p.encodings)
+        active = list(sent)
+        for i, want in enumerate(self.wanted_encodings(p)):
+            since = p.unwanted_since.get(i)
+            if want:
+                p.unwanted_since[i] = None
+                active[i] = True
+            elif since is None:
+                p.unwanted_since[i] = now
+            elif now - since >= hold:
+                active[i] = False
+        if active == sent:
+            return None
+        p.sent_active = active
+        return active
 
     def select_encoding(self, c: Consumer) -> int | None:
         """Point a simulcast consumer at the encoding its wanted height asks for among those arriving

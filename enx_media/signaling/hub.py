@@ -26,9 +26,9 @@ class MessageNotifier:
     """Implements room.live.Notifier: each notification becomes one message per recipient."""
 
     @staticmethod
-    async def _to(people: Iterable["Participant"], message: dict[str, Any]) -> None:
+    async def _to(people: Iterable["Participant"], message: dict[str, Any], sender: str | None = None) -> None:
         for p in list(people):
-            await p.channel.send(message)
+            await p.channel.send(message, sender)
 
     async def participant_joined(self, to: Iterable["Participant"], p: "Participant") -> None:
         await self._to(to, M.participant_joined(p))
@@ -51,9 +51,7 @@ class MessageNotifier:
 
     async def chat(self, to: Iterable["Participant"], sender: "Participant", text: str, recipients: list[str] | None,
                    sent: float) -> None:
-        message = M.chat(sender, text, recipients, sent)
-        for p in list(to):
-            await p.channel.send(message, sender.participant_id)
+        await self._to(to, M.chat(sender, text, recipients, sent), sender.participant_id)
 
     async def session_warning(self, to: Iterable["Participant"], seconds_left: int) -> None:
         await self._to(to, M.session_warning(seconds_left))
