@@ -1,14 +1,14 @@
 # cython: language_level=3
 """enx-media packet core: one compiled module. Per-topic files are included in this order: the packet
-formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, entities,
-transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
+formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, the downlink
+bandwidth estimator, entities, transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
 ingest: the producer side, seq: a consumer's numbering, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
 rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers. Structs must be
 defined before a struct that embeds them; functions may be used before their definition.
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
 ext/includes/*.pxd, see STYLE.md.)"""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
-from libc.string cimport memcpy, memset, memcmp, strcmp, strcpy, strerror
+from libc.string cimport memcpy, memmove, memset, memcmp, strcmp, strcpy, strerror
 from libc.stdlib cimport malloc, calloc, realloc, free
 from cnet cimport *
 from openssl cimport *
@@ -22,6 +22,7 @@ include "map.pxi"
 include "srtp.pxi"
 include "stats.pxi"
 include "nack.pxi"
+include "bwe.pxi"
 include "entities.pxi"
 include "twcc.pxi"
 include "events.pxi"

@@ -13,8 +13,25 @@ cdef inline int ext_elements(const CConsumer *c, const RtpLayout *l, uint8_t *el
         el[k] = <uint8_t>(c.out_ext.audio_level << 4)    # length 1 (L = 0)
         el[k + 1] = <uint8_t>l.audio_level
         k += 2
-    # TRANSPORT_CC: the transport-wide seq towards a subscriber must be numbered per subscriber transport
-    # (its own sequence, fed to its own feedback and bandwidth estimator): the next issue writes it here.
+    return k
+
+
+cdef inline int ext_congestion(const CConsumer *c, const SendCtx *x, uint8_t *el, int k) noexcept nogil:
+    """Append the element the subscriber's bandwidth estimation needs: the transport's next transport-wide
+    seq (its own numbering per subscriber transport, bwe.pxi; one-byte form, 2 bytes) if it negotiated
+    transport-cc, else our send time as abs-send-time (3 bytes) for its REMB."""
+    cdef uint32_t v
+    if c.out_ext.transport_cc and c.transport.bwe.hist != NULL:
+        el[k] = <uint8_t>((c.out_ext.transport_cc << 4) | 1)
+        wr16(el + k + 1, <uint16_t>c.transport.bwe.next_seq)
+        return k + 3
+    if c.out_ext.abs_send_time:
+        v = abs_send_time(x.run_us)
+        el[k] = <uint8_t>((c.out_ext.abs_send_time << 4) | 2)
+        el[k + 1] = <uint8_t>(v >> 16)
+        el[k + 2] = <uint8_t>(v >> 8)
+        el[k + 3] = <uint8_t>v
+        return k + 4
     return k
 
 
@@ -43,7 +60,7 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     out = x.sbuf + x.nsend * SLOT
     # room for the SRTP tag after it when the transport protects
     n = rtp_write_ext(out, SLOT if c.transport.tx == NULL else SLOT - SRTP_MAX_TRAILER, buf, length, l, el,
-                      ext_elements(c, l, el))
+                      ext_congestion(c, x, el, ext_elements(c, l, el)))
     if n < 0:
         c.drops[drop_reason(n)] += 1
         return 0
@@ -57,6 +74,9 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     x.nsend += 1
     x.packets_out += 1
     x.bytes_out += n
+    if c.out_ext.transport_cc and c.transport.bwe.hist != NULL:
+        bwe_sent(&c.transport.bwe, c.transport.bwe.next_seq, x.run_us, n)
+        c.transport.bwe.next_seq += 1
     c.c.packets_out += 1
     c.c.bytes_out += n
     c.transport.c.packets_out += 1
@@ -71,6 +91,7 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
         e.out_ts = out_ts
         e.enc = enc
         e.rtx_ns = 0
+        c.last_out_marker = (buf[1] & 0x80) != 0
     return 1
 
 
@@ -153,6 +174,74 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
     send_rtx(w, c, enc.hist + slot * HIST_SLOT, length, out_seq, e.out_ts, in_seq, e.enc)
 
 
+cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
+    """About `budget` bytes of padding-only packets (RFC 3550 §5.1: P bit, no payload) to t for a probe, on
+    one of its video consumers whose last packet ended a frame: fresh output seqs (the numbering skips
+    them for what follows), that frame's timestamp, the consumer's extensions, so that libwebrtc takes
+    them as padding and aiortc as an empty part of the frame they follow. Never on audio (an empty Opus
+    packet stops aiortc's decoder), never in the middle of a frame. At most 32 packets per call."""
+    cdef CConsumer *c = NULL
+    cdef CConsumer *k
+    cdef SendCtx *x = w.tx
+    cdef uint8_t el[NAME_LEN + 8]
+    cdef uint8_t *out
+    cdef int i, ne, n, blk, sent = 0
+    cdef int64_t seq
+    if not t.bound:
+        return
+    for i in range(t.consumers.n):
+        k = <CConsumer *>t.consumers.items[i]
+        if ((k.producer.codec == CODEC_VP8 or k.producer.codec == CODEC_H264) and k.have_out and not k.resync and not k.paused
+                and k.last_out_marker):
+            c = k
+            break
+    if c == NULL:
+        return
+    ctx_run_start(x, &t.addr)
+    while budget > 0 and sent < 32:
+        ctx_run_room(x)
+        out = x.sbuf + x.nsend * SLOT
+        seq = c.last_out_seq + 1
+        ne = ext_congestion(c, x, el, c.ext_pre_len)
+        memcpy(el, c.ext_pre, c.ext_pre_len)
+        blk = 4 + ((ne + 3) & ~3) if ne else 0
+        out[0] = 0xA0 | (0x10 if ne else 0)           # V=2, P=1, X
+        rtp_set_header(out, c.payload_type, <uint16_t>seq, <uint32_t>c.last_out_ts, c.ssrc)
+        out[1] &= 0x7f                                  # no marker: not a frame's end
+        if ne:
+            out[12] = 0xBE
+            out[13] = 0xDE
+            wr16(out + 14, <uint16_t>((blk - 4) // 4))
+            memset(out + 16, 0, blk - 4)
+            memcpy(out + 16, el, ne)
+        n = 12 + blk
+        memset(out + n, 0, BWE_PAD_MAX - 1)
+        out[n + BWE_PAD_MAX - 1] = BWE_PAD_MAX
+        n += BWE_PAD_MAX
+        if t.tx != NULL:
+            n = srtp_protect(t.tx, out, n, SLOT)
+            if n < 0:
+                c.drops[drop_reason(n)] += 1
+                break
+        # the number is used: what follows continues after it
+        c.last_out_seq = seq
+        c.seq_offset += 1
+        x.siov[x.nsend].iov_len = n
+        x.nsend += 1
+        x.packets_out += 1
+        x.bytes_out += n
+        if c.out_ext.transport_cc and t.bwe.hist != NULL:
+            bwe_sent(&t.bwe, t.bwe.next_seq, x.run_us, n)
+            t.bwe.next_seq += 1
+        t.c.packets_out += 1
+        t.c.bytes_out += n
+        t.bwe.padding_packets += 1
+        t.bwe.padding_bytes += n
+        budget -= n
+        sent += 1
+    ctx_run_end(x)
+
+
 def rewrite_header_extensions(bytes packet, dict publisher_ids=None, dict subscriber_ids=None, str mid=""):
     """What a consumer with subscriber_ids and mid sends for packet (from a publisher with publisher_ids),
     SSRC/seq/ts aside: the same C code as the packet path (tests compare it with a reference)."""
@@ -180,8 +269,9 @@ cdef ExtIds _consumer_ext_ids(dict ext_ids, bytes mid) except *:
     """The subscriber's map, checked for what a consumer writes in the one-byte form (IDs 1-14,
     values of 1-16 bytes: RFC 8285 §4.2)."""
     cdef ExtIds ids = _ext_ids_from(ext_ids)
-    if ids.mid and not 1 <= ids.mid <= 14 or ids.audio_level and not 1 <= ids.audio_level <= 14:
-        raise ValueError("mid/audio_level extension IDs towards a subscriber must be 1-14 (one-byte form)")
+    for v in (ids.mid, ids.audio_level, ids.transport_cc, ids.abs_send_time):
+        if v and not 1 <= v <= 14:
+            raise ValueError("extension IDs towards a subscriber must be 1-14 (one-byte form)")
     if len(mid) > 16 or len(mid) >= NAME_LEN:
         raise ValueError("mid longer than 16 bytes")
     return ids

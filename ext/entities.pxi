@@ -49,6 +49,8 @@ cdef struct CTransport:
     uint64_t tcc_feedback_sent
     uint64_t tcc_packets_reported
     double rtt_ms               # from the last receiver report with a usable LSR on this transport
+    Bwe bwe                     # downlink: what we may send it (bwe.pxi), and the transport-wide seq we number
+    int probe_listed            # in the worker's list of transports running a probe
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     PtrList consumers           # CConsumer*: the consumers sending on it (a batch's copies to it share GSO messages)
     PtrList producers           # CProducer*: the producers it receives (SSRC learning by mid/rid looks here)
@@ -121,6 +123,7 @@ cdef struct CConsumer:
     int64_t last_out_seq
     int64_t last_out_ts
     int64_t last_out_ns
+    int last_out_marker         # the last packet sent ended a frame: padding may follow (probes)
     Counters c
     uint64_t drops[DROP_COUNT]
     uint64_t retransmits
@@ -187,18 +190,25 @@ cdef class Transport:
         self.t = <CTransport *>calloc(1, sizeof(CTransport))
         if self.t == NULL:
             raise MemoryError()
+        bwe_init(&self.t.bwe)
 
     def __dealloc__(self):
         if self.t != NULL:
             plist_free(&self.t.consumers)
             plist_free(&self.t.producers)
             free(self.t.tcc)
+            bwe_free(&self.t.bwe)
         free(self.t)
         self.t = NULL
 
     @property
     def id(self):
         return self.t.id
+
+    @property
+    def bwe(self):
+        """The downlink estimator's state (bwe.pxi): estimate_bps, limited, probing, counters."""
+        return bwe_stats(&self.t.bwe)
 
     @property
     def stats(self):
@@ -209,6 +219,7 @@ cdef class Transport:
         d["tcc_feedback_sent"] = self.t.tcc_feedback_sent
         d["tcc_packets_reported"] = self.t.tcc_packets_reported
         d["rtt_ms"] = self.t.rtt_ms
+        d["bwe"] = bwe_stats(&self.t.bwe)
         if self.rx is not None:
             d["srtp_rx"] = self.rx.stats
         return d

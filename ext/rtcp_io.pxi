@@ -46,6 +46,7 @@ cdef void rtcp_report(Core *w, CTransport *t, const uint8_t *blk, uint64_t ntp) 
     c.rr_jitter = r.jitter
     c.rr_highest_seq = r.highest_seq
     c.rr_count += 1
+    bwe_report_loss(&t.bwe, r.fraction_lost, now_ns() // 1000)
     if r.lsr != 0 and r.lsr == c.sr_ntp_mid:
         # RFC 3550 §6.4.1: RTT = A - LSR - DLSR, in 1/65536 s
         mid = <uint32_t>(ntp >> 16)
@@ -102,9 +103,11 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
                 c = <CConsumer *>map_get(&w.consumers, rd32(b + 8))   # FIR names it in the FCI
             if pt == RTCP_RTPFB and count == 15:
                 t.tcc_feedback += 1
+                bwe_feedback(&t.bwe, b + 8, blen - 8, now // 1000)
             elif pt == RTCP_PSFB and count == 15 and blen >= 16 and memcmp(b + 8, b"REMB", 4) == 0:
                 bitrate = (<uint64_t>(rd24(b + 13) & 0x3ffff)) << (b[13] >> 2)
                 t.remb_bitrate = bitrate
+                bwe_remb(&t.bwe, bitrate, now // 1000)
                 n = b[12]
                 for i in range(n):
                     if 16 + 4 * i + 4 <= blen:
@@ -161,8 +164,8 @@ cdef void send_nacks(Core *w, CEncoding *p, int64_t now) noexcept nogil:
 
 cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
     """Upstream feedback of the draining thread: key frame requests whose window closed, NACKs due,
-    transport-cc every TCC_INTERVAL_NS."""
-    cdef int i
+    transport-cc every TCC_INTERVAL_NS; downstream, the padding of running bandwidth probes."""
+    cdef int i, due
     cdef CTransport *t
     cdef CEncoding *p
     i = 0
@@ -187,6 +190,17 @@ cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
         t = <CTransport *>w.tcc_transports.items[i]
         if t.tcc.base < t.tcc.end and (force_tcc or now - t.tcc_last_fb_ns >= TCC_INTERVAL_NS):
             send_tcc(w, t, now)
+    i = 0
+    while i < w.probing.n:
+        t = <CTransport *>w.probing.items[i]
+        due = bwe_probe_due(&t.bwe, now // 1000, t.c.bytes_out)
+        if due > 0:
+            send_padding(w, t, due)
+        if t.bwe.probe_target == 0:
+            t.probe_listed = 0
+            plist_del(&w.probing, t)           # the last item moves to i
+        else:
+            i += 1
 
 
 cdef int request_keyframe(Core *w, CEncoding *p, int64_t now) noexcept nogil:

@@ -19,6 +19,7 @@ cdef struct SendCtx:
     int nmsg                   # messages queued
     int run_first              # the open run (ctx_run_start): its first slot and its destination
     sockaddr_in *run_dst
+    int64_t run_us             # when the open run started: the send time of its copies (bandwidth estimation)
     uint8_t *sbuf
     uint8_t *scmsg             # one UDP_SEGMENT cmsg per message
     iovec *siov
@@ -62,6 +63,7 @@ cdef inline void ctx_run_start(SendCtx *x, sockaddr_in *dst) noexcept nogil:
     """Open a run: the next slots are copies to dst, made into (GSO) messages by ctx_run_end."""
     x.run_first = x.nsend
     x.run_dst = dst
+    x.run_us = now_ns() // 1000
 
 
 cdef inline void ctx_run_end(SendCtx *x) noexcept nogil:

@@ -42,6 +42,7 @@ cdef struct Core:
     uint64_t next_id
     uint32_t rtcp_ssrc
     PtrList tcc_transports     # CTransport* with a transport-cc ring
+    PtrList probing            # CTransport* running a bandwidth probe (bwe.pxi): padding sent from feedback_due
     PtrList nack_encodings     # CEncoding* with missing seqs to NACK
     PtrList pli_encodings      # CEncoding* with a key frame request waiting for its PLI window to close
 
@@ -165,6 +166,7 @@ cdef class NativeWorker:
         map_free(&self.core.producers)
         map_free(&self.core.consumers)
         plist_free(&self.core.tcc_transports)
+        plist_free(&self.core.probing)
         plist_free(&self.core.nack_encodings)
         plist_free(&self.core.pli_encodings)
         if self.core.mu_ready:
@@ -303,6 +305,8 @@ cdef class NativeWorker:
             for p in [p for p in self._producers.values() if (<Producer>p).transport is t]:
                 self.close_producer(p)
             plist_del(&self.core.tcc_transports, t.t)
+            plist_del(&self.core.probing, t.t)
+            t.t.probe_listed = 0
             keys = self._extra_addrs.pop(t.t.id, set())
             if t.t.bound:
                 keys.add(addr_key(&t.t.addr))
@@ -470,8 +474,9 @@ cdef class NativeWorker:
         the same key: nonce reuse), even after its consumer closed.
 
         ext_ids is the subscriber's negotiated header extension map (names as in create_transport) and
-        mid its m-line's MID: each copy carries only mid (this value, on every packet) and audio_level
-        (the publisher's value); without ext_ids, no header extension at all."""
+        mid its m-line's MID: each copy carries only mid (this value, on every packet), audio_level
+        (the publisher's value) and, for the transport's bandwidth estimation, transport_cc (the
+        transport's own transport-wide seq) or else abs_send_time; without ext_ids, no header extension."""
         cdef Consumer c
         cdef bytes m = mid.encode()
         cdef ExtIds out_ext = _consumer_ext_ids(ext_ids, m)
@@ -503,6 +508,8 @@ cdef class NativeWorker:
             if plist_add(&transport.t.consumers, c.c) != 0:
                 plist_del(&producer.p.consumers, c.c)
                 map_del(&self.core.consumers, ssrc)
+                raise MemoryError()
+            if out_ext.transport_cc and bwe_enable_feedback(&transport.t.bwe) != 0:
                 raise MemoryError()
             if transport.tx is not None:
                 transport.tx_ssrcs.add(ssrc)
@@ -590,6 +597,24 @@ cdef class NativeWorker:
         finally:
             self._unlock()
         return bool(r)
+
+    def probe(self, Transport t, long long target_bps, int duration_ms=1000):
+        """Probe t's downlink before stepping up: padding brings what t is sent up to target_bps for
+        duration_ms (stopped at once by over-use, loss or a falling REMB); once feedback about it is in,
+        the estimate (stats()["bwe"]) rises to what got through. A probe already running is replaced."""
+        if target_bps <= 0 or not 1 <= duration_ms <= 5000:
+            raise ValueError("probe: target_bps > 0, duration_ms 1-5000")
+        self._lock()
+        try:
+            self._check_transport(t)
+            bwe_probe_start(&t.t.bwe, target_bps, duration_ms * 1000, now_ns() // 1000, t.t.c.bytes_out)
+            if not t.t.probe_listed:
+                if plist_add(&self.core.probing, t.t) != 0:
+                    t.t.bwe.probe_target = 0
+                    raise MemoryError()
+                t.t.probe_listed = 1
+        finally:
+            self._unlock()
 
     def send_sender_reports(self):
         """One SR per consumer that has sent (RFC 3550 §6.4.1): receivers' RRs then carry LSR/DLSR, so

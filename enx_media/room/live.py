@@ -74,6 +74,9 @@ class Notifier(Protocol):
     async def layers(self, p: "Participant", s: Producer, active: list[bool]) -> None:
         """Dynacast: which simulcast layers of p's stream s someone receives (the others may pause)."""
 
+    async def stream_state(self, p: "Participant", s: Producer, paused: bool) -> None:
+        """Stream s is paused (or flows again) to p because its downlink cannot carry it."""
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         """End p's connection after what was sent to it; why: session-ended or removed."""
 

@@ -304,15 +304,21 @@ class RoomMedia:
         return sm.consumer.native.target_encoding if target is None else target
 
     def select_layers(self) -> None:
-        """Point every simulcast consumer at its layer again (a layer's size is known only once its key
-        frames arrive, and a browser changes sizes as its bandwidth ramps), then dynacast: the layers above
+        """Share each subscriber's downlink estimate across its streams (Router.allocate: layers allowed,
+        streams paused for bandwidth, told to the subscriber), point every simulcast consumer at its layer
+        again (a layer's size is known only once its key frames arrive, and a browser changes sizes as its
+        bandwidth ramps), then dynacast: the layers above
         the highest one any consumer wants are paused at the publisher after DYNACAST_HOLD_S unwanted,
         and resumed the moment one is wanted."""
+        now = time.monotonic()
         for producer in self.producers.values():
             self.router.observe_encodings(producer)
+        for c in self.router.allocate(now):
+            subscriber = self.room.participants.get(c.subscriber_id)
+            if subscriber is not None:
+                asyncio.ensure_future(self.room.notifier.stream_state(subscriber, c.producer, c.bandwidth_paused))
         for c in self.router.consumers:
             self.router.select_encoding(c)
-        now = time.monotonic()
         for producer in list(self.producers.values()):
             active = self.router.dynacast(producer, now, DYNACAST_HOLD_S)
             owner = self.room.participants.get(producer.participant_id)

@@ -9,9 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import allocation
 from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+# Probes (padding up to what a step up needs, ext/bwe.pxi): at most one per transport this often, this long
+PROBE_INTERVAL_S = 2.0
+PROBE_DURATION_MS = 600
+PROBE_MAX_BPS = 20_000_000
 
 
 @dataclass(eq=False)
@@ -34,6 +40,7 @@ class Producer:
     on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
     # simulcast: [(rid, ssrc)] lowest first (ssrc 0 until the core binds it); empty for one encoding
     encodings: list[tuple[str, int]] = field(default_factory=list)
+    source: str = "camera"          # "camera" or "screen" (a screen share goes first in allocation)
     # per encoding: packets in at the last look, and whether any came since the one before
     seen: list[int] = field(default_factory=list, repr=False)
     active: list[bool] = field(default_factory=list)
@@ -42,6 +49,10 @@ class Producer:
     fps_upto: list[list[float]] = field(default_factory=list)
     frames_seen: list[list[int]] = field(default_factory=list, repr=False)
     seen_at: float = 0.0
+    # bits per second arriving, per encoding (simulcast) and in all, smoothed; bytes at the last look
+    bitrates: list[float] = field(default_factory=list)
+    bitrate: float = 0.0
+    bytes_seen: list[int] = field(default_factory=list, repr=False)
     # dynacast: the layers the publisher was last told to send, and since when each is unwanted
     sent_active: list[bool] = field(default_factory=list)
     unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
@@ -62,6 +73,11 @@ class Consumer:
     native: Any = None
     max_height: int | None = None   # the subscriber's wanted picture height (None: the best there is)
     max_fps: float | None = None    # the subscriber's wanted frame rate (None: every frame)
+    # bandwidth allocation (allocation.py): the encoding its transport's estimate allows (None: no cap
+    # yet), whether it is paused because even its lowest layer does not fit, and its encoding switches
+    allowed: int | None = None
+    bandwidth_paused: bool = False
+    switches: int = 0
 
 
 def pick_temporal_layer(fps_upto: list[float], max_fps: float | None) -> int:
@@ -96,6 +112,7 @@ class Router:
         self.worker = worker
         self.producers: dict[str, Producer] = {}
         self.consumers: list[Consumer] = []
+        self._last_probe: dict[int, float] = {}    # id(subscriber transport) -> when it was last probed
 
     # -- producers ----------------------------------------------------------------------------------
     def create_producer(self, producer: Producer) -> Producer:
@@ -157,7 +174,7 @@ class Router:
         p.paused = paused
         for c in self.consumers:
             if c.producer is p and c.native is not None:
-                c.native.pause() if paused else c.native.resume(True)
+                c.native.pause() if paused or c.bandwidth_paused else c.native.resume(True)
         if not paused and p.kind == "video":
             self.request_keyframe(p)
 
@@ -186,15 +203,28 @@ class Router:
 
     def observe_encodings(self, p: Producer) -> None:
         """Note which of p's encodings are arriving (packets since the last look): a browser starts its
-        top layer late and drops layers when its uplink shrinks, and a paused one sends nothing."""
-        if p.native is None or len(p.encodings) < 2:
+        top layer late and drops layers when its uplink shrinks, and a paused one sends nothing. And the
+        bitrate of each (what allocation counts a layer at)."""
+        if p.native is None:
             return
-        encodings = p.native.encodings
+        now = time.monotonic()
+        encodings = p.native.encodings if len(p.encodings) >= 2 else [{"stats": p.native.stats}]
+        nbytes = [e["stats"]["bytes_in"] for e in encodings]
+        if p.bytes_seen and now > p.seen_at:
+            dt = now - p.seen_at
+            old_bps = p.bitrates or [0.0] * len(nbytes)
+            # smoothed over a few ticks: a key frame is several times a tick's average
+            p.bitrates = [0.6 * o + 0.4 * (n - b) * 8 / dt if n > b else 0.6 * o
+                          for o, n, b in zip(old_bps, nbytes, p.bytes_seen)]
+            p.bitrate = sum(p.bitrates)
+        p.bytes_seen = nbytes
+        if len(p.encodings) < 2:
+            p.seen_at = now
+            return
         counts = [e["stats"]["packets_in"] for e in encodings]
         p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
         p.seen = counts
         p.sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in encodings]
-        now = time.monotonic()
         frames = [list(e["stats"]["frames_by_tid"]) for e in encodings]
         if p.frames_seen and now > p.seen_at:
             dt = now - p.seen_at
@@ -254,16 +284,68 @@ class Router:
         if c.native is None or p.native is None or len(p.encodings) < 2:
             return None
         target = pick_encoding(p.sizes, p.active, c.max_height)   # as observe_encodings last saw them
+        if target is not None and c.allowed is not None:
+            target = min(target, c.allowed)                        # what its transport's estimate allows
         layer = pick_temporal_layer(p.fps_upto[target] if target is not None and p.fps_upto else [], c.max_fps)
         if c.native.max_temporal_layer != layer:
             c.native.max_temporal_layer = layer     # one int the fan-out reads: dropping starts at once
         if target is not None and target != c.native.target_encoding:
             self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
+            c.switches += 1
         elif c.native.encoding != c.native.target_encoding:
             # Still waiting for the target's key frame: ask again (the core keeps one PLI per encoding
             # per 500 ms). Chromium leaves some requests for a simulcast layer unanswered.
             self.worker.request_keyframe(p.native, c.native.target_encoding)
         return target
+
+    def allocate(self, now: float) -> list[Consumer]:
+        """Share each subscriber transport's downlink estimate across its consumers (allocation.py):
+        set each one's allowed encoding, pause for bandwidth what does not fit (once the estimate is
+        evidence) and resume it when it fits, and probe a transport whose streams get less than they
+        ask for (at most every PROBE_INTERVAL_S). Returns the consumers whose bandwidth pause changed."""
+        by_transport: dict[Any, list[Consumer]] = {}
+        for c in self.consumers:
+            if c.native is not None and c.transport is not None and c.transport.native is not None:
+                by_transport.setdefault(c.transport, []).append(c)
+        changed = []
+        self._last_probe = {k: v for k, v in self._last_probe.items() if k in {id(t) for t in by_transport}}
+        for t, consumers in by_transport.items():
+            bwe = t.native.bwe
+            wants = [self._want(c) for c in consumers]
+            choices, probe_bps = allocation.allocate(bwe["estimate_bps"], wants, evidence=bwe["limited"])
+            for choice in choices:
+                consumer = choice.key
+                assert isinstance(consumer, Consumer)
+                consumer.allowed = choice.encoding
+                if choice.paused != consumer.bandwidth_paused:
+                    log.info("stream %s to %s %s for bandwidth (estimate %d bit/s)", consumer.producer.producer_id,
+                             consumer.subscriber_id, "paused" if choice.paused else "resumed", bwe["estimate_bps"])
+                    consumer.bandwidth_paused = choice.paused
+                    self._apply_pause(consumer)
+                    changed.append(consumer)
+            if (probe_bps is not None and not bwe["probing"]
+                    and now - self._last_probe.get(id(t), 0.0) >= PROBE_INTERVAL_S):
+                self._last_probe[id(t)] = now
+                self.worker.probe(t.native, int(min(probe_bps, PROBE_MAX_BPS)), PROBE_DURATION_MS)
+        return changed
+
+    @staticmethod
+    def _want(c: Consumer) -> allocation.Want:
+        p = c.producer
+        if len(p.encodings) < 2:
+            return allocation.Want(c, p.kind, None, bps=p.bitrate, screen=p.source == "screen")
+        desired = pick_encoding(p.sizes, p.active, c.max_height)
+        return allocation.Want(c, p.kind, desired, list(p.bitrates) or [0.0] * len(p.encodings),
+                               list(p.active), screen=p.source == "screen", height=c.max_height or 0)
+
+    def _apply_pause(self, c: Consumer) -> None:
+        if c.native is None:
+            return
+        if c.bandwidth_paused or c.producer.paused:
+            c.native.pause()
+        else:
+            c.native.resume(True)
+            self.request_keyframe(c.producer)
 
     def close_consumer(self, c: Consumer) -> None:
         if c in self.consumers:

@@ -118,6 +118,10 @@ class Worker:
         """PLI for one encoding (-1: all known ones), rate-limited per encoding; True if one was sent."""
         return self.native.request_keyframe(producer, encoding)
 
+    def probe(self, transport: _core.Transport, target_bps: int, duration_ms: int = 1000) -> None:
+        """Probe a subscriber transport's downlink up to target_bps (padding) before stepping up."""
+        self.native.probe(transport, target_bps, duration_ms)
+
     def run_timers(self) -> None:
         """Upstream feedback that is due (NACK retries, transport-cc)."""
         self.native.run_timers()

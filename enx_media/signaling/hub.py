@@ -75,6 +75,9 @@ class MessageNotifier:
     async def layers(self, p: "Participant", s: "Producer", active: list[bool]) -> None:
         await p.channel.send(M.layers(s, active))
 
+    async def stream_state(self, p: "Participant", s: "Producer", paused: bool) -> None:
+        await p.channel.send(M.stream_state(s, paused))
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         await p.channel.close(*CLOSE_CODES[why])
 

@@ -146,6 +146,11 @@ def layers(s: "Producer", active: list[bool]) -> dict[str, Any]:
     return {"type": "layers", "stream_id": s.producer_id, "mid": s.mid, "active": active}
 
 
+def stream_state(s: "Producer", paused: bool) -> dict[str, Any]:
+    return {"type": "stream-state", "stream_id": s.producer_id, "paused": paused,
+            "reason": "bandwidth" if paused else None}
+
+
 def removed(by: str, reason: str) -> dict[str, Any]:
     return {"type": "removed", "by": by, "reason": reason}
 

@@ -13,9 +13,15 @@ from . import sdp
 # MID lets a receiver route an SSRC it has not seen signalled to its m-line (RFC 8843 §9.2: browsers
 # do; aiortc 1.16 routes by the offer's a=ssrc lines and the payload type only). The core writes each
 # consumer's own mid into every packet; audio level is copied.
+# What the node offers subscribers: mid (routing), audio level, and for the downlink bandwidth estimator
+# transport-cc (browsers: send-side estimation from their feedback) or abs-send-time (receivers that only
+# send REMB, e.g. aiortc, whose own estimator reads it). One ID per extension across the BUNDLE.
 SUBSCRIBER_EXTENSIONS = {
     "mid": (1, "urn:ietf:params:rtp-hdrext:sdes:mid", ("audio", "video")),
     "audio_level": (2, "urn:ietf:params:rtp-hdrext:ssrc-audio-level", ("audio",)),
+    "transport_cc": (3, "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                     ("audio", "video")),
+    "abs_send_time": (4, "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", ("video",)),
 }
 
 

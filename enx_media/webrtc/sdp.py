@@ -257,5 +257,6 @@ def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fin
         if kind == "video":
             lines += [f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli", f"a=rtcp-fb:{pt} ccm fir",
                       f"a=rtcp-fb:{pt} goog-remb"]
+        lines.append(f"a=rtcp-fb:{pt} transport-cc")
         lines += [f"a=ssrc:{m.ssrc} cname:enx-{m.stream_id}", f"a=ssrc:{m.ssrc} msid:{m.stream_id} {m.track_id}"]
     return "\r\n".join(lines) + "\r\n"

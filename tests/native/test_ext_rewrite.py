@@ -1,6 +1,7 @@
 """Header extensions towards subscribers: each forwarded copy (and retransmission) carries only what
-the subscriber negotiated, with its IDs: mid (its own m-line's value, on every packet) and audio_level
-(copied); the rest of the publisher's block is dropped; no ext_ids: no block. Real UDP + SRTP; aiortc's
+the subscriber negotiated, with its IDs: mid (its own m-line's value, on every packet), audio_level
+(copied) and the subscriber transport's own transport-wide seq (one per packet sent, a retransmission
+too); the rest of the publisher's block is dropped; no ext_ids: no block. Real UDP + SRTP; aiortc's
 parser reads the result."""
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
@@ -48,9 +49,10 @@ def test_each_copy_gets_the_subscribers_extensions(worker):
     got_b = b.recv_all(3, pump_for(worker))
     got_c = c.recv_all(3, pump_for(worker))
     assert len(got_a) == 2 and len(got_b) == 3 and len(got_c) == 3
-    for x in got_a:
+    for x, twseq in zip(got_a, (0, 2)):
         h = _core.parse_rtp(x)
-        assert h["extension_profile"] == 0xBEDE and h["extensions"] == {9: b"s0", 10: b"\x9e"}
+        assert h["extension_profile"] == 0xBEDE
+        assert h["extensions"] == {9: b"s0", 10: b"\x9e", 12: twseq.to_bytes(2, "big")}
         assert h["csrc"] == [7, 8] and h["padding_size"] == 5 and h["payload"].startswith(b"opus-")
         pkt = aiortc_parse(x, a_ids)
         assert pkt.extensions.mid == "s0" and pkt.extensions.audio_level == (True, 30)
@@ -63,7 +65,8 @@ def test_each_copy_gets_the_subscribers_extensions(worker):
     a.rx = a.fresh_rx()
     rtx = a.recv_all(1, pump_for(worker))
     h = _core.parse_rtp(rtx[0])
-    assert h["payload"] == b"opus-2" and h["extensions"] == {9: b"s0", 10: b"\x9e"} and ca.stats["retransmits"] == 1
+    assert h["payload"] == b"opus-2" and ca.stats["retransmits"] == 1
+    assert h["extensions"] == {9: b"s0", 10: b"\x9e", 12: b"\x00\x03"}
     for x in (pub, a, b, c):
         x.close()
 
@@ -75,4 +78,7 @@ def test_consumer_extension_map_is_checked(worker):
         worker.create_consumer(pub.transport, p, 0x6202, 111, ext_ids={"mid": 15}, mid="0")
     with pytest.raises(ValueError):
         worker.create_consumer(pub.transport, p, 0x6203, 111, ext_ids={"mid": 1}, mid="x" * 17)
+    for name in ("transport_cc", "abs_send_time"):
+        with pytest.raises(ValueError):
+            worker.create_consumer(pub.transport, p, 0x6204, 111, ext_ids={name: 15})
     pub.close()

@@ -1,0 +1,107 @@
+"""A bandwidth-limited link for tests and benchmarks, all on 127.0.0.1: this kernel has no netem qdisc, so
+a userspace UDP relay stands between one client and the node. What the node sends the client goes through a
+token bucket (rate, burst) with a queue of limited bytes and tail drop, as a bottleneck router would; what
+the client sends goes straight on. The rate can change while it runs. It runs on a thread of its own, so a
+busy asyncio loop in the test does not shape the link by accident.
+
+    with Shaper(node_addr, rate_bps=2_000_000) as link:
+        client sends to link.address ...
+        link.rate_bps = 500_000
+"""
+from __future__ import annotations
+
+import collections
+import select
+import socket
+import threading
+import time
+
+
+class Shaper:
+    def __init__(self, target: tuple[str, int], rate_bps: float | None = None, *, queue_bytes: int = 64_000,
+                 burst_bytes: int = 15_000):
+        self.target = target
+        self.rate_bps = rate_bps              # None: unlimited
+        self.queue_bytes = queue_bytes
+        self.burst_bytes = burst_bytes
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # the client's side
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)    # the node's side
+        self.back.bind(("127.0.0.1", 0))
+        for s in (self.front, self.back):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.setblocking(False)
+        self.client: tuple[str, int] | None = None
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.tokens = float(burst_bytes)
+        self.forwarded = self.dropped = self.sent_bytes = 0
+        self.delivered: list[tuple[float, int]] = []   # (time, bytes) of each datagram let through
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shaper", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.front.getsockname()
+
+    def __enter__(self) -> "Shaper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.front.close()
+        self.back.close()
+
+    def rate_between(self, t0: float, t1: float) -> float:
+        """Bits per second let through to the client between two time.monotonic() values."""
+        got = sum(n for t, n in list(self.delivered) if t0 <= t < t1)
+        return got * 8 / (t1 - t0)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            readable, _, _ = select.select([self.front, self.back], [], [], 0.001)
+            for s in readable:
+                while True:
+                    try:
+                        data, addr = s.recvfrom(65536)
+                    except BlockingIOError:
+                        break
+                    if s is self.front:
+                        self.client = addr
+                        self.back.sendto(data, self.target)
+                    elif self.rate_bps is None:
+                        self._deliver(data)
+                    elif self.queued + len(data) > self.queue_bytes:
+                        self.dropped += 1             # tail drop: the queue is full
+                    else:
+                        self.queue.append(data)
+                        self.queued += len(data)
+            now = time.monotonic()
+            if self.rate_bps is not None:
+                self.tokens = min(self.burst_bytes, self.tokens + (now - last) * self.rate_bps / 8)
+            last = now
+            while self.queue and (self.rate_bps is None or self.tokens >= len(self.queue[0])):
+                data = self.queue.popleft()
+                self.queued -= len(data)
+                if self.rate_bps is not None:
+                    self.tokens -= len(data)
+                self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        if self.client is None:
+            return
+        try:
+            self.front.sendto(data, self.client)
+        except OSError:
+            self.dropped += 1
+            return
+        self.forwarded += 1
+        self.sent_bytes += len(data)
+        self.delivered.append((time.monotonic(), len(data)))
