@@ -88,8 +88,11 @@ def use_loopback_candidates() -> None:
 
 class RoomClient:
     def __init__(self, url: str, token: str, *, loopback: bool = True, timeout: float = 20.0,
-                 validate: bool = False) -> None:
+                 validate: bool = False, media_address: tuple[str, int] | None = None) -> None:
+        """media_address: send media there instead of to the candidate the node announces (a relay or a
+        NAT that forwards to the node's media port; tests put a bandwidth shaper there)."""
         self.url = url
+        self.media_address = media_address
         self.validate = validate
         self.protocol_errors: list[str] = []   # with validate=True: messages that broke the schema
         self.token = token
@@ -212,7 +215,7 @@ class RoomClient:
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
         reply = await self.request("publish", sdp=pc.localDescription.sdp)
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await pc.setRemoteDescription(RTCSessionDescription(self._remote_sdp(reply["sdp"]), "answer"))
         self.publish_pcs.append(pc)
         return pc
 
@@ -241,9 +244,24 @@ class RoomClient:
             for s in msg.get("streams", []):
                 self._mid_to_stream[s["mid"]] = s["stream_id"]
                 self.stream_info[s["stream_id"]] = s
-            await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(self._remote_sdp(msg["sdp"]), "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             await self.request("answer", sdp=pc.localDescription.sdp)
+
+    def _remote_sdp(self, text: str) -> str:
+        """The node's SDP with its host candidates pointed at media_address, if one is set."""
+        if self.media_address is None:
+            return text
+        host, port = self.media_address
+        lines = []
+        for line in text.split("\r\n"):
+            if line.startswith("a=candidate:"):
+                f = line.split(" ")
+                if len(f) > 5:       # foundation component transport priority address port typ ...
+                    f[4], f[5] = host, str(port)
+                line = " ".join(f)
+            lines.append(line)
+        return "\r\n".join(lines)
 
     async def wait_track(self, stream_id: str, timeout: float | None = None) -> MediaStreamTrack:
         if stream_id in self.received:

@@ -23,6 +23,7 @@ cdef enum:
     BWE_DECREASE_GAP_US = 300000  # one multiplicative decrease per this long (about an RTT and a feedback)
     BWE_FEEDBACK_MAX = 4096       # packet statuses one feedback may report (more: garbage)
     BWE_PROBE_SETTLE_US = 400000  # after a probe's last padding, feedback about it is awaited this long
+    BWE_REMB_SETTLE_US = 1000000  # ... and a REMB receiver's verdict this long (its detector lags, REMBs come ~2/s)
     BWE_PAD_MAX = 255             # RTP padding bytes per padding-only packet (one count octet)
     BWE_NORMAL = 0
     BWE_OVERUSE = 1
@@ -79,7 +80,7 @@ cdef struct Bwe:
     int probe_spoiled             # over-use, loss or a falling REMB while it ran
     uint64_t probe_rembs          # REMBs that arrived while it ran
     int64_t probe_acked_bytes     # acknowledged bytes sent during the probe (transport-cc)
-    uint64_t probes_ok, probes_failed
+    uint64_t probes_ok, probes_failed, probes_unanswered
     uint64_t padding_packets, padding_bytes
     # counters
     uint64_t feedback, feedback_bad, overuses, decreases
@@ -418,7 +419,7 @@ cdef int bwe_probe_due(Bwe *b, int64_t now_us, uint64_t bytes_out) noexcept nogi
             return 0
         due = b.probe_target * (now_us - b.probe_start_us) // 8000000 - <int64_t>(bytes_out - b.probe_bytes_base)
         return <int>due if due > 0 else 0
-    if now_us < b.probe_end_us + BWE_PROBE_SETTLE_US:
+    if now_us < b.probe_end_us + (BWE_PROBE_SETTLE_US if b.feedback else BWE_REMB_SETTLE_US):
         return 0
     dur = b.probe_end_us - b.probe_start_us
     got = 0
@@ -435,6 +436,8 @@ cdef int bwe_probe_due(Bwe *b, int64_t now_us, uint64_t bytes_out) noexcept nogi
         b.estimate = got
         b.last_update_us = now_us
         b.probes_ok += 1
+    elif not b.feedback and not b.probe_rembs and not b.probe_spoiled:
+        b.probes_unanswered += 1    # no feedback at all (a REMB receiver still starting): no verdict
     else:
         b.probes_failed += 1
     b.probe_target = 0
@@ -447,5 +450,6 @@ cdef dict bwe_stats(const Bwe *b):
             "feedback_bad": b.feedback_bad, "loss": b.loss, "remb_bps": b.remb_last, "rembs": b.remb_count,
             "overuses": b.overuses, "decreases": b.decreases, "probing": b.probe_target != 0,
             "probe_target_bps": b.probe_target, "probes_ok": b.probes_ok, "probes_failed": b.probes_failed,
+            "probes_unanswered": b.probes_unanswered,
             "padding_packets": b.padding_packets, "padding_bytes": b.padding_bytes,
             "transport_cc": b.hist != NULL}

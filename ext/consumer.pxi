@@ -127,7 +127,7 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
     max(20 ms, RTT), within the consumer's retransmission byte budget; nothing while paused."""
     cdef CEncoding *enc
     cdef SentEntry *e
-    cdef int64_t out_seq, in_seq, gap, d, add
+    cdef int64_t out_seq, in_seq, gap, d, add, rate, burst
     cdef int slot, length
     c.nacks += 1
     if c.paused:
@@ -154,16 +154,22 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
         w.drops[DROP_NACK_TOO_SOON] += 1
         return
     length = enc.hist_len[slot]
+    # On a link the estimator found limited, retransmissions get at most RTX_SHARE of its estimate: resent
+    # into a full queue they are lost again and NACKed again (a storm that crowds out the fresh packets).
+    rate = RTX_RATE_BYTES
+    if c.transport.bwe.limited and c.transport.bwe.estimate * RTX_SHARE // 800 < rate:
+        rate = c.transport.bwe.estimate * RTX_SHARE // 800
+    burst = RTX_BURST_BYTES if rate == RTX_RATE_BYTES else rate
     d = now - c.rtx_budget_ns
     if c.rtx_budget_ns == 0 or d >= 1000000000:
-        c.rtx_budget = RTX_BURST_BYTES
+        c.rtx_budget = burst
         c.rtx_budget_ns = now
     elif d > 0:
-        add = d * RTX_RATE_BYTES // 1000000000
+        add = d * rate // 1000000000
         if add > 0:
             c.rtx_budget += add
-            if c.rtx_budget > RTX_BURST_BYTES:
-                c.rtx_budget = RTX_BURST_BYTES
+            if c.rtx_budget > burst:
+                c.rtx_budget = burst
             c.rtx_budget_ns = now
     if c.rtx_budget < length:
         c.drops[DROP_NACK_BUDGET] += 1

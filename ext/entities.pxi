@@ -15,6 +15,7 @@ cdef enum:
     RTX_MIN_GAP_NS = 20000000     # one retransmission per seq per consumer per max(20 ms, RTT)
     RTX_RATE_BYTES = 375000       # retransmitted bytes per consumer per second (3 Mbit/s) ...
     RTX_BURST_BYTES = 200000      # ... with this much burst (a key frame's worth)
+    RTX_SHARE = 25                # % of a limited downlink's estimate retransmissions may take
 
 cdef struct SentEntry:
     int64_t out_seq        # extended output seq, -1 = empty

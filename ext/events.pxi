@@ -6,6 +6,7 @@ cdef enum:
     EV_KEYFRAME_REQUESTED = 2
     EV_PRODUCER_RESTART = 3
     EV_ENCODING_BOUND = 4
+    EV_BANDWIDTH_DOWN = 5
     EV_NAME_LEN = 32
 
 cdef struct Event:
@@ -53,8 +54,10 @@ UNKNOWN_SSRC = "unknown_ssrc"
 KEYFRAME_REQUESTED = "keyframe_requested"
 PRODUCER_RESTART = "producer_restart"
 ENCODING_BOUND = "encoding_bound"
+BANDWIDTH_DOWN = "bandwidth_down"
 _EVENT_KINDS = {EV_UNKNOWN_SSRC: UNKNOWN_SSRC, EV_KEYFRAME_REQUESTED: KEYFRAME_REQUESTED,
-                EV_PRODUCER_RESTART: PRODUCER_RESTART, EV_ENCODING_BOUND: ENCODING_BOUND}
+                EV_PRODUCER_RESTART: PRODUCER_RESTART, EV_ENCODING_BOUND: ENCODING_BOUND,
+                EV_BANDWIDTH_DOWN: BANDWIDTH_DOWN}
 MEDIA_EVENT_KINDS = tuple(_EVENT_KINDS.values())
 
 
@@ -76,6 +79,9 @@ cdef class MediaEvent:
     - ``encoding_bound`` (ENCODING_BOUND): the core learned the SSRC of an encoding that was created
       with ssrc 0: a packet on transport_id named mid and rid (header extensions) of producer_id's
       encoding; it is forwarded from that packet on (Producer.encodings shows it too).
+    - ``bandwidth_down`` (BANDWIDTH_DOWN): the downlink estimate of subscriber transport transport_id
+      fell (over-use or loss in its transport-cc feedback, a falling REMB, loss in its receiver reports);
+      Transport.bwe has the figure. Allocation should run now rather than at its next tick.
     """
     cdef readonly str kind
     cdef readonly object transport_id

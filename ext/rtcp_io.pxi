@@ -62,7 +62,7 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
     cdef const uint8_t *b
     cdef CConsumer *c
     cdef CEncoding *enc
-    cdef uint64_t ntp = 0, bitrate
+    cdef uint64_t ntp = 0, bitrate, decreases = t.bwe.decreases
     if t.rx != NULL:
         st = srtcp_unprotect(t.rx, buf, length)
         if st < 0:
@@ -122,6 +122,8 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
                 c.plis += 1
                 # the target's key frame: it repairs the current stream and completes a pending switch
                 request_keyframe(w, &c.producer.enc[c.enc_target], now)
+    if t.bwe.decreases != decreases:
+        core_event(w, EV_BANDWIDTH_DOWN, t.id, 0, 0)    # allocation should not wait for its next tick
 
 
 cdef void send_tcc(Core *w, CTransport *t, int64_t now) noexcept nogil:

@@ -204,3 +204,60 @@ async def video_pair(url: str, pub_token: str, sub_token: str, rgb):
         await pub.close()
         await sub.close()
 
+
+class Heights:
+    """Decodes a received track in the background (so no backlog builds up while the test waits on the
+    other one) and keeps (arrival time, picture height) of each frame."""
+
+    def __init__(self, track):
+        self.frames: list[tuple[float, int]] = []
+        self._task = asyncio.ensure_future(self._run(track))
+
+    async def _run(self, track):
+        while True:
+            frame = await track.recv()
+            self.frames.append((time.monotonic(), frame.height))
+
+    async def settle_on(self, height: int, timeout: float) -> float:
+        """Wait until 5 frames in a row are `height` lines high; returns how long it took."""
+        started = time.monotonic()
+        while [h for _, h in self.frames[-5:]] != [height] * 5:
+            assert time.monotonic() - started < timeout, \
+                f"no {height}-line frames within {timeout} s: {[h for _, h in self.frames[-30:]]}"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    async def leave_height(self, height: int, timeout: float) -> float:
+        """Wait until 5 frames in a row are not `height` lines high; returns how long it took until the
+        first of them arrived."""
+        started = time.monotonic()
+        count = len(self.frames)
+        while len(self.frames) - count < 5 or height in [h for _, h in self.frames[-5:]]:
+            assert time.monotonic() - started < timeout, \
+                f"still {height}-line frames after {timeout} s: {[h for _, h in self.frames[-30:]]}"
+            await asyncio.sleep(0.05)
+        return self.frames[-5][0] - started
+
+    def longest_gap(self, since: float) -> float:
+        times = [since] + [t for t, _ in self.frames if t >= since] + [time.monotonic()]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    def stop(self):
+        self._task.cancel()
+
+
+def node_media_address(client: RoomClient) -> tuple[str, int]:
+    """The node's media address as its last offer to client's subscribe transport announced it."""
+    for line in client.subscribe_pc.remoteDescription.sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            f = line.split(" ")
+            return f[4], int(f[5])
+    raise AssertionError("no candidate in the node's offer")
+
+
+# In a demo page: the picture height of the frames its subscribe transport decodes of a stream (0: none yet)
+INBOUND_HEIGHT = """async (streamId) => { const room = window.enxDemo.room;
+  const track = room.remoteTracks.get(streamId); let h = 0;
+  (await room.subscribePc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video" && r.trackIdentifier === track.id) h = r.frameHeight || 0; });
+  return h; }"""

@@ -1,8 +1,10 @@
 """A bandwidth-limited link for tests and benchmarks, all on 127.0.0.1: this kernel has no netem qdisc, so
-a userspace UDP relay stands between one client and the node. What the node sends the client goes through a
-token bucket (rate, burst) with a queue of limited bytes and tail drop, as a bottleneck router would; what
-the client sends goes straight on. The rate can change while it runs. It runs on a thread of its own, so a
-busy asyncio loop in the test does not shape the link by accident.
+a userspace UDP relay stands between a client and the node, like a NAT on the client's access link: each
+client address gets its own socket towards the node (a browser's two peer connections stay two 5-tuples).
+What the node sends back goes through one token bucket (rate, burst) with a queue of limited bytes and tail
+drop, as a bottleneck router would; what the client sends goes straight on. The rate can change while it
+runs. It runs on a thread of its own, so a busy asyncio loop in the test does not shape the link by
+accident.
 
     with Shaper(node_addr, rate_bps=2_000_000) as link:
         client sends to link.address ...
@@ -24,19 +26,18 @@ class Shaper:
         self.rate_bps = rate_bps              # None: unlimited
         self.queue_bytes = queue_bytes
         self.burst_bytes = burst_bytes
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # the client's side
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # the clients' side
         self.front.bind(("127.0.0.1", 0))
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)    # the node's side
-        self.back.bind(("127.0.0.1", 0))
-        for s in (self.front, self.back):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.setblocking(False)
-        self.client: tuple[str, int] | None = None
-        self.queue: collections.deque[bytes] = collections.deque()
+        self.front.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.front.setblocking(False)
+        self.backs: dict[tuple[str, int], socket.socket] = {}           # client address -> its node-side socket
+        self.clients: dict[socket.socket, tuple[str, int]] = {}
+        self.queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
         self.queued = 0
         self.tokens = float(burst_bytes)
         self.forwarded = self.dropped = self.sent_bytes = 0
         self.delivered: list[tuple[float, int]] = []   # (time, bytes) of each datagram let through
+        self.offered: list[tuple[float, int]] = []     # (time, bytes) of each datagram the node sent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shaper", daemon=True)
 
@@ -56,17 +57,29 @@ class Shaper:
         if self._thread.is_alive():
             self._thread.join()
         self.front.close()
-        self.back.close()
+        for b in self.backs.values():
+            b.close()
 
-    def rate_between(self, t0: float, t1: float) -> float:
-        """Bits per second let through to the client between two time.monotonic() values."""
-        got = sum(n for t, n in list(self.delivered) if t0 <= t < t1)
+    def rate_between(self, t0: float, t1: float, offered: bool = False) -> float:
+        """Bits per second let through to the client (offered: the node sent towards it) between two
+        time.monotonic() values."""
+        got = sum(n for t, n in list(self.offered if offered else self.delivered) if t0 <= t < t1)
         return got * 8 / (t1 - t0)
+
+    def _back(self, client: tuple[str, int]) -> socket.socket:
+        b = self.backs.get(client)
+        if b is None:
+            b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            b.bind(("127.0.0.1", 0))
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            b.setblocking(False)
+            self.backs[client], self.clients[b] = b, client
+        return b
 
     def _run(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
-            readable, _, _ = select.select([self.front, self.back], [], [], 0.001)
+            readable, _, _ = select.select([self.front, *self.clients], [], [], 0.001)
             for s in readable:
                 while True:
                     try:
@@ -74,31 +87,31 @@ class Shaper:
                     except BlockingIOError:
                         break
                     if s is self.front:
-                        self.client = addr
-                        self.back.sendto(data, self.target)
-                    elif self.rate_bps is None:
-                        self._deliver(data)
+                        self._back(addr).sendto(data, self.target)
+                        continue
+                    client = self.clients[s]
+                    self.offered.append((time.monotonic(), len(data)))
+                    if self.rate_bps is None:
+                        self._deliver(data, client)
                     elif self.queued + len(data) > self.queue_bytes:
                         self.dropped += 1             # tail drop: the queue is full
                     else:
-                        self.queue.append(data)
+                        self.queue.append((data, client))
                         self.queued += len(data)
             now = time.monotonic()
             if self.rate_bps is not None:
                 self.tokens = min(self.burst_bytes, self.tokens + (now - last) * self.rate_bps / 8)
             last = now
-            while self.queue and (self.rate_bps is None or self.tokens >= len(self.queue[0])):
-                data = self.queue.popleft()
+            while self.queue and (self.rate_bps is None or self.tokens >= len(self.queue[0][0])):
+                data, client = self.queue.popleft()
                 self.queued -= len(data)
                 if self.rate_bps is not None:
                     self.tokens -= len(data)
-                self._deliver(data)
+                self._deliver(data, client)
 
-    def _deliver(self, data: bytes) -> None:
-        if self.client is None:
-            return
+    def _deliver(self, data: bytes, client: tuple[str, int]) -> None:
         try:
-            self.front.sendto(data, self.client)
+            self.front.sendto(data, client)
         except OSError:
             self.dropped += 1
             return

@@ -31,12 +31,14 @@ UNKNOWN_SSRC: Final = "unknown_ssrc"
 KEYFRAME_REQUESTED: Final = "keyframe_requested"
 PRODUCER_RESTART: Final = "producer_restart"
 ENCODING_BOUND: Final = "encoding_bound"
+BANDWIDTH_DOWN: Final = "bandwidth_down"
 MEDIA_EVENT_KINDS: Final[
     tuple[
         Literal["unknown_ssrc"],
         Literal["keyframe_requested"],
         Literal["producer_restart"],
         Literal["encoding_bound"],
+        Literal["bandwidth_down"],
     ]
 ]
 

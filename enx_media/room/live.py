@@ -399,9 +399,11 @@ class RoomManager:
         self.notifier = notifier
         self.live: dict[str, LiveRoom] = {}
         self.unknown_ssrc_events = 0
+        self.media_counts: dict[str, int] = {}    # the routers' counts of the sessions that ended
         self.media_event_handlers = {"encoding_bound": self._encoding_bound, "unknown_ssrc": self._unknown_ssrc,
                                      "keyframe_requested": self._keyframe_requested,
-                                     "producer_restart": self._producer_restart}
+                                     "producer_restart": self._producer_restart,
+                                     "bandwidth_down": self._bandwidth_down}
         if server is not None:
             server.event_handlers.append(self._on_media_event)
 
@@ -452,6 +454,9 @@ class RoomManager:
     def forget(self, live: LiveRoom) -> None:
         if self.live.get(live.room.room_id) is live:
             del self.live[live.room.room_id]
+            if live.media is not None:
+                for k, v in live.media.router.counts.items():
+                    self.media_counts[k] = self.media_counts.get(k, 0) + v
 
     async def end_all(self, reason: str) -> None:
         for live in list(self.live.values()):
@@ -496,6 +501,13 @@ class RoomManager:
             _, media, p = found
             media.router.keyframe_requested(p)
 
+    def _bandwidth_down(self, event: Any) -> None:
+        # A subscriber's estimate fell: its room shares the new figure now, not at the next layer tick.
+        for live in self.live.values():
+            if live.media is not None and live.media.router.has_transport(event.transport_id):
+                live.media.reallocate(time.monotonic())
+                return
+
     def _producer_restart(self, event: Any) -> None:
         # Its consumers continue without a gap (seq.pxi); worth a line in the log, nothing to decide.
         found = self._find_producer(event.producer_id)
@@ -504,6 +516,12 @@ class RoomManager:
             log.info("producer restarted its numbering room=%s producer=%s ssrc=%s", live.room.room_id,
                      p.producer_id, event.ssrc)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        downlink = dict(self.media_counts)
+        for r in self.live.values():
+            if r.media is not None:
+                for k, v in r.media.router.stats().items():
+                    downlink[k] = downlink.get(k, 0) + v
         return {"live_rooms": len(self.live), "unknown_ssrc_events": self.unknown_ssrc_events,
-                "live_participants": sum(len(r.participants) for r in self.live.values())}
+                "live_participants": sum(len(r.participants) for r in self.live.values()),
+                "downlink": downlink}

@@ -313,17 +313,22 @@ class RoomMedia:
         now = time.monotonic()
         for producer in self.producers.values():
             self.router.observe_encodings(producer)
+        self.reallocate(now)
+        for producer in list(self.producers.values()):
+            active = self.router.dynacast(producer, now, DYNACAST_HOLD_S)
+            owner = self.room.participants.get(producer.participant_id)
+            if active is not None and owner is not None:
+                asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
+
+    def reallocate(self, now: float) -> None:
+        """Allocation and layer selection on what was last observed (a subscriber's estimate fell: act
+        now; observing again this soon would see the layers between two packets as not arriving)."""
         for c in self.router.allocate(now):
             subscriber = self.room.participants.get(c.subscriber_id)
             if subscriber is not None:
                 asyncio.ensure_future(self.room.notifier.stream_state(subscriber, c.producer, c.bandwidth_paused))
         for c in self.router.consumers:
             self.router.select_encoding(c)
-        for producer in list(self.producers.values()):
-            active = self.router.dynacast(producer, now, DYNACAST_HOLD_S)
-            owner = self.room.participants.get(producer.participant_id)
-            if active is not None and owner is not None:
-                asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
 
     def close(self) -> None:
         self.router.close()

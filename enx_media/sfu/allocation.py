@@ -14,6 +14,10 @@ AUDIO_BPS = 64_000           # an audio consumer before its own rate is measured
 UNKNOWN_LAYER_BPS = 1_500_000  # a layer never seen arriving (paused by dynacast since it started)
 LAYER_STEP = 3.0             # a simulcast layer of twice the height costs about this much more
 HEADROOM = 1.15              # a probe aims this far above what the step up needs
+# The layer a consumer has keeps it while its rate is within this much over what is left: a decrease cuts
+# the estimate to 0.85x what got through, and layer rates swing with the picture, so without a margin a
+# single spurious over-use (a receiver's busy moment) would switch it down.
+STAY_MARGIN = 1.25
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Want:
     desired: int | None             # the encoding it asked for (pick_encoding), None: nothing arrives
     layer_bps: list[float] = field(default_factory=list)   # per encoding, lowest first; 0: unknown
     active: list[bool] = field(default_factory=list)       # per encoding: arriving now
+    current: int | None = None      # the encoding it forwards now (kept with a margin: STAY_MARGIN)
     screen: bool = False
     height: int = 0                 # its wanted picture height (0: the best there is), the priority
     bps: float = 0.0                # a one-encoding stream's (or audio's) measured rate
@@ -80,7 +85,7 @@ def allocate(estimate_bps: float, wants: list[Want], *, evidence: bool) -> tuple
             continue
         rates = layer_rates(w)
         live = [i for i in range(w.desired + 1) if i < len(w.active) and w.active[i]] or [w.desired]
-        fitting = [i for i in live if rates[i] <= left]
+        fitting = [i for i in live if rates[i] <= left * (STAY_MARGIN if i == w.current else 1.0)]
         if fitting:
             pick = max(fitting)
         elif evidence:

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # Probes (padding up to what a step up needs, ext/bwe.pxi): at most one per transport this often, this long
 PROBE_INTERVAL_S = 2.0
+PROBE_BACKOFF_MAX_S = 4.0
+PROBE_HOLD_S = 4.0
 PROBE_DURATION_MS = 600
 PROBE_MAX_BPS = 20_000_000
 
@@ -60,6 +62,42 @@ class Producer:
     @property
     def live(self) -> bool:
         return self.native is not None and self.ssrc is not None
+
+
+@dataclass
+class ProbeState:
+    """When a subscriber transport may be probed again: PROBE_INTERVAL_S after the last probe, longer
+    (doubling, up to PROBE_BACKOFF_MAX_S) after a probe that failed or one whose step up the link then
+    could not hold (a decrease within PROBE_HOLD_S of its success), back to the start once one holds."""
+    interval: float = 0.0
+    last: float = float("-inf")
+    ok_at: float | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, bwe: dict[str, Any], now: float, counts: dict[str, int]) -> None:
+        ok, failed, decreases = bwe["probes_ok"], bwe["probes_failed"], bwe["decreases"]
+        before = self.seen or {"ok": ok, "failed": failed, "decreases": decreases}
+        self.interval = self.interval or PROBE_INTERVAL_S
+        if failed > before["failed"]:
+            counts["probes_failed"] += failed - before["failed"]
+            self.interval = min(self.interval * 2, PROBE_BACKOFF_MAX_S)
+        if ok > before["ok"]:
+            counts["probes_ok"] += ok - before["ok"]
+            self.ok_at = now
+        if self.ok_at is not None:
+            if decreases > before["decreases"]:
+                self.ok_at = None
+                self.interval = min(self.interval * 2, PROBE_BACKOFF_MAX_S)
+            elif now - self.ok_at >= PROBE_HOLD_S:
+                self.ok_at = None
+                self.interval = PROBE_INTERVAL_S
+        self.seen = {"ok": ok, "failed": failed, "decreases": decreases}
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= (self.interval or PROBE_INTERVAL_S)
+
+    def started(self, now: float) -> None:
+        self.last = now
 
 
 @dataclass(eq=False)
@@ -112,7 +150,10 @@ class Router:
         self.worker = worker
         self.producers: dict[str, Producer] = {}
         self.consumers: list[Consumer] = []
-        self._last_probe: dict[int, float] = {}    # id(subscriber transport) -> when it was last probed
+        self._probes: dict[int, ProbeState] = {}   # id(subscriber transport) -> its probing schedule
+        # what this router did, since it opened (metrics): simulcast switches, probes, bandwidth pauses
+        self.counts = {"layer_switches": 0, "probes": 0, "probes_ok": 0, "probes_failed": 0,
+                       "bandwidth_pauses": 0}
 
     # -- producers ----------------------------------------------------------------------------------
     def create_producer(self, producer: Producer) -> Producer:
@@ -292,6 +333,7 @@ class Router:
         if target is not None and target != c.native.target_encoding:
             self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
             c.switches += 1
+            self.counts["layer_switches"] += 1
         elif c.native.encoding != c.native.target_encoding:
             # Still waiting for the target's key frame: ask again (the core keeps one PLI per encoding
             # per 500 ms). Chromium leaves some requests for a simulcast layer unanswered.
@@ -302,15 +344,17 @@ class Router:
         """Share each subscriber transport's downlink estimate across its consumers (allocation.py):
         set each one's allowed encoding, pause for bandwidth what does not fit (once the estimate is
         evidence) and resume it when it fits, and probe a transport whose streams get less than they
-        ask for (at most every PROBE_INTERVAL_S). Returns the consumers whose bandwidth pause changed."""
+        ask for (ProbeState says when). Returns the consumers whose bandwidth pause changed."""
         by_transport: dict[Any, list[Consumer]] = {}
         for c in self.consumers:
             if c.native is not None and c.transport is not None and c.transport.native is not None:
                 by_transport.setdefault(c.transport, []).append(c)
         changed = []
-        self._last_probe = {k: v for k, v in self._last_probe.items() if k in {id(t) for t in by_transport}}
+        self._probes = {k: v for k, v in self._probes.items() if k in {id(t) for t in by_transport}}
         for t, consumers in by_transport.items():
             bwe = t.native.bwe
+            state = self._probes.setdefault(id(t), ProbeState())
+            state.observe(bwe, now, self.counts)
             wants = [self._want(c) for c in consumers]
             choices, probe_bps = allocation.allocate(bwe["estimate_bps"], wants, evidence=bwe["limited"])
             for choice in choices:
@@ -321,13 +365,34 @@ class Router:
                     log.info("stream %s to %s %s for bandwidth (estimate %d bit/s)", consumer.producer.producer_id,
                              consumer.subscriber_id, "paused" if choice.paused else "resumed", bwe["estimate_bps"])
                     consumer.bandwidth_paused = choice.paused
+                    self.counts["bandwidth_pauses"] += choice.paused
                     self._apply_pause(consumer)
                     changed.append(consumer)
-            if (probe_bps is not None and not bwe["probing"]
-                    and now - self._last_probe.get(id(t), 0.0) >= PROBE_INTERVAL_S):
-                self._last_probe[id(t)] = now
+            if probe_bps is not None and not bwe["probing"] and state.due(now):
+                log.debug("probe transport=%s to %d bit/s (estimate %d, remb %d, ok %d, failed %d, decreases %d)",
+                          t.native.id, probe_bps, bwe["estimate_bps"], bwe["remb_bps"], bwe["probes_ok"],
+                          bwe["probes_failed"], bwe["decreases"])
+                state.started(now)
+                self.counts["probes"] += 1
                 self.worker.probe(t.native, int(min(probe_bps, PROBE_MAX_BPS)), PROBE_DURATION_MS)
         return changed
+
+    def has_transport(self, native_id: int) -> bool:
+        """Whether a consumer of this router sends on the native transport with this id."""
+        return any(c.transport is not None and c.transport.native is not None and c.transport.native.id == native_id
+                   for c in self.consumers)
+
+    def stats(self) -> dict[str, int]:
+        """The counts, and what holds now: streams paused for bandwidth, subscribers whose estimate is
+        evidence of a limit, transports probing."""
+        out = dict(self.counts)
+        out["streams_paused_bandwidth"] = sum(c.bandwidth_paused for c in self.consumers)
+        transports = {id(c.transport): c.transport for c in self.consumers
+                      if c.transport is not None and c.transport.native is not None}
+        bwe = [t.native.bwe for t in transports.values()]
+        out["subscribers_limited"] = sum(b["limited"] for b in bwe)
+        out["subscribers_probing"] = sum(b["probing"] for b in bwe)
+        return out
 
     @staticmethod
     def _want(c: Consumer) -> allocation.Want:
@@ -336,7 +401,8 @@ class Router:
             return allocation.Want(c, p.kind, None, bps=p.bitrate, screen=p.source == "screen")
         desired = pick_encoding(p.sizes, p.active, c.max_height)
         return allocation.Want(c, p.kind, desired, list(p.bitrates) or [0.0] * len(p.encodings),
-                               list(p.active), screen=p.source == "screen", height=c.max_height or 0)
+                               list(p.active), screen=p.source == "screen", height=c.max_height or 0,
+                               current=c.native.encoding)
 
     def _apply_pause(self, c: Consumer) -> None:
         if c.native is None:

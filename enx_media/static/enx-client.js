@@ -27,6 +27,19 @@ class EnxRoom extends EventTarget {
     this.remoteTracks = new Map();   // stream_id -> MediaStreamTrack
     this.offerChain = Promise.resolve();
     this.simulcast = true;           // publish camera video as SIMULCAST_LAYERS
+    this.mediaAddress = null;        // "host:port": send media there, not to the node's candidate (a relay, a NAT)
+  }
+
+  remoteSdp(sdp) {
+    // The node's SDP with its host candidates pointed at mediaAddress, if one is set.
+    if (!this.mediaAddress) return sdp;
+    const [host, port] = this.mediaAddress.split(":");
+    return sdp.split("\r\n").map((line) => {
+      if (!line.startsWith("a=candidate:")) return line;
+      const f = line.split(" ");
+      if (f.length > 5) { f[4] = host; f[5] = port; }
+      return f.join(" ");
+    }).join("\r\n");
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -124,7 +137,7 @@ class EnxRoom extends EventTarget {
     }
     await pc.setLocalDescription(await pc.createOffer());
     const reply = await this.request("publish", { sdp: pc.localDescription.sdp });
-    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    await pc.setRemoteDescription({ type: "answer", sdp: this.remoteSdp(reply.sdp) });
     this.publishPc = pc;
     return pc;
   }
@@ -151,7 +164,7 @@ class EnxRoom extends EventTarget {
   async onOffer(msg) {
     for (const s of msg.streams) { this.midToStream.set(s.mid, s.stream_id); this.streams.set(s.stream_id, s); }
     const pc = this.subscribePc;
-    await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await pc.setRemoteDescription({ type: "offer", sdp: this.remoteSdp(msg.sdp) });
     await pc.setLocalDescription(await pc.createAnswer());
     await this.request("answer", { sdp: pc.localDescription.sdp });
   }

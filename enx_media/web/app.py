@@ -157,6 +157,14 @@ class Metrics:
                     yield family(G, "enx_live_rooms", "Rooms with a live session", stats["live_rooms"])
                     yield family(C, "enx_media_unknown_ssrc_events", "RTP of an SSRC no producer has",
                                  stats["unknown_ssrc_events"])
+                    downlink = stats["downlink"]
+                    now_keys = ("streams_paused_bandwidth", "subscribers_limited", "subscribers_probing")
+                    yield family(C, "enx_media_downlink", "Bandwidth allocation: simulcast layer switches, "
+                                 "probes (started, ok, failed), pauses for bandwidth",
+                                 [(k, v) for k, v in sorted(downlink.items()) if k not in now_keys], "counter")
+                    yield family(G, "enx_media_downlink_now", "Streams paused for bandwidth, subscribers whose "
+                                 "estimate shows a limit, subscribers being probed",
+                                 [(k, downlink.get(k, 0)) for k in now_keys], "gauge")
                 signaling = stats.get("signaling")
                 if signaling is not None:
                     yield family(G, "enx_signaling_connections", "Signaling connections open",

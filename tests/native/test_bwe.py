@@ -184,10 +184,13 @@ def test_a_falling_remb_is_followed_down_a_rising_one_is_not_followed_up(worker)
         pump()
     b = bwe(sub.transport)
     assert b["estimate_bps"] == 1_200_000 and b["rembs"] == 3
+    events = []
+    worker.on_event = events.append
     sub.send_rtcp(_core.write_remb(0x51, 600_000, [0xB1]))
     pump()
     b = bwe(sub.transport)
     assert b["limited"] and abs(b["estimate_bps"] - 600_000) < 5000
+    assert [(e.kind, e.transport_id) for e in events] == [("bandwidth_down", sub.transport.id)]
 
 
 def test_a_probe_pads_between_frames_and_raises_the_estimate_to_what_got_through(worker):

@@ -7,39 +7,9 @@ import time
 import pytest
 
 from enx_media.client import SignalingError
-from media_util import CHROMIUM, Api, chromium_page
+from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
-
-
-class Heights:
-    """Decodes a received track in the background (so no backlog builds up while the test waits on the
-    other one) and keeps (arrival time, picture height) of each frame."""
-
-    def __init__(self, track):
-        self.frames: list[tuple[float, int]] = []
-        self._task = asyncio.ensure_future(self._run(track))
-
-    async def _run(self, track):
-        while True:
-            frame = await track.recv()
-            self.frames.append((time.monotonic(), frame.height))
-
-    async def settle_on(self, height: int, timeout: float) -> float:
-        """Wait until 5 frames in a row are `height` lines high; returns how long it took."""
-        started = time.monotonic()
-        while [h for _, h in self.frames[-5:]] != [height] * 5:
-            assert time.monotonic() - started < timeout, \
-                f"no {height}-line frames within {timeout} s: {[h for _, h in self.frames[-30:]]}"
-            await asyncio.sleep(0.05)
-        return time.monotonic() - started
-
-    def longest_gap(self, since: float) -> float:
-        times = [since] + [t for t, _ in self.frames if t >= since] + [time.monotonic()]
-        return max(b - a for a, b in zip(times, times[1:]))
-
-    def stop(self):
-        self._task.cancel()
 
 
 def test_each_subscriber_decodes_the_layer_it_asks_for(node, creds):
@@ -143,13 +113,6 @@ def test_dynacast_pauses_the_layers_nobody_receives_and_resumes_them(node, creds
                 await v.leave()
 
     asyncio.run(scenario())
-
-
-INBOUND_HEIGHT = """async (streamId) => { const room = window.enxDemo.room;
-  const track = room.remoteTracks.get(streamId); let h = 0;
-  (await room.subscribePc.getStats()).forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "video" && r.trackIdentifier === track.id) h = r.frameHeight || 0; });
-  return h; }"""
 
 
 def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
