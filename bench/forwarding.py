@@ -23,9 +23,13 @@ the input), the consumers spread over them (consumer i on layer i % 3), against 
 same input packets by three one-encoding producers with the same consumers each; the two alternate
 over --repeats runs and the medians and their ratio are reported.
 
+--bwe gives every consumer transport-cc, as a browser subscriber negotiates it: each copy then carries its
+transport's transport-wide sequence number and is recorded for the downlink estimator (ext/bwe.pxi).
+
     python bench/forwarding.py --quick --json bench/forwarding.json
     python bench/forwarding.py --quick --consumers 1000 --srtp gcm --frame 4 --gso off
     python bench/forwarding.py --quick --simulcast --consumers 10,100,1000 --srtp gcm --repeats 5
+    python bench/forwarding.py --quick --bwe --consumers 10,100,1000 --srtp gcm --frame 4
 """
 import argparse
 import json
@@ -50,7 +54,7 @@ def keys(profile):
     return os.urandom(kl), os.urandom(sl)
 
 
-def run_case(n, srtp, sinks, target_out, gso=True, frame=0, layers=None):
+def run_case(n, srtp, sinks, target_out, gso=True, frame=0, layers=None, bwe=False):
     """layers None: one producer of one encoding. "simulcast": one producer of 3 encodings, consumer i on
     encoding i % 3. "plain": 3 producers of one encoding each, consumer i on producer i % 3. The last two
     get the same input packets (SSRCs 0x1000..0x1002 in turn) and send the same output."""
@@ -71,7 +75,8 @@ def run_case(n, srtp, sinks, target_out, gso=True, frame=0, layers=None):
     for i in range(n):
         t = w.create_transport(profile, *keys(profile), *keys(profile))
         w.bind_transport(t, *sinks[i].getsockname())
-        c = w.create_consumer(t, producers[i % len(producers)], 0x20000 + i, 96)
+        c = w.create_consumer(t, producers[i % len(producers)], 0x20000 + i, 96,
+                              ext_ids={"transport_cc": 3} if bwe else None)
         if layers == "simulcast":
             w.set_target_encoding(c, i % 3)      # before anything is sent: at once
     sender = _core.SrtpContext(profile, *up)
@@ -153,6 +158,9 @@ def main():
     ap.add_argument("--simulcast", action="store_true",
                     help="the layer selector (3 encodings) against plain forwarding of the same packets")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side with --simulcast (medians)")
+    ap.add_argument("--bwe", action="store_true",
+                    help="consumers negotiate transport-cc: each copy carries its transport's transport-wide seq "
+                         "and is kept for the downlink estimator (what a browser subscriber costs)")
     args = ap.parse_args()
     ns = [int(x) for x in args.consumers.split(",")]
     target = 60000 if args.quick else 400000
@@ -173,12 +181,12 @@ def main():
     cases = []
     for srtp in args.srtp.split(","):
         for n in ns:
-            c = run_case(n, srtp, sinks, target, args.gso == "on", args.frame)
+            c = run_case(n, srtp, sinks, target, args.gso == "on", args.frame, bwe=args.bwe)
             cases.append(c)
             print("%5d consumers  srtp=%-7s gso=%-3s engine %9d pkt/cpu-s  baseline %9d  ratio %.2f" % (
                 n, srtp, args.gso, c["engine_pps_per_cpu_s"], c["baseline_pps_per_cpu_s"], c["ratio"]), flush=True)
     out = {"cases": cases, "packet_bytes": 1200, "quick": args.quick, "gso": args.gso == "on",
-           "frame": args.frame or None}
+           "frame": args.frame or None, "bwe": args.bwe}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
