@@ -47,6 +47,42 @@ cdef int ext_prefix(uint8_t *pre, const ExtIds *ids, const uint8_t *mid, int mid
     return 1 + mid_len
 
 
+cdef inline void vp8_rewrite(CConsumer *c, uint8_t *payload, const RtpLayout *l, int is_rtx,
+                             const SentEntry *sent) noexcept nogil:
+    """Picture ID and TL0PICIDX of a VP8 copy, continuous for the subscriber across layer and producer
+    switches (each encoding numbers its own; a jump back would make the receiver take new pictures for
+    old ones): the first picture after a switch continues right after the last one written; the field
+    keeps its size (7 or 15 bits). A retransmission gets the offsets its packet was first sent with."""
+    cdef int32_t pid, tl0, ahead
+    cdef int32_t po = c.pid_offset, to = c.tl0_offset
+    if is_rtx:
+        po, to = sent.pid_offset, sent.tl0_offset
+    elif c.vp8_resync:
+        c.vp8_resync = 0
+        if l.vp8_picid >= 0 and c.last_out_pid >= 0:
+            po = c.pid_offset = (c.last_out_pid + 1 - l.vp8_picid) & 0x7fff
+        if l.vp8_tl0 >= 0 and c.last_out_tl0 >= 0:
+            to = c.tl0_offset = (c.last_out_tl0 + 1 - l.vp8_tl0) & 0xff
+    if l.vp8_picid >= 0:
+        pid = (l.vp8_picid + po) & 0x7fff
+        if l.vp8_picid_bits == 15:
+            payload[l.vp8_picid_off] = <uint8_t>(0x80 | (pid >> 8))
+            payload[l.vp8_picid_off + 1] = <uint8_t>pid
+        else:
+            payload[l.vp8_picid_off] = <uint8_t>(pid & 0x7f)
+        if not is_rtx:
+            ahead = (pid - c.last_out_pid) & 0x7fff
+            if c.last_out_pid < 0 or 0 < ahead < 0x4000:
+                c.last_out_pid = pid
+    if l.vp8_tl0 >= 0:
+        tl0 = (l.vp8_tl0 + to) & 0xff
+        payload[l.vp8_tl0_off] = <uint8_t>tl0
+        if not is_rtx:
+            ahead = (tl0 - c.last_out_tl0) & 0xff
+            if c.last_out_tl0 < 0 or 0 < ahead < 0x80:
+                c.last_out_tl0 = tl0
+
+
 cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, const RtpLayout *l,
                       int64_t out_seq, int64_t out_ts, int64_t in_seq, int enc, int is_rtx) noexcept nogil:
     """Rewrite (extension block, SSRC, seq, timestamp, payload type) + protect one copy into the next
@@ -64,6 +100,9 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     if n < 0:
         c.drops[drop_reason(n)] += 1
         return 0
+    e = &c.sent[out_seq & (SENT_RING - 1)]
+    if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
+        vp8_rewrite(c, out + n - (length - l.body_off), l, is_rtx, e)
     rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
     if c.transport.tx != NULL:
         n = srtp_protect(c.transport.tx, out, n, SLOT)
@@ -85,12 +124,13 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
         c.retransmits += 1
     else:
         # what went out under out_seq, for NACKs (only this packet is ever sent again under it)
-        e = &c.sent[out_seq & (SENT_RING - 1)]
         e.out_seq = out_seq
         e.in_seq = in_seq
         e.out_ts = out_ts
         e.enc = enc
         e.rtx_ns = 0
+        e.pid_offset = c.pid_offset
+        e.tl0_offset = c.tl0_offset
         c.last_out_marker = (buf[1] & 0x80) != 0
     return 1
 
@@ -110,15 +150,27 @@ cdef void send_rtx(Core *w, CConsumer *c, const uint8_t *buf, int length, int64_
     cdef SendCtx *x = w.tx
     cdef RtpHeader h
     cdef RtpLayout l
+    cdef Vp8Desc vp8
     if not c.transport.bound:
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
     if rtp_parse(buf, length, &h) != ST_OK:     # it parsed when it came in; the history keeps the bytes
         return
     rtp_layout(buf, &h, &c.producer.ext, &l)
+    if c.producer.codec == CODEC_VP8 and vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
+        vp8_layout(&vp8, &l)
     ctx_run_start(x, &c.transport.addr)
     protect_copy(x, c, buf, length, &l, out_seq, out_ts, in_seq, enc, 1)
     ctx_run_end(x)
+
+
+cdef inline void consumer_unrepairable(Core *w, CConsumer *c, int64_t now) noexcept nogil:
+    """A video packet the subscriber lost cannot be resent: without a key frame its decoder waits until
+    it gives up by itself (aiortc: its jitter buffer's 512 packets, seconds). Ask the encoding it gets for
+    one (the per-encoding PLI limit keeps this to 2 a second)."""
+    if c.producer.codec == CODEC_VP8 or c.producer.codec == CODEC_H264:
+        c.unrepairable += 1
+        request_keyframe(w, &c.producer.enc[c.enc_cur], now)
 
 
 cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now) noexcept nogil:
@@ -138,13 +190,19 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
     if not c.have_out or e.out_seq != out_seq or out_seq < c.rtx_floor:
         c.drops[DROP_NACK_NOT_HELD] += 1
         w.drops[DROP_NACK_NOT_HELD] += 1
+        if c.have_out and c.last_out_seq - SENT_RING < out_seq <= c.last_out_seq:
+            consumer_unrepairable(w, c, now)   # recent and ours (not a seq never sent)
         return
     in_seq = e.in_seq
+    if in_seq < 0:
+        c.drops[DROP_NACK_PADDING] += 1     # a probe's padding packet: lost, and nothing was in it
+        return
     enc = &c.producer.enc[e.enc]        # the history of the encoding it was sent from
     slot = <int>(((in_seq % HIST_SLOTS) + HIST_SLOTS) % HIST_SLOTS)
     if enc.hist_seq[slot] != in_seq:
         c.drops[DROP_NACK_NOT_HELD] += 1
         w.drops[DROP_NACK_NOT_HELD] += 1
+        consumer_unrepairable(w, c, now)
         return
     gap = RTX_MIN_GAP_NS
     if c.rtt_ms * 1000000.0 > gap:
@@ -174,6 +232,7 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
     if c.rtx_budget < length:
         c.drops[DROP_NACK_BUDGET] += 1
         w.drops[DROP_NACK_BUDGET] += 1
+        consumer_unrepairable(w, c, now)
         return
     c.rtx_budget -= length
     e.rtx_ns = now
@@ -229,9 +288,11 @@ cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
             if n < 0:
                 c.drops[drop_reason(n)] += 1
                 break
-        # the number is used: what follows continues after it
+        # the number is used: what follows continues after it; a NACK for it finds a padding entry
         c.last_out_seq = seq
         c.seq_offset += 1
+        c.sent[seq & (SENT_RING - 1)].out_seq = seq
+        c.sent[seq & (SENT_RING - 1)].in_seq = -1
         x.siov[x.nsend].iov_len = n
         x.nsend += 1
         x.packets_out += 1

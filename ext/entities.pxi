@@ -23,6 +23,8 @@ cdef struct SentEntry:
     int64_t out_ts         # the extended output timestamp it was sent with
     int64_t rtx_ns         # last retransmission (0: none)
     int enc                # the producer's encoding index it came from (its history holds it)
+    int32_t pid_offset     # the VP8 picture ID / TL0PICIDX offsets it was sent with (a retransmission
+    int32_t tl0_offset     # of a packet from before a layer switch keeps them)
 
 cdef struct GapEntry:
     int64_t in_seq         # a missing input seq, -1 = empty
@@ -125,10 +127,15 @@ cdef struct CConsumer:
     int64_t last_out_ts
     int64_t last_out_ns
     int last_out_marker         # the last packet sent ended a frame: padding may follow (probes)
+    # VP8 picture ID (15-bit space) and TL0PICIDX continuity across switches (consumer.pxi vp8_rewrite)
+    int32_t pid_offset, tl0_offset
+    int32_t last_out_pid, last_out_tl0   # newest written, -1 none
+    int vp8_resync              # the next picture starts a new input numbering: continue after the last
     Counters c
     uint64_t drops[DROP_COUNT]
     uint64_t retransmits
     uint64_t nacks
+    uint64_t unrepairable         # NACKed video packets it could not resend (a key frame was asked for)
     uint64_t plis
     # last receiver report about this stream (RFC 3550 §6.4.2)
     int rr_fraction_lost
@@ -381,7 +388,7 @@ cdef class Consumer:
     def stats(self):
         d = counters_dict(&self.c.c)
         d["drops"] = drops_dict(self.c.drops)
-        d.update(encoding=self.c.enc_cur, target_encoding=self.c.enc_target, retransmits=self.c.retransmits, nacks=self.c.nacks, plis=self.c.plis,
+        d.update(encoding=self.c.enc_cur, target_encoding=self.c.enc_target, retransmits=self.c.retransmits, nacks=self.c.nacks, unrepairable=self.c.unrepairable, plis=self.c.plis,
                  fraction_lost=self.c.rr_fraction_lost / 256.0, packets_lost=self.c.rr_packets_lost,
                  jitter=self.c.rr_jitter, rtt_ms=self.c.rtt_ms, receiver_reports=self.c.rr_count,
                  remb_bitrate=self.c.remb_bitrate)

@@ -87,6 +87,7 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
     cdef CProducer *p = e.producer
     cdef CConsumer *c
     cdef Vp8Desc vp8
+    cdef int vp8_ok = 0
     cdef Pending *q
     cdef int i, key = 0, tid = -1, slot, lost
     cdef int64_t seq, ts
@@ -134,6 +135,7 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
                 e.nack_recovered += 1
     if p.codec == CODEC_VP8:
         if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
+            vp8_ok = 1
             key = vp8.keyframe
             tid = vp8.tid
             if vp8.s and vp8.pid == 0:      # a frame's first packet: counted by temporal layer
@@ -164,4 +166,6 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
     q.in_order = seq == e.ext_seq
     q.empty = h.payload_len == 0
     rtp_layout(buf, h, &p.ext, &q.lay)
+    if vp8_ok:
+        vp8_layout(&vp8, &q.lay)
     return 1

@@ -11,7 +11,7 @@ cdef struct Vp8Desc:
     int x, n, s, pid          # first octet: extension, non-reference, start of partition, partition idx
     int picid                 # -1 when absent
     int picid_bits            # 7 or 15
-    int picid_offset          # where it sits (a layer switch will rewrite it: the layer selector's issue)
+    int picid_offset          # where it sits (a consumer rewrites it across layer switches: vp8_layout)
     int tl0picidx             # -1 when absent
     int tl0_offset
     int tid                   # -1 when absent
@@ -20,6 +20,15 @@ cdef struct Vp8Desc:
     int header_len
     int keyframe
     int width, height         # a key frame's picture size (its first packet); 0 when not known
+
+
+cdef inline void vp8_layout(const Vp8Desc *d, RtpLayout *l) noexcept nogil:
+    """What a consumer needs of a parsed descriptor to rewrite picture ID and TL0PICIDX (consumer.pxi)."""
+    l.vp8_picid = d.picid
+    l.vp8_picid_bits = d.picid_bits
+    l.vp8_picid_off = d.picid_offset
+    l.vp8_tl0 = d.tl0picidx
+    l.vp8_tl0_off = d.tl0_offset
 
 
 cdef int vp8_parse(const uint8_t *p, int n, Vp8Desc *d) noexcept nogil:

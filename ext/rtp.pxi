@@ -45,6 +45,13 @@ cdef struct RtpLayout:
     int hdr_end           # end of the fixed header + CSRCs: where an extension block starts
     int body_off          # payload start (after the extension block); payload + padding run to the end
     int audio_level       # the publisher's RFC 6464 audio-level byte, -1 if the packet has none
+    # VP8 (payload.pxi vp8_layout): picture ID and TL0PICIDX, which a consumer rewrites to stay continuous
+    # across layer switches; offsets from the payload start, -1 when absent
+    int vp8_picid
+    int vp8_picid_bits
+    int vp8_picid_off
+    int vp8_tl0
+    int vp8_tl0_off
 
 cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
     return (<uint16_t>p[0] << 8) | p[1]
@@ -198,6 +205,9 @@ cdef void rtp_layout(const uint8_t *buf, const RtpHeader *h, const ExtIds *ids, 
     l.hdr_end = 12 + 4 * h.csrc_count
     l.body_off = h.header_len
     l.audio_level = -1
+    l.vp8_picid = l.vp8_tl0 = -1
+    l.vp8_picid_off = l.vp8_tl0_off = -1
+    l.vp8_picid_bits = 0
     if ids.audio_level and rtp_find_ext(buf, h, ids.audio_level, &v, &n) == ST_OK and n >= 1:
         l.audio_level = v[0]
 

@@ -81,6 +81,7 @@ cdef inline void consumer_resync(CConsumer *c) noexcept nogil:
     """The input numbering changes (another producer, a restarted source): the next packet continues
     after the last number used; nothing numbered before is retransmitted or filled in late."""
     c.resync = 1
+    c.vp8_resync = 1
     c.switch_from = -1
     c.rtx_floor = c.last_out_seq + 1
     c.gap_floor = c.rtx_floor
@@ -94,6 +95,7 @@ cdef inline void consumer_switch_encoding(CConsumer *c, int enc) noexcept nogil:
         c.switch_from = c.enc_cur       # the encoding whose clock the next timestamps continue
     c.enc_cur = enc
     c.resync = 1
+    c.vp8_resync = 1
     c.gap_floor = c.last_out_seq + 1
 
 

@@ -25,6 +25,7 @@ cdef enum:
     DROP_NACK_TOO_SOON         # that seq was retransmitted to the consumer less than an RTT ago
     DROP_NACK_BUDGET           # the consumer's retransmission byte budget is spent
     DROP_PADDING_ONLY          # no payload (a sender's bandwidth probe): not worth a subscriber's bytes
+    DROP_NACK_PADDING          # a NACK for one of our probe's padding packets: nothing to repair
     DROP_OTHER
     DROP_COUNT
 
@@ -32,7 +33,7 @@ DROP_REASONS = ["truncated", "bad_version", "bad_padding", "bad_extension", "bad
                 "replay", "too_many_streams", "crypto", "no_room", "unknown_source", "unknown_ssrc",
                 "ssrc_wrong_transport", "not_media", "nack_not_held", "pli_rate_limited",
                 "control_queue_full", "send_failed", "paused", "layer", "late", "nack_too_soon", "nack_budget",
-                "padding_only", "other"]
+                "padding_only", "nack_padding", "other"]
 
 _DROP_NAMES = {ST_TRUNCATED: "truncated", ST_BAD_VERSION: "bad version", ST_BAD_PADDING: "bad padding",
                ST_BAD_EXTENSION: "bad header extension", ST_BAD_LENGTH: "bad length",

@@ -498,6 +498,7 @@ cdef class NativeWorker:
             c.c.transport = transport.t
             c.c.producer = producer.p
             c.c.wait_keyframe = wait_keyframe and producer.p.codec in (CODEC_VP8, CODEC_H264)
+            c.c.last_out_pid = c.c.last_out_tl0 = -1
             c.c.out_ext = out_ext
             c.c.ext_pre_len = ext_prefix(c.c.ext_pre, &out_ext, <const uint8_t *>m, len(m))
             if map_put(&self.core.consumers, ssrc, c.c) != 0:

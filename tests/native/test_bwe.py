@@ -209,6 +209,11 @@ def test_a_probe_pads_between_frames_and_raises_the_estimate_to_what_got_through
     assert pads and all(p["ssrc"] == 0xB1 and not p["marker"] for p in pads)
     out = [p["sequence_number"] for p in parsed]
     assert out == list(range(out[0], out[0] + len(out))), "media and padding share one gapless numbering"
+    # a NACK for a lost padding packet: nothing to resend, no key frame asked for
+    sub.send_rtcp(_core.write_nack(0x51, 0xB1, [pads[-1]["sequence_number"]]))   # a recent one
+    pump()
+    assert consumer.stats["drops"].get("nack_padding") == 1 and consumer.stats["retransmits"] == 0
+    assert consumer.stats["unrepairable"] == 0
     # padding follows a frame's end: every padding packet comes after a marker packet or another padding
     for prev, p in zip(parsed, parsed[1:]):
         if p in pads:

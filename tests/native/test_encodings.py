@@ -142,3 +142,63 @@ def test_switch_at_target_key_frame_with_continuity_and_nack_from_the_right_hist
     assert [_core.parse_rtp(x)["timestamp"] for x in rtx] == [ts[2], ts[8]]
     pub.close()
     sub.close()
+
+
+def vp8_full(picid, tl0, tid=0, key=False, body=b"", short=False):
+    """A VP8 payload with picture ID (15 bits, or 7 with short), TL0PICIDX and TID (RFC 7741 §4.2)."""
+    pid = bytes([picid & 0x7F]) if short else bytes([0x80 | (picid >> 8) & 0x7F, picid & 0xFF])
+    return bytes([0x90, 0xE0]) + pid + bytes([tl0 & 0xFF, tid << 6]) + bytes([0x00 if key else 0x01]) + body
+
+
+def picture_fields(packet):
+    """(picture ID, TL0PICIDX) of a VP8 packet written by vp8_full."""
+    pl = _core.parse_rtp(packet)["payload"]
+    if pl[2] & 0x80:
+        return ((pl[2] & 0x7F) << 8) | pl[3], pl[4]
+    return pl[2] & 0x7F, pl[3]
+
+
+def test_picture_id_and_tl0picidx_stay_continuous_across_a_layer_switch(worker):
+    """Each encoding numbers its own pictures; the subscriber sees one numbering: after the switch the new
+    layer's key frame continues right after the last picture written, both packets of one picture keep one
+    ID, the field keeps its size, and a retransmission from before the switch has the ID it was sent with."""
+    pub = Peer(worker, GCM)
+    p = worker.create_producer(pub.transport, codec="vp8", mid="v", encodings=[("q", 0xD1), ("h", 0xD2)])
+    sub = Peer(worker, GCM)
+    c = worker.create_consumer(sub.transport, p, 0xDD, 96)
+    pump = pump_for(worker)
+    seq = {0xD1: 200, 0xD2: 9000}
+
+    def picture(ssrc, picid, tl0, key=False, packets=1, short=False):
+        for k in range(packets):
+            pub.send_rtp(rtp(seq[ssrc], 3000 * picid, ssrc,
+                             payload=vp8_full(picid, tl0, key=key and k == 0, body=b"%d" % k, short=short)))
+            seq[ssrc] += 1
+
+    picture(0xD1, 32766, 250, key=True, packets=2)    # q: picture IDs about to wrap, TL0PICIDX too
+    picture(0xD1, 32767, 251, packets=2)
+    picture(0xD1, 0, 252)
+    got = sub.recv_all(5, pump)
+    assert [picture_fields(x) for x in got] == [(32766, 250)] * 2 + [(32767, 251)] * 2 + [(0, 252)]
+    worker.set_target_encoding(c, 1)
+    picture(0xD2, 12000, 7, key=True, packets=2)      # h's own numbering: the switch happens here
+    picture(0xD2, 12001, 8)
+    picture(0xD1, 1, 253)                             # q goes on, no longer sent
+    picture(0xD2, 12002, 9)
+    got += sub.recv_all(4, pump)
+    assert sub.recv_all(1, pump, deadline=0.2) == []
+    assert [picture_fields(x) for x in got[5:]] == [(1, 253)] * 2 + [(2, 254), (3, 255)]
+    # a NACK for a packet of q sent before the switch: the ID it had then, not h's mapping
+    first_seq = _core.parse_rtp(got[2])["sequence_number"]
+    sub.send_rtcp(_core.write_nack(0x1, 0xDD, [first_seq]))
+    sub.rx = sub.fresh_rx()
+    [rtx] = sub.recv_all(1, pump)
+    assert picture_fields(rtx) == (32767, 251)
+    # a switch back to an encoding with 7-bit IDs keeps 7 bits and continues modulo 128
+    worker.set_target_encoding(c, 0)
+    picture(0xD1, 100, 17, key=True, short=True)
+    [back] = sub.recv_all(1, pump)
+    pl = _core.parse_rtp(back)["payload"]
+    assert not pl[2] & 0x80 and picture_fields(back) == (4, 0)
+    pub.close()
+    sub.close()

@@ -177,3 +177,25 @@ def test_worker_counts_auth_failures_and_replays(worker):
     assert worker.stats["drops"]["replay"] == 1 and producer.stats["packets_in"] == 1
     prod.close()
     sub.close()
+
+
+def test_a_nack_past_the_retransmission_budget_asks_the_publisher_for_a_key_frame(worker):
+    """What cannot be resent leaves the subscriber's decoder waiting for a key frame (aiortc would wait
+    seconds, until its jitter buffer overflows): the node asks the publisher for one at once."""
+    prod, producer, sub, consumer = pair(worker, 0xBC01, 0xBC02, 96)
+    for i in range(300):
+        prod.send_rtp(rtp(5000 + i, 3000 * i, 0xBC01, payload=vp8(b"\x00" * 1100, key=i == 0)))
+    got = sub.recv_all(300, pump_for(worker))
+    assert len(got) == 300
+    before = producer.stats["pli_forwarded"]
+    out = [_core.parse_rtp(p)["sequence_number"] for p in got]
+    for k in range(0, 300, 17):                      # every packet NACKed: more bytes than the budget holds
+        sub.send_rtcp(_core.write_nack(0x1, 0xBC02, out[k:k + 17]))
+    plis = prod.recv_until(pump_for(worker), lambda got: got, parse=lambda d: [
+        x for x in _core.parse_rtcp(d) if x["type"] == "pli"])
+    st = consumer.stats
+    assert st["drops"]["nack_budget"] > 0 and st["unrepairable"] == st["drops"]["nack_budget"]
+    assert 0 < st["retransmits"] < 300
+    assert plis and plis[0]["media_ssrc"] == 0xBC01 and producer.stats["pli_forwarded"] == before + 1
+    prod.close()
+    sub.close()

@@ -10,9 +10,25 @@ import time
 import pytest
 
 from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page, node_media_address
+from node_util import Node
 from shaper import Shaper
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
+
+
+@pytest.fixture()
+def node(tmp_path):
+    """A node of its own: timings here are the subject, so no other test's rooms, peers or estimators."""
+    n = Node(tmp_path)
+    n.main_creds = n.create_app("main")
+    n.start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture()
+def creds(node):
+    return node.main_creds
 
 
 def test_a_shaped_subscriber_moves_down_and_back_while_another_stays_on_top(node, creds):
