@@ -109,9 +109,11 @@ async def run(api: Api, base: str, subscriber: str, cycles: int, fraction: float
                 level = 720
             else:
                 viewer = await page.context.browser.new_page()
-                await viewer.goto(f"{base}/demo?token={api.token(room['room_id'], 'slow', 'participant')}"
+                await viewer.goto(f"{base}/demo?token={api.token(room['room_id'], 'slow', 'viewer')}"
                                   f"&media=%s:%d" % shaper.address)
-                await viewer.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                await viewer.wait_for_function(
+                    """(pid) => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
+                       (s) => s.participant_id === pid && s.kind === "video")""", arg=chrome_id, timeout=20000)
                 stream_id = await viewer.evaluate(
                     """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
                        && s.kind === "video").stream_id""", chrome_id)

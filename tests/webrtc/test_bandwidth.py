@@ -118,9 +118,12 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
             with Shaper((f[4], int(f[5]))) as shaper:
                 viewer = await publisher.context.browser.new_page()
                 media = "%s:%d" % shaper.address
-                await viewer.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'view', 'participant')}"
+                # a viewer: it only watches (one Chromium encoding 720p simulcast is load enough on 2 cores)
+                await viewer.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'view', 'viewer')}"
                                   f"&media={media}")
-                await viewer.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                await viewer.wait_for_function(
+                    """(pid) => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
+                       (s) => s.participant_id === pid && s.kind === "video")""", arg=pub_id, timeout=20000)
                 stream_id = await viewer.evaluate(
                     """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
                        && s.kind === "video").stream_id""", pub_id)
@@ -134,8 +137,12 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
                 await asyncio.sleep(4)
                 assert 0 < await viewer.evaluate(INBOUND_HEIGHT, stream_id) < 360
                 shaper.rate_bps = None
-                took_up = await height_settles(viewer, stream_id, lambda h: h == 360, 15)
-                downlink = [x for x in api.metrics().splitlines() if x.startswith("enx_media_downlink_total")]
+                downlink = lambda: [x for x in api.metrics().splitlines() if x.startswith("enx_media_downlink_total")]  # noqa: E731
+                try:
+                    took_up = await height_settles(viewer, stream_id, lambda h: h == 360, 15)
+                except AssertionError as e:
+                    raise AssertionError(f"{e}; {downlink()}") from None
+                downlink = downlink()
                 print(f"browser behind the shaper: 360p at {wanted_rate / 1e3:.0f} kbit/s, shaped to "
                       f"{0.6 * wanted_rate / 1e3:.0f}: down after {took_down:.1f} s, back up {took_up:.1f} s after "
                       f"the rate returned; {shaper.dropped} datagrams tail-dropped; {downlink}")
