@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 if TYPE_CHECKING:
@@ -207,7 +207,11 @@ class RoomClient:
         return self.joined
 
     def _config(self) -> RTCConfiguration:
-        return RTCConfiguration(iceServers=[])  # aiortc would otherwise default to a public STUN server
+        """No STUN server (aiortc would otherwise default to a public one), and max-bundle: the node
+        bundles every m-line. With aiortc 1.16's default (balanced), an offer whose first version holds two
+        m-lines of a kind puts the second on the first one's own transport, marks it bundled, then stops
+        that transport when BUNDLE moves the first one over: the second m-line never receives."""
+        return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
     async def publish(self, tracks: list[MediaStreamTrack]) -> RTCPeerConnection:
         pc = RTCPeerConnection(self._config())

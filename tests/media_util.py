@@ -10,7 +10,8 @@ import time
 import av
 import httpx
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
+from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription,
+                    VideoStreamTrack)
 from aiortc.mediastreams import AudioStreamTrack
 
 from enx_media.client import RoomClient, use_loopback_candidates
@@ -84,7 +85,7 @@ async def receive_audio(track, count: int, timeout: float = 20.0) -> int:
 def peer_connection() -> RTCPeerConnection:
     """An aiortc peer connection that gathers 127.0.0.1 candidates only and asks no STUN server."""
     use_loopback_candidates()
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 async def sendonly_offer(*tracks, codec: str | None = None) -> RTCPeerConnection:
