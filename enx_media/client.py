@@ -213,12 +213,15 @@ class RoomClient:
         that transport when BUNDLE moves the first one over: the second m-line never receives."""
         return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
-    async def publish(self, tracks: list[MediaStreamTrack]) -> RTCPeerConnection:
+    async def publish(self, tracks: list[MediaStreamTrack], source: str = "camera") -> RTCPeerConnection:
+        """Publish tracks on a publish transport of their own; source "screen" marks its video as a screen
+        share (announced so, and served before cameras when a subscriber's bandwidth is short)."""
         pc = RTCPeerConnection(self._config())
         for track in tracks:
             pc.addTransceiver(track, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
-        reply = await self.request("publish", sdp=pc.localDescription.sdp)
+        reply = await self.request("publish", sdp=pc.localDescription.sdp,
+                                   **({"source": source} if source != "camera" else {}))
         await pc.setRemoteDescription(RTCSessionDescription(self._remote_sdp(reply["sdp"]), "answer"))
         self.publish_pcs.append(pc)
         return pc
@@ -294,13 +297,16 @@ class RoomClient:
         """The stream_id of that user's live stream of that kind."""
         return await self.wait_stream(await self.wait_participant(user_ref, timeout), kind, timeout)
 
-    async def wait_stream(self, participant_id: str, kind: str, timeout: float | None = None) -> str:
-        """The stream_id of a participant's live stream of that kind, once the node has announced it."""
+    async def wait_stream(self, participant_id: str, kind: str, timeout: float | None = None,
+                          source: str | None = None) -> str:
+        """The stream_id of a participant's live stream of that kind (and source: camera or screen, if
+        given), once the node has announced it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout or self.timeout)
         while True:
             for sid, info in list(self.stream_info.items()):
-                if info["participant_id"] == participant_id and info["kind"] == kind:
+                if info["participant_id"] == participant_id and info["kind"] == kind and (
+                        source is None or info.get("source") == source):
                     return sid
             if self.closed.is_set():
                 raise self.closed_error()

@@ -242,9 +242,9 @@ class LiveRoom:
                 self._event(ev.QualitySample, participant_id=pid, **quality[pid])
 
     # -- streams ------------------------------------------------------------------------------------
-    async def publish(self, p: Participant, offer_sdp: str) -> str:
+    async def publish(self, p: Participant, offer_sdp: str, source: str = "camera") -> str:
         policy.check_publish(self.room, p)
-        return self._media().publish(p, offer_sdp)
+        return self._media().publish(p, offer_sdp, source)
 
     async def stream_live(self, s: Producer) -> None:
         """A producer is live (its transport connected and its SSRC known): tell everyone, feed the

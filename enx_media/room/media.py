@@ -64,9 +64,10 @@ class RoomMedia:
         return [p for p in self.router.producers.values() if p.live]
 
     # -- publish ------------------------------------------------------------------------------------
-    def publish(self, p: "Participant", offer_sdp: str) -> str:
+    def publish(self, p: "Participant", offer_sdp: str, source: str = "camera") -> str:
         """Answer a publish offer with a new publish transport; its tracks become producers once the
-        transport connects. The participant's caps (transports, tracks, m-lines) are checked here."""
+        transport connects (its video ones showing `source`: camera or screen). The participant's caps
+        (transports, tracks, m-lines) are checked here."""
         limits = self.room.manager.limits
         if len(p.media.publish_transports) >= limits.publish_transports_per_participant:
             raise E.CapacityExceeded(f"at most {limits.publish_transports_per_participant} publish transports "
@@ -87,7 +88,8 @@ class RoomMedia:
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
         p.media.publish_transports[t] = len(plan.tracks)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
-                            tr.mid, tr.ssrc, t, encodings=tr.encodings) for tr in plan.tracks]
+                            tr.mid, tr.ssrc, t, encodings=tr.encodings,
+                            source=source if tr.kind == "video" else "camera") for tr in plan.tracks]
         t.on_connected = lambda tr: self._publish_connected(p, tr, pending)
         t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
         return sdp.write_answer(offer, ice_ufrag=t.ufrag, ice_pwd=t.pwd, fingerprint=self.server.fingerprint,

@@ -240,7 +240,7 @@ async def _leave(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict
 
 
 async def _publish(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
-    return M.answer(await live.publish(p, msg["sdp"]))
+    return M.answer(await live.publish(p, msg["sdp"], msg.get("source", "camera")))
 
 
 async def _subscribe(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:

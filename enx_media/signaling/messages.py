@@ -70,7 +70,7 @@ def participant_info(p: "Participant") -> dict[str, Any]:
 
 def stream_info(s: "Producer") -> dict[str, Any]:
     return {"stream_id": s.producer_id, "participant_id": s.participant_id, "kind": s.kind, "codec": s.codec,
-            "muted": s.paused}
+            "muted": s.paused, "source": s.source}
 
 
 def ok(request: str, **extra: Any) -> dict[str, Any]:

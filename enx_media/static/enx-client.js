@@ -20,6 +20,7 @@ class EnxRoom extends EventTarget {
     this.pending = new Map();
     this.joined = null;
     this.publishPc = null;
+    this.screenPc = null;            // a screen share's publish transport (shareScreen)
     this.subscribePc = null;
     this.midToStream = new Map();
     this.streams = new Map();        // stream_id -> {participant_id, kind, ...}
@@ -126,20 +127,31 @@ class EnxRoom extends EventTarget {
     return reply.encoding;
   }
 
-  async publish(mediaStream) {
+  async publish(mediaStream, source = "camera") {
     const pc = new RTCPeerConnection({ iceServers: [] });
     for (const track of mediaStream.getTracks()) {
       const init = { direction: "sendonly", streams: [mediaStream] };
       // Camera video goes as three simulcast layers, lowest first (the node sends each subscriber the one
-      // that fits the size it renders). Chromium sends all three only from 720p capture.
-      if (track.kind === "video" && this.simulcast) init.sendEncodings = SIMULCAST_LAYERS;
+      // that fits the size it renders). Chromium sends all three only from 720p capture. A screen share
+      // goes as one full-size layer: text scaled down is unreadable.
+      if (track.kind === "video" && this.simulcast && source === "camera") init.sendEncodings = SIMULCAST_LAYERS;
       pc.addTransceiver(track, init);
     }
     await pc.setLocalDescription(await pc.createOffer());
-    const reply = await this.request("publish", { sdp: pc.localDescription.sdp });
+    const reply = await this.request("publish", source === "camera" ? { sdp: pc.localDescription.sdp }
+      : { sdp: pc.localDescription.sdp, source });
     await pc.setRemoteDescription({ type: "answer", sdp: this.remoteSdp(reply.sdp) });
-    this.publishPc = pc;
+    if (source === "camera") this.publishPc = pc; else this.screenPc = pc;
     return pc;
+  }
+
+  async shareScreen() {
+    // A screen (getDisplayMedia) on a publish transport of its own, announced as source "screen"; it ends
+    // when the user stops sharing.
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const pc = await this.publish(display, "screen");
+    display.getVideoTracks()[0].addEventListener("ended", () => { pc.close(); if (this.screenPc === pc) this.screenPc = null; });
+    return display;
   }
 
   async unpublish() {
@@ -193,7 +205,7 @@ class EnxRoom extends EventTarget {
 
   async leave() {
     try { await this.request("leave"); } catch (e) { /* already closed */ }
-    for (const pc of [this.publishPc, this.subscribePc]) if (pc) pc.close();
+    for (const pc of [this.publishPc, this.screenPc, this.subscribePc]) if (pc) pc.close();
     this.ws.close();
   }
 }

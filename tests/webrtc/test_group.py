@@ -2,7 +2,9 @@
 import asyncio
 import time
 
+import pytest
 
+from enx_media.client import SignalingError
 from media_util import (COLORS, Api, ColorTrack, ToneTrack, publish_offer, receive_audio, receive_video,
                         sendonly_offer, without_lines)
 
@@ -97,5 +99,33 @@ def test_publisher_without_ssrc_lines_is_learned_from_mid(node, creds):
         await pc.close()
         await pub.leave()
         await sub.leave()
+
+    asyncio.run(scenario())
+
+
+def test_a_screen_share_is_a_second_video_announced_as_such(node, creds):
+    """A participant shares its screen on a second publish transport (source "screen"): subscribers see a
+    camera and a screen stream from it and decode both; a source the protocol does not know is refused."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 10})
+
+    async def scenario():
+        pub, sub = await api.moderator_and_participant(room["room_id"])
+        try:
+            await pub.publish([ColorTrack(COLORS[0]), ToneTrack()])
+            await pub.publish([ColorTrack(COLORS[1])], source="screen")
+            await sub.subscribe()
+            camera = await sub.wait_stream(pub.participant_id, "video", source="camera")
+            screen = await sub.wait_stream(pub.participant_id, "video", source="screen")
+            assert camera != screen and sub.stream_info[screen]["source"] == "screen"
+            got = await asyncio.gather(receive_video(await sub.wait_track(camera), COLORS[0], 10),
+                                       receive_video(await sub.wait_track(screen), COLORS[1], 10))
+            assert got[0] >= 9 and got[1] >= 9
+            with pytest.raises(SignalingError) as refused:
+                await pub.request("publish", sdp="v=0", source="window")
+            assert refused.value.code == 1002
+        finally:
+            await pub.leave()
+            await sub.leave()
 
     asyncio.run(scenario())
