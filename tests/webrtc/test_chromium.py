@@ -105,3 +105,30 @@ def test_demo_page_join_form(node, creds):
             assert plain["result"] == 1415
 
     asyncio.run(scenario())
+
+
+def test_the_demo_page_shares_a_screen(node, creds):
+    """The Share screen button: headless Chromium captures its own tab (auto-accepted) with getDisplayMedia
+    and publishes it as source "screen" next to its camera; an aiortc subscriber decodes frames of it."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
+
+    async def scenario():
+        viewer = await api.joined(room["room_id"], "viewer", "participant")
+        try:
+            async with chromium_page(["--auto-accept-this-tab-capture"]) as page:
+                await viewer.subscribe()
+                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'sharer', 'moderator')}")
+                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+                sharer = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                await page.click("#shareBtn")
+                screen = await viewer.wait_stream(sharer, "video", source="screen")
+                camera = await viewer.wait_stream(sharer, "video", source="camera")
+                assert screen != camera
+                track = await viewer.wait_track(screen)
+                frames = [await asyncio.wait_for(track.recv(), 20) for _ in range(5)]
+                assert all(f.width > 0 and f.height > 0 for f in frames)
+        finally:
+            await viewer.leave()
+
+    asyncio.run(scenario())
