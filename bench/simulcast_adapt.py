@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import Node  # noqa: E402  (the same real-node harness the tests use)
-from media_util import CHROMIUM, Api, Heights, chromium_page  # noqa: E402
+from media_util import (CHROMIUM, Api, Heights, chromium_page, demo_publisher, demo_video_stream,  # noqa: E402
+                        page_media_address)
 
 INBOUND = """async (streamId) => { const room = window.enxDemo.room;
   const track = room.remoteTracks.get(streamId); let out = [0, 0];
@@ -93,12 +94,8 @@ async def run(api: Api, base: str, subscriber: str, cycles: int, fraction: float
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
     out = []
     async with chromium_page() as page:
-        await page.goto(f"{base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
-        await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-        chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
-        sdp = await page.evaluate("window.enxDemo.room.publishPc.remoteDescription.sdp")
-        f = next(x for x in sdp.split("\r\n") if x.startswith("a=candidate:")).split(" ")
-        with Shaper((f[4], int(f[5]))) as shaper:
+        chrome_id = await demo_publisher(page, base, api.token(room['room_id'], 'chrome', 'moderator'))
+        with Shaper(await page_media_address(page)) as shaper:
             slow = None
             if subscriber == "aiortc":
                 slow = api.client_for(api.token(room["room_id"], "slow", "participant"))
@@ -114,9 +111,7 @@ async def run(api: Api, base: str, subscriber: str, cycles: int, fraction: float
                 await viewer.wait_for_function(
                     """(pid) => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
                        (s) => s.participant_id === pid && s.kind === "video")""", arg=chrome_id, timeout=20000)
-                stream_id = await viewer.evaluate(
-                    """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
-                       && s.kind === "video").stream_id""", chrome_id)
+                stream_id = await demo_video_stream(viewer, chrome_id)
                 await viewer.click(f"#tile-{stream_id}")          # pinned: a 360-line tile
                 h, level = PageHeights(viewer, stream_id), 360
             try:

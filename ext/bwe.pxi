@@ -111,12 +111,14 @@ cdef void bwe_free(Bwe *b) noexcept nogil:
     b.hist = NULL
 
 
-cdef inline void bwe_sent(Bwe *b, int64_t seq, int64_t send_us, int size) noexcept nogil:
-    cdef BweSent *s = &b.hist[seq & (BWE_HIST - 1)]
-    s.seq = seq
+cdef inline void bwe_sent(Bwe *b, int64_t send_us, int size) noexcept nogil:
+    """A copy went out under the next transport-wide seq (the one ext_congestion wrote into it)."""
+    cdef BweSent *s = &b.hist[b.next_seq & (BWE_HIST - 1)]
+    s.seq = b.next_seq
     s.send_us = send_us
     s.size = size
     s.acked = 0
+    b.next_seq += 1
 
 
 cdef inline uint32_t abs_send_time(int64_t us) noexcept nogil:

@@ -114,8 +114,7 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     x.packets_out += 1
     x.bytes_out += n
     if c.out_ext.transport_cc and c.transport.bwe.hist != NULL:
-        bwe_sent(&c.transport.bwe, c.transport.bwe.next_seq, x.run_us, n)
-        c.transport.bwe.next_seq += 1
+        bwe_sent(&c.transport.bwe, x.run_us, n)
     c.c.packets_out += 1
     c.c.bytes_out += n
     c.transport.c.packets_out += 1
@@ -298,8 +297,7 @@ cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
         x.packets_out += 1
         x.bytes_out += n
         if c.out_ext.transport_cc and t.bwe.hist != NULL:
-            bwe_sent(&t.bwe, t.bwe.next_seq, x.run_us, n)
-            t.bwe.next_seq += 1
+            bwe_sent(&t.bwe, x.run_us, n)
         t.c.packets_out += 1
         t.c.bytes_out += n
         t.bwe.padding_packets += 1

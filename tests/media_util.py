@@ -247,13 +247,36 @@ class Heights:
         self._task.cancel()
 
 
-def node_media_address(client: RoomClient) -> tuple[str, int]:
-    """The node's media address as its last offer to client's subscribe transport announced it."""
-    for line in client.subscribe_pc.remoteDescription.sdp.splitlines():
+def candidate_address(sdp: str) -> tuple[str, int]:
+    """The (host, port) of the first candidate in an SDP of the node's: its media address."""
+    for line in sdp.splitlines():
         if line.startswith("a=candidate:"):
             f = line.split(" ")
             return f[4], int(f[5])
-    raise AssertionError("no candidate in the node's offer")
+    raise AssertionError("no candidate in the node's SDP")
+
+
+def node_media_address(client: RoomClient) -> tuple[str, int]:
+    """The node's media address as its last offer to client's subscribe transport announced it."""
+    return candidate_address(client.subscribe_pc.remoteDescription.sdp)
+
+
+async def demo_publisher(page, base: str, token: str) -> str:
+    """Open the demo page with token and wait until it publishes; returns its participant id."""
+    await page.goto(f"{base}/demo?token={token}")
+    await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
+    return await page.evaluate("window.enxDemo.room.joined.participant_id")
+
+
+async def page_media_address(page) -> tuple[str, int]:
+    """The node's media address as its answer to a demo page's publish transport announced it."""
+    return candidate_address(await page.evaluate("window.enxDemo.room.publishPc.remoteDescription.sdp"))
+
+
+async def demo_video_stream(page, participant_id: str) -> str:
+    """The stream_id of participant_id's video as a demo page knows it."""
+    return await page.evaluate("""(pid) => [...window.enxDemo.room.streams.values()].find((s) =>
+        s.participant_id === pid && s.kind === "video").stream_id""", participant_id)
 
 
 # In a demo page: the picture height of the frames its subscribe transport decodes of a stream (0: none yet)

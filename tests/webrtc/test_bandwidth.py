@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page, node_media_address
+from media_util import (CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page, demo_publisher, demo_video_stream,
+                        node_media_address, page_media_address)
 from node_util import Node
 from shaper import Shaper
 
@@ -41,9 +42,7 @@ def test_a_shaped_subscriber_moves_down_and_back_while_another_stays_on_top(node
         try:
             async with chromium_page() as page:
                 await free.subscribe()
-                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
-                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                chrome_id = await demo_publisher(page, node.base, api.token(room['room_id'], 'chrome', 'moderator'))
                 stream_id = await free.wait_stream(chrome_id, "video")
                 top = Heights(await free.wait_track(stream_id))
                 watched.append(top)
@@ -110,12 +109,8 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
 
     async def scenario():
         async with chromium_page() as publisher:
-            await publisher.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'pub', 'moderator')}")
-            await publisher.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-            pub_id = await publisher.evaluate("window.enxDemo.room.joined.participant_id")
-            sdp = await publisher.evaluate("window.enxDemo.room.publishPc.remoteDescription.sdp")
-            f = next(x for x in sdp.split("\r\n") if x.startswith("a=candidate:")).split(" ")
-            with Shaper((f[4], int(f[5]))) as shaper:
+            pub_id = await demo_publisher(publisher, node.base, api.token(room['room_id'], 'pub', 'moderator'))
+            with Shaper(await page_media_address(publisher)) as shaper:
                 viewer = await publisher.context.browser.new_page()
                 media = "%s:%d" % shaper.address
                 # a viewer: it only watches (one Chromium encoding 720p simulcast is load enough on 2 cores)
@@ -124,9 +119,7 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
                 await viewer.wait_for_function(
                     """(pid) => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
                        (s) => s.participant_id === pid && s.kind === "video")""", arg=pub_id, timeout=20000)
-                stream_id = await viewer.evaluate(
-                    """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
-                       && s.kind === "video").stream_id""", pub_id)
+                stream_id = await demo_video_stream(viewer, pub_id)
                 await viewer.click(f"#tile-{stream_id}")                  # pinned: a 360-line tile
                 await height_settles(viewer, stream_id, lambda h: h == 360, 30)
                 await asyncio.sleep(3)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from media_util import CHROMIUM, COLORS, Api, ColorTrack, ToneTrack, chromium_page
+from media_util import CHROMIUM, COLORS, Api, ColorTrack, ToneTrack, chromium_page, demo_publisher
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
 
@@ -118,9 +118,7 @@ def test_the_demo_page_shares_a_screen(node, creds):
         try:
             async with chromium_page(["--auto-accept-this-tab-capture"]) as page:
                 await viewer.subscribe()
-                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'sharer', 'moderator')}")
-                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-                sharer = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                sharer = await demo_publisher(page, node.base, api.token(room['room_id'], 'sharer', 'moderator'))
                 await page.click("#shareBtn")
                 screen = await viewer.wait_stream(sharer, "video", source="screen")
                 camera = await viewer.wait_stream(sharer, "video", source="camera")

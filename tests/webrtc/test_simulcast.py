@@ -7,7 +7,7 @@ import time
 import pytest
 
 from enx_media.client import SignalingError
-from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page
+from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page, demo_publisher, demo_video_stream
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
 
@@ -24,9 +24,7 @@ def test_each_subscriber_decodes_the_layer_it_asks_for(node, creds):
             async with chromium_page() as page:
                 await small.subscribe()
                 await best.subscribe()
-                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'participant')}")
-                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                chrome_id = await demo_publisher(page, node.base, api.token(room['room_id'], 'chrome', 'participant'))
                 stream_id = await small.wait_stream(chrome_id, "video")
                 low, high = Heights(await small.wait_track(stream_id)), Heights(await best.wait_track(stream_id))
                 watched += [low, high]
@@ -82,9 +80,7 @@ def test_dynacast_pauses_the_layers_nobody_receives_and_resumes_them(node, creds
             async with chromium_page() as page:
                 for v in viewers:
                     await v.subscribe()
-                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
-                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                chrome_id = await demo_publisher(page, node.base, api.token(room['room_id'], 'chrome', 'moderator'))
                 stream_id = await viewers[0].wait_stream(chrome_id, "video")
                 watched = [Heights(await v.wait_track(stream_id)) for v in viewers]
                 await watched[0].settle_on(720, 45)          # every layer runs (and its size is known)
@@ -130,14 +126,10 @@ def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
     async def scenario():
         async with chromium_page() as publisher:
             viewer = await publisher.context.browser.new_page()
-            await publisher.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'pub', 'moderator')}")
-            await publisher.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-            pub_id = await publisher.evaluate("window.enxDemo.room.joined.participant_id")
+            pub_id = await demo_publisher(publisher, node.base, api.token(room['room_id'], 'pub', 'moderator'))
             await viewer.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'view', 'participant')}")
             await viewer.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-            stream_id = await viewer.evaluate(
-                """(pid) => [...window.enxDemo.room.streams.values()].find((s) => s.participant_id === pid
-                   && s.kind === "video").stream_id""", pub_id)
+            stream_id = await demo_video_stream(viewer, pub_id)
             height = await viewer.evaluate("(id) => document.getElementById('tile-' + id).clientHeight", stream_id)
             assert 180 <= height < 360, height      # the page's grid: a small tile at this window size
             await until_height(viewer, stream_id, 180, 30)
@@ -165,9 +157,7 @@ def test_a_subscriber_that_wants_fewer_frames_gets_fewer_temporal_layers(node, c
         try:
             async with chromium_page() as page:
                 await viewer.subscribe()
-                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'chrome', 'moderator')}")
-                await page.wait_for_function("window.enxDemo && window.enxDemo.published", timeout=20000)
-                chrome_id = await page.evaluate("window.enxDemo.room.joined.participant_id")
+                chrome_id = await demo_publisher(page, node.base, api.token(room['room_id'], 'chrome', 'moderator'))
                 stream_id = await viewer.wait_stream(chrome_id, "video")
                 watched = Heights(await viewer.wait_track(stream_id))
                 await viewer.stream_settings(stream_id, 200)
