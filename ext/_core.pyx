@@ -3,7 +3,7 @@
 formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, the downlink
 bandwidth estimator, entities, transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
 ingest: the producer side, seq: a consumer's numbering, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
-rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers. Structs must be
+pacer: what a subscriber transport is sent held to its estimate, rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers. Structs must be
 defined before a struct that embeds them; functions may be used before their definition.
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
 ext/includes/*.pxd, see STYLE.md.)"""
@@ -14,6 +14,7 @@ from cnet cimport *
 from openssl cimport *
 
 cdef struct Core      # the worker's C state (worker.pxi), passed to every packet-path function
+cdef struct Pacer     # a subscriber transport's pacer (pacer.pxi), allocated once it paces
 
 include "rtp.pxi"
 include "rtcp.pxi"
@@ -31,6 +32,7 @@ include "ingest.pxi"
 include "seq.pxi"
 include "fanout.pxi"
 include "consumer.pxi"
+include "pacer.pxi"
 include "rtcp_io.pxi"
 include "direct.pxi"
 include "worker.pxi"

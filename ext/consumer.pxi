@@ -47,22 +47,33 @@ cdef int ext_prefix(uint8_t *pre, const ExtIds *ids, const uint8_t *mid, int mid
     return 1 + mid_len
 
 
-cdef inline void vp8_rewrite(CConsumer *c, uint8_t *payload, const RtpLayout *l, int is_rtx,
-                             const SentEntry *sent) noexcept nogil:
-    """Picture ID and TL0PICIDX of a VP8 copy, continuous for the subscriber across layer and producer
-    switches (each encoding numbers its own; a jump back would make the receiver take new pictures for
-    old ones): the first picture after a switch continues right after the last one written; the field
-    keeps its size (7 or 15 bits). A retransmission gets the offsets its packet was first sent with."""
+cdef inline void vp8_track(CConsumer *c, const RtpLayout *l) noexcept nogil:
+    """Picture ID and TL0PICIDX continuity for the subscriber across layer and producer switches (each
+    encoding numbers its own; a jump back would make the receiver take new pictures for old ones): the
+    first picture after a switch continues right after the last one numbered, through the consumer's
+    offsets; this keeps the offsets and the newest values out (vp8_write writes them)."""
     cdef int32_t pid, tl0, ahead
-    cdef int32_t po = c.pid_offset, to = c.tl0_offset
-    if is_rtx:
-        po, to = sent.pid_offset, sent.tl0_offset
-    elif c.vp8_resync:
+    if c.vp8_resync:
         c.vp8_resync = 0
         if l.vp8_picid >= 0 and c.last_out_pid >= 0:
-            po = c.pid_offset = (c.last_out_pid + 1 - l.vp8_picid) & 0x7fff
+            c.pid_offset = (c.last_out_pid + 1 - l.vp8_picid) & 0x7fff
         if l.vp8_tl0 >= 0 and c.last_out_tl0 >= 0:
-            to = c.tl0_offset = (c.last_out_tl0 + 1 - l.vp8_tl0) & 0xff
+            c.tl0_offset = (c.last_out_tl0 + 1 - l.vp8_tl0) & 0xff
+    if l.vp8_picid >= 0:
+        pid = (l.vp8_picid + c.pid_offset) & 0x7fff
+        ahead = (pid - c.last_out_pid) & 0x7fff
+        if c.last_out_pid < 0 or 0 < ahead < 0x4000:
+            c.last_out_pid = pid
+    if l.vp8_tl0 >= 0:
+        tl0 = (l.vp8_tl0 + c.tl0_offset) & 0xff
+        ahead = (tl0 - c.last_out_tl0) & 0xff
+        if c.last_out_tl0 < 0 or 0 < ahead < 0x80:
+            c.last_out_tl0 = tl0
+
+
+cdef inline void vp8_write(uint8_t *payload, const RtpLayout *l, int32_t po, int32_t to) noexcept nogil:
+    """A VP8 copy's picture ID and TL0PICIDX with offsets po / to; the field keeps its size (7 or 15 bits)."""
+    cdef int32_t pid
     if l.vp8_picid >= 0:
         pid = (l.vp8_picid + po) & 0x7fff
         if l.vp8_picid_bits == 15:
@@ -70,24 +81,35 @@ cdef inline void vp8_rewrite(CConsumer *c, uint8_t *payload, const RtpLayout *l,
             payload[l.vp8_picid_off + 1] = <uint8_t>pid
         else:
             payload[l.vp8_picid_off] = <uint8_t>(pid & 0x7f)
-        if not is_rtx:
-            ahead = (pid - c.last_out_pid) & 0x7fff
-            if c.last_out_pid < 0 or 0 < ahead < 0x4000:
-                c.last_out_pid = pid
     if l.vp8_tl0 >= 0:
-        tl0 = (l.vp8_tl0 + to) & 0xff
-        payload[l.vp8_tl0_off] = <uint8_t>tl0
-        if not is_rtx:
-            ahead = (tl0 - c.last_out_tl0) & 0xff
-            if c.last_out_tl0 < 0 or 0 < ahead < 0x80:
-                c.last_out_tl0 = tl0
+        payload[l.vp8_tl0_off] = <uint8_t>((l.vp8_tl0 + to) & 0xff)
+
+
+cdef inline void sent_record(CConsumer *c, const uint8_t *buf, int64_t out_seq, int64_t out_ts, int64_t in_seq,
+                             int enc) noexcept nogil:
+    """What goes out under out_seq, for NACKs and the pacer (only this packet is ever sent under it)."""
+    cdef SentEntry *e = &c.sent[out_seq & (SENT_RING - 1)]
+    e.out_seq = out_seq
+    e.in_seq = in_seq
+    e.out_ts = out_ts
+    e.enc = enc
+    e.rtx_ns = 0
+    e.pid_offset = c.pid_offset
+    e.tl0_offset = c.tl0_offset
+    c.last_out_marker = (buf[1] & 0x80) != 0
+
+
+cdef enum:
+    COPY_FRESH = 0             # first sending, now
+    COPY_RTX = 1               # a retransmission
+    COPY_PACED = 2             # first sending of a copy the pacer held (numbered and recorded when queued)
 
 
 cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, const RtpLayout *l,
-                      int64_t out_seq, int64_t out_ts, int64_t in_seq, int enc, int is_rtx) noexcept nogil:
+                      int64_t out_seq, int64_t out_ts, int64_t in_seq, int enc, int mode) noexcept nogil:
     """Rewrite (extension block, SSRC, seq, timestamp, payload type) + protect one copy into the next
-    slot of the open run (ctx_run_start; ctx_run_end turns the run into messages). Returns 1 if a slot
-    was used."""
+    slot of the open run (ctx_run_start; ctx_run_end turns the run into messages). The transport-wide
+    seq / abs-send-time are the moment it goes out (a paced copy's too). Returns 1 if a slot was used."""
     cdef uint8_t *out
     cdef uint8_t el[NAME_LEN + 8]
     cdef int n
@@ -102,7 +124,11 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
         return 0
     e = &c.sent[out_seq & (SENT_RING - 1)]
     if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
-        vp8_rewrite(c, out + n - (length - l.body_off), l, is_rtx, e)
+        if mode == COPY_FRESH:
+            vp8_track(c, l)
+            vp8_write(out + n - (length - l.body_off), l, c.pid_offset, c.tl0_offset)
+        else:
+            vp8_write(out + n - (length - l.body_off), l, e.pid_offset, e.tl0_offset)
     rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
     if c.transport.tx != NULL:
         n = srtp_protect(c.transport.tx, out, n, SLOT)
@@ -115,22 +141,16 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     x.bytes_out += n
     if c.out_ext.transport_cc and c.transport.bwe.hist != NULL:
         bwe_sent(&c.transport.bwe, x.run_us, n)
+    if c.transport.pace != NULL:
+        c.transport.pace.tokens -= n
     c.c.packets_out += 1
     c.c.bytes_out += n
     c.transport.c.packets_out += 1
     c.transport.c.bytes_out += n
-    if is_rtx:
+    if mode == COPY_RTX:
         c.retransmits += 1
-    else:
-        # what went out under out_seq, for NACKs (only this packet is ever sent again under it)
-        e.out_seq = out_seq
-        e.in_seq = in_seq
-        e.out_ts = out_ts
-        e.enc = enc
-        e.rtx_ns = 0
-        e.pid_offset = c.pid_offset
-        e.tl0_offset = c.tl0_offset
-        c.last_out_marker = (buf[1] & 0x80) != 0
+    elif mode == COPY_FRESH:
+        sent_record(c, buf, out_seq, out_ts, in_seq, enc)
     return 1
 
 
@@ -140,27 +160,41 @@ cdef inline void send_fresh(SendCtx *x, CConsumer *c, const CEncoding *enc, cons
     if not c.transport.bound:
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
-    if consumer_number(c, enc, in_seq, in_ts, now, &out_seq, &out_ts):
-        protect_copy(x, c, buf, length, l, out_seq, out_ts, in_seq, c.enc_cur, 0)
+    if not consumer_number(c, enc, in_seq, in_ts, now, &out_seq, &out_ts):
+        return
+    if pace_hold(x, c, length):
+        # the pacer sends it later, from the producer's history, as numbered now
+        if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
+            vp8_track(c, l)
+        sent_record(c, buf, out_seq, out_ts, in_seq, c.enc_cur)
+        pace_push(x, c, out_seq, length)
+    else:
+        protect_copy(x, c, buf, length, l, out_seq, out_ts, in_seq, c.enc_cur, COPY_FRESH)
+
+
+cdef int copy_from_history(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
+                           int64_t out_ts, int64_t in_seq, int enc, int mode) noexcept nogil:
+    """A copy of a packet the producer's history holds (a retransmission, or a copy the pacer held) into
+    the open run, as it was numbered when first sent or queued."""
+    cdef RtpHeader h
+    cdef RtpLayout l
+    cdef Vp8Desc vp8
+    if rtp_parse(buf, length, &h) != ST_OK:     # it parsed when it came in; the history keeps the bytes
+        return 0
+    rtp_layout(buf, &h, &c.producer.ext, &l)
+    if c.producer.codec == CODEC_VP8 and vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
+        vp8_layout(&vp8, &l)
+    return protect_copy(x, c, buf, length, &l, out_seq, out_ts, in_seq, enc, mode)
 
 
 cdef void send_rtx(Core *w, CConsumer *c, const uint8_t *buf, int length, int64_t out_seq,
                     int64_t out_ts, int64_t in_seq, int enc) noexcept nogil:
-    cdef SendCtx *x = w.tx
-    cdef RtpHeader h
-    cdef RtpLayout l
-    cdef Vp8Desc vp8
     if not c.transport.bound:
         c.drops[DROP_UNKNOWN_SOURCE] += 1
         return
-    if rtp_parse(buf, length, &h) != ST_OK:     # it parsed when it came in; the history keeps the bytes
-        return
-    rtp_layout(buf, &h, &c.producer.ext, &l)
-    if c.producer.codec == CODEC_VP8 and vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
-        vp8_layout(&vp8, &l)
-    ctx_run_start(x, &c.transport.addr)
-    protect_copy(x, c, buf, length, &l, out_seq, out_ts, in_seq, enc, 1)
-    ctx_run_end(x)
+    ctx_run_start(w.tx, &c.transport.addr)
+    copy_from_history(w.tx, c, buf, length, out_seq, out_ts, in_seq, enc, COPY_RTX)
+    ctx_run_end(w.tx)
 
 
 cdef inline void consumer_unrepairable(Core *w, CConsumer *c, int64_t now) noexcept nogil:
@@ -251,8 +285,8 @@ cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
     cdef uint8_t *out
     cdef int i, ne, n, blk, sent = 0
     cdef int64_t seq
-    if not t.bound:
-        return
+    if not t.bound or (t.pace != NULL and t.pace.n > 0):
+        return          # padding only on an idle link: media the pacer holds goes first
     for i in range(t.consumers.n):
         k = <CConsumer *>t.consumers.items[i]
         if ((k.producer.codec == CODEC_VP8 or k.producer.codec == CODEC_H264) and k.have_out and not k.resync and not k.paused

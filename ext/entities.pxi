@@ -53,6 +53,7 @@ cdef struct CTransport:
     uint64_t tcc_packets_reported
     double rtt_ms               # from the last receiver report with a usable LSR on this transport
     Bwe bwe                     # downlink: what we may send it (bwe.pxi), and the transport-wide seq we number
+    Pacer *pace                 # NULL until it paces (pacer.pxi): its held video copies
     int probe_listed            # in the worker's list of transports running a probe
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     PtrList consumers           # CConsumer*: the consumers sending on it (a batch's copies to it share GSO messages)
@@ -206,6 +207,9 @@ cdef class Transport:
             plist_free(&self.t.producers)
             free(self.t.tcc)
             bwe_free(&self.t.bwe)
+            if self.t.pace != NULL:
+                free(self.t.pace.items)
+                free(self.t.pace)
         free(self.t)
         self.t = NULL
 
@@ -224,6 +228,7 @@ cdef class Transport:
         d["drops"] = drops_dict(self.t.drops)
         d["transport_cc_feedback"] = self.t.tcc_feedback
         d["remb_bitrate"] = self.t.remb_bitrate
+        d["pacer"] = pace_stats(self.t)
         d["tcc_feedback_sent"] = self.t.tcc_feedback_sent
         d["tcc_packets_reported"] = self.t.tcc_packets_reported
         d["rtt_ms"] = self.t.rtt_ms

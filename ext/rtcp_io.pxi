@@ -166,7 +166,8 @@ cdef void send_nacks(Core *w, CEncoding *p, int64_t now) noexcept nogil:
 
 cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
     """Upstream feedback of the draining thread: key frame requests whose window closed, NACKs due,
-    transport-cc every TCC_INTERVAL_NS; downstream, the padding of running bandwidth probes."""
+    transport-cc every TCC_INTERVAL_NS; downstream, the copies pacers hold, then the padding of running
+    bandwidth probes."""
     cdef int i, due
     cdef CTransport *t
     cdef CEncoding *p
@@ -192,6 +193,7 @@ cdef void feedback_due(Core *w, int64_t now, int force_tcc) noexcept nogil:
         t = <CTransport *>w.tcc_transports.items[i]
         if t.tcc.base < t.tcc.end and (force_tcc or now - t.tcc_last_fb_ns >= TCC_INTERVAL_NS):
             send_tcc(w, t, now)
+    pace_due(w, now)
     i = 0
     while i < w.probing.n:
         t = <CTransport *>w.probing.items[i]

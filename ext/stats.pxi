@@ -26,6 +26,8 @@ cdef enum:
     DROP_NACK_BUDGET           # the consumer's retransmission byte budget is spent
     DROP_PADDING_ONLY          # no payload (a sender's bandwidth probe): not worth a subscriber's bytes
     DROP_NACK_PADDING          # a NACK for one of our probe's padding packets: nothing to repair
+    DROP_PACE_OVERFLOW         # the transport's pacer held PACE_QUEUE_MAX copies already
+    DROP_PACE_EXPIRED          # a held copy outwaited the producer's history
     DROP_OTHER
     DROP_COUNT
 
@@ -33,7 +35,7 @@ DROP_REASONS = ["truncated", "bad_version", "bad_padding", "bad_extension", "bad
                 "replay", "too_many_streams", "crypto", "no_room", "unknown_source", "unknown_ssrc",
                 "ssrc_wrong_transport", "not_media", "nack_not_held", "pli_rate_limited",
                 "control_queue_full", "send_failed", "paused", "layer", "late", "nack_too_soon", "nack_budget",
-                "padding_only", "nack_padding", "other"]
+                "padding_only", "nack_padding", "pace_overflow", "pace_expired", "other"]
 
 _DROP_NAMES = {ST_TRUNCATED: "truncated", ST_BAD_VERSION: "bad version", ST_BAD_PADDING: "bad padding",
                ST_BAD_EXTENSION: "bad header extension", ST_BAD_LENGTH: "bad length",

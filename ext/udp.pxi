@@ -26,6 +26,7 @@ cdef struct SendCtx:
     mmsghdr *smsg
     uint64_t packets_out, bytes_out, send_calls, send_failed
     uint64_t gso_messages, gso_segments, gso_fallbacks
+    PtrList paced              # CTransport* of this thread's shard whose pacer holds copies (pacer.pxi)
 
 
 cdef SendCtx *ctx_new(int fd, int *gso) noexcept nogil:
@@ -52,6 +53,7 @@ cdef SendCtx *ctx_new(int fd, int *gso) noexcept nogil:
 
 cdef void ctx_free(SendCtx *x) noexcept nogil:
     if x != NULL:
+        plist_free(&x.paced)
         free(x.sbuf)
         free(x.scmsg)
         free(x.siov)

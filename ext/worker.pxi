@@ -307,6 +307,7 @@ cdef class NativeWorker:
             plist_del(&self.core.tcc_transports, t.t)
             plist_del(&self.core.probing, t.t)
             t.t.probe_listed = 0
+            pace_forget(self.core, t.t, NULL, 0)
             keys = self._extra_addrs.pop(t.t.id, set())
             if t.t.bound:
                 keys.add(addr_key(&t.t.addr))
@@ -528,6 +529,7 @@ cdef class NativeWorker:
             if c is None or self._consumers.get(c.c.id) is not c:
                 return
             del self._consumers[c.c.id]
+            pace_forget(self.core, c.c.transport, c.c, 0)
             plist_del(&c.producer.p.consumers, c.c)
             plist_del(&c.transport.t.consumers, c.c)
             map_del(&self.core.consumers, c.c.ssrc)
@@ -547,6 +549,8 @@ cdef class NativeWorker:
                 return
             if plist_add(&p.p.consumers, c.c) != 0:
                 raise MemoryError()
+            pace_forget(self.core, c.c.transport, c.c, 1)   # its held copies are the old producer's
+            core_flush(self.core)
             plist_del(&c.producer.p.consumers, c.c)
             c.producer = p
             c.c.producer = p.p
@@ -637,12 +641,21 @@ cdef class NativeWorker:
 
     def run_timers(self):
         """What the drain does after each batch, for when nothing arrives: NACK retries and give-ups,
-        transport-cc feedback that is due (every ~20 ms)."""
+        transport-cc feedback that is due (every ~20 ms), held copies the pacers may send now. Returns
+        True while pacers still hold copies: call again within pace_tick_ms."""
+        cdef int waiting
         with nogil:
             pthread_mutex_lock(&self.core.mu)
             feedback_due(self.core, now_ns(), 0)
             core_flush(self.core)
+            waiting = pace_waiting(self.core)
             pthread_mutex_unlock(&self.core.mu)
+        return bool(waiting)
+
+    @property
+    def pace_tick_ms(self):
+        """How soon the timer must come back while pacers hold copies (run_timers() returned True)."""
+        return PACE_TICK_MS
 
     def drain(self, int max_batches=64):
         """Process what the socket holds (up to max_batches x 64 datagrams) without the GIL.
@@ -672,11 +685,14 @@ cdef class NativeWorker:
         return control, events
 
     def wait(self, int timeout_ms):
-        """Block (GIL released) until the socket is readable or timeout; True if readable."""
+        """Block (GIL released) until the socket is readable or timeout; True if readable. While pacers
+        hold copies the wait is at most pace_tick_ms (False then means: run_timers() now)."""
         cdef pollfd pfd
         cdef int r
         pfd.fd = self.core.fd
         pfd.events = POLLIN
+        if timeout_ms > PACE_TICK_MS and pace_waiting(self.core):   # a stale read only costs one tick
+            timeout_ms = PACE_TICK_MS
         with nogil:
             r = poll(&pfd, 1, timeout_ms)
         return r > 0

@@ -19,8 +19,8 @@ from enx_media._native import _core
 
 log = logging.getLogger(__name__)
 
-# NACK retries to publishers (max(20 ms, RTT) apart) and transport-cc feedback need a clock when nothing
-# arrives; the drain handles them too while packets flow
+# NACK retries to publishers (max(20 ms, RTT) apart), transport-cc feedback and the pacers need a clock when
+# nothing arrives; the drain handles them too while packets flow (and the pacers ask for pace_tick_ms)
 TIMER_INTERVAL_S = 0.02
 
 MediaEvent = _core.MediaEvent
@@ -122,9 +122,10 @@ class Worker:
         """Probe a subscriber transport's downlink up to target_bps (padding) before stepping up."""
         self.native.probe(transport, target_bps, duration_ms)
 
-    def run_timers(self) -> None:
-        """Upstream feedback that is due (NACK retries, transport-cc)."""
-        self.native.run_timers()
+    def run_timers(self) -> bool:
+        """Feedback that is due (NACK retries, transport-cc) and what the pacers may send now; True while
+        pacers still hold copies (call again within native.pace_tick_ms)."""
+        return self.native.run_timers()
 
     def send(self, data: bytes, addr: Addr) -> None:
         self.native.send(data, addr[0], addr[1])
@@ -195,8 +196,9 @@ class Worker:
     def _on_timer(self) -> None:
         if self._loop is None:
             return
-        self.native.run_timers()
-        self._timer = self._loop.call_later(TIMER_INTERVAL_S, self._on_timer)
+        pacing = self.native.run_timers()
+        self._timer = self._loop.call_later(self.native.pace_tick_ms / 1000 if pacing else TIMER_INTERVAL_S,
+                                            self._on_timer)
 
     def _on_readable(self) -> None:
         control, events = self.native.drain()
