@@ -12,6 +12,7 @@ from libc.string cimport memcpy, memmove, memset, memcmp, strcmp, strcpy, strerr
 from libc.stdlib cimport malloc, calloc, realloc, free
 from cnet cimport *
 from openssl cimport *
+import os
 
 cdef struct Core      # the worker's C state (worker.pxi), passed to every packet-path function
 cdef struct Pacer     # a subscriber transport's pacer (pacer.pxi), allocated once it paces

@@ -114,22 +114,34 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     cdef uint8_t el[NAME_LEN + 8]
     cdef int n
     cdef SentEntry *e
+    cdef uint8_t *body
+    cdef int rtx = mode == COPY_RTX and c.rtx_ssrc != 0
     ctx_run_room(x)
     out = x.sbuf + x.nsend * SLOT
-    # room for the SRTP tag after it when the transport protects
-    n = rtp_write_ext(out, SLOT if c.transport.tx == NULL else SLOT - SRTP_MAX_TRAILER, buf, length, l, el,
-                      ext_congestion(c, x, el, ext_elements(c, l, el)))
+    # room for the SRTP tag after it when the transport protects, and for an RTX packet's OSN
+    n = rtp_write_ext(out, (SLOT if c.transport.tx == NULL else SLOT - SRTP_MAX_TRAILER) - 2 * rtx, buf, length,
+                      l, el, ext_congestion(c, x, el, ext_elements(c, l, el)))
     if n < 0:
         c.drops[drop_reason(n)] += 1
         return 0
     e = &c.sent[out_seq & (SENT_RING - 1)]
+    body = out + n - (length - l.body_off)
     if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
         if mode == COPY_FRESH:
             vp8_track(c, l)
-            vp8_write(out + n - (length - l.body_off), l, c.pid_offset, c.tl0_offset)
+            vp8_write(body, l, c.pid_offset, c.tl0_offset)
         else:
-            vp8_write(out + n - (length - l.body_off), l, e.pid_offset, e.tl0_offset)
-    rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
+            vp8_write(body, l, e.pid_offset, e.tl0_offset)
+    if rtx:
+        # RFC 4588 §4: the original seq (OSN) ahead of the original payload, on the RTX SSRC with its own
+        # numbering; timestamp, marker and padding as the original's
+        memmove(body + 2, body, length - l.body_off)
+        wr16(body, <uint16_t>out_seq)
+        n += 2
+        rtp_set_header(out, c.rtx_payload_type, c.rtx_seq, <uint32_t>out_ts, c.rtx_ssrc)
+        c.rtx_seq += 1
+    else:
+        rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
     if c.transport.tx != NULL:
         n = srtp_protect(c.transport.tx, out, n, SLOT)
         if n < 0:

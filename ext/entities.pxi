@@ -66,6 +66,9 @@ cdef struct CEncoding:
     uint32_t ssrc
     int bound                   # ssrc is known (given at creation or learned from mid/rid)
     char rid[NAME_LEN]
+    uint32_t rtx_ssrc           # its RTX stream (RFC 4588), given or learned from repaired-rid; 0: none yet
+    uint64_t rtx_received       # retransmissions that came on it (unwrapped into this encoding)
+    uint64_t rtx_padding        # padding-only RTX packets (the publisher's bandwidth probes)
     Counters c
     uint64_t keyframes
     int width, height           # of its last VP8 key frame (0: none seen, or H.264)
@@ -100,6 +103,8 @@ cdef struct CProducer:
     CTransport *transport
     ExtIds ext                  # the publisher's header extension IDs (its transport's; a direct one's own)
     char mid[NAME_LEN]
+    int payload_type            # of its media (what an RTX packet's original carried); 0: unknown
+    int rtx_payload_type        # RTX negotiated with the publisher (apt = payload_type); 0: none
     CEncoding enc[MAX_ENCODINGS]
     int nenc
     PtrList consumers           # CConsumer*
@@ -108,6 +113,9 @@ cdef struct CConsumer:
     uint64_t id
     uint32_t ssrc
     int payload_type
+    uint32_t rtx_ssrc           # retransmissions go out as RTX (RFC 4588) on this SSRC; 0: on ssrc itself
+    int rtx_payload_type
+    uint16_t rtx_seq            # the RTX stream's own numbering
     int clock_rate
     CTransport *transport
     CProducer *producer
@@ -247,7 +255,8 @@ cdef dict encoding_stats(const CEncoding *e):
              frames_by_tid=[e.frames_by_tid[i] for i in range(MAX_TID)], restarts=e.restarts, pli_forwarded=e.pli_forwarded,
              pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
              sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
-             nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack)
+             nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack,
+             rtx_received=e.rtx_received, rtx_padding=e.rtx_padding)
     return d
 
 
@@ -264,7 +273,7 @@ cdef class Producer:
         if self.p == NULL:
             raise MemoryError()
 
-    cdef int _add_encoding(self, str rid, uint32_t ssrc) except -1:
+    cdef int _add_encoding(self, str rid, uint32_t ssrc, uint32_t rtx_ssrc=0) except -1:
         cdef CEncoding *e
         cdef int i
         cdef bytes r = rid.encode()
@@ -283,6 +292,7 @@ cdef class Producer:
         e.index = self.p.nenc
         e.ssrc = ssrc
         e.bound = ssrc != 0
+        e.rtx_ssrc = rtx_ssrc
         memcpy(e.rid, <const char *>r, len(r))
         e.rid[len(r)] = 0
         self.p.nenc += 1
@@ -393,7 +403,8 @@ cdef class Consumer:
     def stats(self):
         d = counters_dict(&self.c.c)
         d["drops"] = drops_dict(self.c.drops)
-        d.update(encoding=self.c.enc_cur, target_encoding=self.c.enc_target, retransmits=self.c.retransmits, nacks=self.c.nacks, unrepairable=self.c.unrepairable, plis=self.c.plis,
+        d.update(encoding=self.c.enc_cur, target_encoding=self.c.enc_target, rtx_ssrc=self.c.rtx_ssrc,
+                 retransmits=self.c.retransmits, nacks=self.c.nacks, unrepairable=self.c.unrepairable, plis=self.c.plis,
                  fraction_lost=self.c.rr_fraction_lost / 256.0, packets_lost=self.c.rr_packets_lost,
                  jitter=self.c.rr_jitter, rtt_ms=self.c.rtt_ms, receiver_reports=self.c.rr_count,
                  remb_bitrate=self.c.remb_bitrate)

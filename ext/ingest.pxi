@@ -5,10 +5,12 @@
 # with the batch's other packets.
 
 
-cdef CEncoding *ingest_bind(Core *w, CTransport *t, const uint8_t *buf, const RtpHeader *h) noexcept nogil:
+cdef CEncoding *ingest_bind(Core *w, CTransport *t, const uint8_t *buf, const RtpHeader *h,
+                            int *repair) noexcept nogil:
     """An SSRC nobody has: if its packet names a mid and rid (RFC 8852; Chromium sends them on each
     stream's first ~20 packets only) matching a not yet bound encoding of a producer of this transport,
-    that encoding gets the SSRC, here in the core (no Python round trip before its packets flow)."""
+    that encoding gets the SSRC, here in the core (no Python round trip before its packets flow). A
+    repaired-rid instead makes it that encoding's RTX stream (*repair = 1) if RTX was negotiated."""
     cdef char mid[NAME_LEN]
     cdef char rid[NAME_LEN]
     cdef char rrid[NAME_LEN]
@@ -19,8 +21,21 @@ cdef CEncoding *ingest_bind(Core *w, CTransport *t, const uint8_t *buf, const Rt
     if rtp_ext_string(buf, h, t.ext.mid, mid, NAME_LEN) <= 0:
         return NULL
     rtp_ext_string(buf, h, t.ext.rid, rid, NAME_LEN)
+    repair[0] = 0
     if rtp_ext_string(buf, h, t.ext.rrid, rrid, NAME_LEN) > 0 and rid[0] == 0:
-        return NULL                    # a repair (RTX) stream: not forwarded
+        for i in range(t.producers.n):
+            p = <CProducer *>t.producers.items[i]
+            if strcmp(p.mid, mid) != 0 or not p.rtx_payload_type:
+                continue
+            for k in range(p.nenc):
+                e = &p.enc[k]
+                if e.rtx_ssrc == 0 and strcmp(e.rid, rrid) == 0:
+                    if map_put(&w.repairs, h.ssrc, e) != 0:
+                        return NULL
+                    e.rtx_ssrc = h.ssrc
+                    repair[0] = 1
+                    return e
+        return NULL                    # RTX not negotiated, or of no encoding we receive
     for i in range(t.producers.n):
         p = <CProducer *>t.producers.items[i]
         if strcmp(p.mid, mid) != 0:
@@ -47,6 +62,7 @@ cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t no
     cdef CEncoding *e
     cdef int st
     cdef uint32_t twseq
+    cdef int repair = 0
     if t.rx != NULL:
         st = srtp_unprotect(t.rx, buf, length)
         if st < 0:
@@ -66,7 +82,10 @@ cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t no
             tcc_record(t.tcc, <uint16_t>twseq, now // 1000)
     e = <CEncoding *>map_get(&w.producers, h.ssrc)
     if e == NULL:
-        e = ingest_bind(w, t, buf, &h)
+        e = <CEncoding *>map_get(&w.repairs, h.ssrc)
+        repair = e != NULL
+    if e == NULL:
+        e = ingest_bind(w, t, buf, &h, &repair)
         if e == NULL:
             t.drops[DROP_UNKNOWN_SSRC] += 1
             w.drops[DROP_UNKNOWN_SSRC] += 1
@@ -76,8 +95,51 @@ cdef int ingest_rtp(Core *w, CTransport *t, uint8_t *buf, int length, int64_t no
         t.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
         w.drops[DROP_SSRC_WRONG_TRANSPORT] += 1
         return 0
+    if repair:
+        return ingest_repair(w, e, buf, length, &h, now)
     t.tcc_media_ssrc = e.ssrc
     return ingest_encoding(w, e, buf, length, &h, now)
+
+
+cdef int ingest_repair(Core *w, CEncoding *e, uint8_t *buf, int length, const RtpHeader *h,
+                       int64_t now) noexcept nogil:
+    """An RTX packet (RFC 4588) of encoding e: unwrapped in place into the original (its seq from the
+    OSN, e's SSRC and payload type, the OSN taken out, padding dropped), which then comes in as a late
+    packet of e: it fills the gap in the history and the NACK list, and goes to the consumers still
+    missing it, if it is behind the newest packet and within the history (else: bad_rtx). Padding-only RTX
+    is the publisher probing its uplink: counted, not forwarded."""
+    cdef CProducer *p = e.producer
+    cdef RtpHeader h2
+    cdef int hl = h.header_len, n
+    cdef int64_t osn
+    if h.payload_type != p.rtx_payload_type:
+        e.producer.transport.drops[DROP_BAD_RTX] += 1
+        w.drops[DROP_BAD_RTX] += 1
+        return 0
+    if h.payload_len < 2:
+        if h.payload_len == 0:
+            e.rtx_padding += 1
+        else:
+            e.producer.transport.drops[DROP_BAD_RTX] += 1
+            w.drops[DROP_BAD_RTX] += 1
+        return 0
+    osn = ext_seq16(e.ext_seq, rd16(buf + hl))
+    if not e.have_seq or osn >= e.ext_seq or e.ext_seq - osn >= HIST_SLOTS:
+        # a repair is of a packet already passed and still worth having; anything else would renumber
+        # the encoding from a stream that is not its own
+        e.producer.transport.drops[DROP_BAD_RTX] += 1
+        w.drops[DROP_BAD_RTX] += 1
+        return 0
+    n = hl + h.payload_len - 2
+    wr16(buf + 2, rd16(buf + hl))
+    memmove(buf + hl, buf + hl + 2, h.payload_len - 2)
+    buf[0] &= 0xdf                          # no padding: it was the RTX packet's
+    buf[1] = (buf[1] & 0x80) | (p.payload_type & 0x7f)
+    wr32(buf + 8, e.ssrc)
+    if not e.bound or rtp_parse(buf, n, &h2) != ST_OK:
+        return 0
+    e.rtx_received += 1
+    return ingest_encoding(w, e, buf, n, &h2, now)
 
 
 cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, const RtpHeader *h,

@@ -28,6 +28,7 @@ cdef enum:
     DROP_NACK_PADDING          # a NACK for one of our probe's padding packets: nothing to repair
     DROP_PACE_OVERFLOW         # the transport's pacer held PACE_QUEUE_MAX copies already
     DROP_PACE_EXPIRED          # a held copy outwaited the producer's history
+    DROP_BAD_RTX               # an RTX packet with another payload type, or too short for its OSN
     DROP_OTHER
     DROP_COUNT
 
@@ -35,7 +36,7 @@ DROP_REASONS = ["truncated", "bad_version", "bad_padding", "bad_extension", "bad
                 "replay", "too_many_streams", "crypto", "no_room", "unknown_source", "unknown_ssrc",
                 "ssrc_wrong_transport", "not_media", "nack_not_held", "pli_rate_limited",
                 "control_queue_full", "send_failed", "paused", "layer", "late", "nack_too_soon", "nack_budget",
-                "padding_only", "nack_padding", "pace_overflow", "pace_expired", "other"]
+                "padding_only", "nack_padding", "pace_overflow", "pace_expired", "bad_rtx", "other"]
 
 _DROP_NAMES = {ST_TRUNCATED: "truncated", ST_BAD_VERSION: "bad version", ST_BAD_PADDING: "bad padding",
                ST_BAD_EXTENSION: "bad header extension", ST_BAD_LENGTH: "bad length",

@@ -17,6 +17,7 @@ cdef struct Core:
     sockaddr_in send_addr  # destination of send()'s datagram
     U64Map by_addr
     U64Map producers           # SSRC -> CEncoding*
+    U64Map repairs             # RTX SSRC -> the CEncoding* it repairs
     U64Map consumers
     mmsghdr rmsg[RECV_BATCH]
     iovec riov[RECV_BATCH]
@@ -89,7 +90,8 @@ cdef class NativeWorker:
             raise MemoryError()
         if not 1 <= fanout_threads <= 16:
             raise ValueError("fanout_threads: 1 to 16")
-        if map_init(&self.core.by_addr, 64) or map_init(&self.core.producers, 64) or map_init(&self.core.consumers, 64):
+        if map_init(&self.core.by_addr, 64) or map_init(&self.core.producers, 64) or map_init(&self.core.consumers, 64) \
+                or map_init(&self.core.repairs, 16):
             raise MemoryError()
         for i in range(RECV_BATCH):
             self.core.riov[i].iov_base = self.core.rbuf + i * SLOT
@@ -164,6 +166,7 @@ cdef class NativeWorker:
         free(self.core.lat_hist)
         map_free(&self.core.by_addr)
         map_free(&self.core.producers)
+        map_free(&self.core.repairs)
         map_free(&self.core.consumers)
         plist_free(&self.core.tcc_transports)
         plist_free(&self.core.probing)
@@ -322,16 +325,28 @@ cdef class NativeWorker:
             self._unlock()
 
     def create_producer(self, Transport transport, unsigned int ssrc=0, str codec="vp8", *, str mid="",
-                        list encodings=None):
-        """A track (one mid) received on transport: encodings is [(rid, ssrc)] (at most MAX_ENCODINGS,
-        ssrc 0 while not known); without it one encoding (rid "", ssrc). An encoding with ssrc 0 is
-        bound in the core when a packet on this transport names mid and its rid (header extensions;
-        an ``encoding_bound`` MediaEvent tells Python)."""
+                        list encodings=None, int payload_type=0, int rtx_payload_type=0, unsigned int rtx_ssrc=0):
+        """A track (one mid) received on transport: encodings is [(rid, ssrc)] or [(rid, ssrc, rtx_ssrc)]
+        (at most MAX_ENCODINGS, ssrc 0 while not known); without it one encoding (rid "", ssrc, rtx_ssrc).
+        An encoding with ssrc 0 is bound in the core when a packet on this transport names mid and its
+        rid (header extensions; an ``encoding_bound`` MediaEvent tells Python).
+
+        rtx_payload_type: RTX (RFC 4588) was negotiated for payload_type (its apt): packets on an
+        encoding's RTX SSRC (given, or learned from a packet naming mid and the encoding's rid as its
+        repaired-rid) are unwrapped into that encoding as the retransmissions they are."""
+        if rtx_payload_type and not (0 < payload_type < 128 and 0 < rtx_payload_type < 128):
+            raise ValueError("RTX needs the media payload type and its own (1-127)")
+        if encodings is None:
+            encodings = [("", ssrc, rtx_ssrc)]
+        elif ssrc or rtx_ssrc:
+            raise ValueError("give either ssrc (and rtx_ssrc) or encodings")
         self._lock()
         try:
             self._check_transport(transport)
-            return self._new_producer(transport, codec, mid, [("", ssrc)] if encodings is None else encodings,
-                                      ssrc)
+            p = self._new_producer(transport, codec, mid, encodings, 0)
+            p.p.payload_type = payload_type
+            p.p.rtx_payload_type = rtx_payload_type
+            return p
         finally:
             self._unlock()
 
@@ -346,16 +361,18 @@ cdef class NativeWorker:
             raise ValueError("1 to %d encodings" % MAX_ENCODINGS)
         if len(m) >= NAME_LEN:
             raise ValueError("mid too long: %r" % mid)
+        encodings = [tuple(x) + (0,) * (3 - len(x)) for x in encodings]
         rids, ssrcs = set(), set()
-        for rid, s in encodings:
-            if rid in rids or (s and s in ssrcs):
+        for rid, s, rs in encodings:
+            if rid in rids or (s and s in ssrcs) or (rs and (rs in ssrcs or rs == s)):
                 raise ValueError("encodings repeat a rid or an SSRC")
             rids.add(rid)
-            ssrcs.add(s)
+            ssrcs.update(x for x in (s, rs) if x)
             if transport is None:
                 continue
-            if s and map_get(&self.core.producers, s) != NULL:
-                raise ValueError("SSRC %d already produced on this worker" % s)
+            for x in (s, rs):
+                if x and (map_get(&self.core.producers, x) != NULL or map_get(&self.core.repairs, x) != NULL):
+                    raise ValueError("SSRC %d already produced on this worker" % x)
             if not s and not mid:
                 raise ValueError("an encoding without SSRC needs a mid to be learned by")
         p = Producer()
@@ -368,27 +385,32 @@ cdef class NativeWorker:
             p.p.ext = transport.t.ext
         memcpy(p.p.mid, <const char *>m, len(m))
         p.p.mid[len(m)] = 0
-        for rid, s in encodings:
-            p._add_encoding(rid, s)
+        for rid, s, rs in encodings:
+            p._add_encoding(rid, s, rs if transport is not None else 0)
             if transport is None:
                 p.p.enc[p.p.nenc - 1].bound = 1
         for i in range(p.p.nenc):
             if transport is None:
                 break
-            if p.p.enc[i].bound and map_put(&self.core.producers, p.p.enc[i].ssrc, &p.p.enc[i]) != 0:
-                for k in range(i):
-                    if p.p.enc[k].bound:
-                        map_del(&self.core.producers, p.p.enc[k].ssrc)
+            if ((p.p.enc[i].bound and map_put(&self.core.producers, p.p.enc[i].ssrc, &p.p.enc[i]) != 0)
+                    or (p.p.enc[i].rtx_ssrc and map_put(&self.core.repairs, p.p.enc[i].rtx_ssrc, &p.p.enc[i]) != 0)):
+                self._unmap_encodings(p, i + 1)
                 raise MemoryError()
         if transport is not None and plist_add(&transport.t.producers, p.p) != 0:
-            for k in range(p.p.nenc):
-                if p.p.enc[k].bound:
-                    map_del(&self.core.producers, p.p.enc[k].ssrc)
+            self._unmap_encodings(p, p.p.nenc)
             raise MemoryError()
         p.p.id = self.core.next_id
         self.core.next_id += 1
         self._producers[p.p.id] = p
         return p
+
+    cdef void _unmap_encodings(self, Producer p, int n):
+        cdef int k
+        for k in range(n):
+            if p.p.enc[k].bound and map_get(&self.core.producers, p.p.enc[k].ssrc) == <void *>&p.p.enc[k]:
+                map_del(&self.core.producers, p.p.enc[k].ssrc)
+            if p.p.enc[k].rtx_ssrc and map_get(&self.core.repairs, p.p.enc[k].rtx_ssrc) == <void *>&p.p.enc[k]:
+                map_del(&self.core.repairs, p.p.enc[k].rtx_ssrc)
 
     def create_direct_producer(self, str codec="vp8", unsigned int ssrc=0, *, list encodings=None,
                                dict ext_ids=None):
@@ -463,6 +485,11 @@ cdef class NativeWorker:
                         map_del(&self.core.producers, e.ssrc)
                     if p.p.transport != NULL and p.p.transport.rx != NULL:
                         srtp_stream_del(p.p.transport.rx, e.ssrc)
+                if e.rtx_ssrc:
+                    if map_get(&self.core.repairs, e.rtx_ssrc) == <void *>e:
+                        map_del(&self.core.repairs, e.rtx_ssrc)
+                    if p.p.transport != NULL and p.p.transport.rx != NULL:
+                        srtp_stream_del(p.p.transport.rx, e.rtx_ssrc)
             if p.p.transport != NULL:
                 plist_del(&p.p.transport.producers, p.p)
             self._producers.pop(p.p.id, None)
@@ -470,14 +497,17 @@ cdef class NativeWorker:
             self._unlock()
 
     def create_consumer(self, Transport transport, Producer producer, unsigned int ssrc, int payload_type,
-                        int clock_rate=90000, bint wait_keyframe=False, dict ext_ids=None, str mid=""):
+                        int clock_rate=90000, bint wait_keyframe=False, dict ext_ids=None, str mid="", *,
+                        unsigned int rtx_ssrc=0, int rtx_payload_type=0):
         """A consumer SSRC is never reused on an SRTP transport (its SRTP index would start again under
         the same key: nonce reuse), even after its consumer closed.
 
         ext_ids is the subscriber's negotiated header extension map (names as in create_transport) and
         mid its m-line's MID: each copy carries only mid (this value, on every packet), audio_level
         (the publisher's value) and, for the transport's bandwidth estimation, transport_cc (the
-        transport's own transport-wide seq) or else abs_send_time; without ext_ids, no header extension."""
+        transport's own transport-wide seq) or else abs_send_time; without ext_ids, no header extension.
+        rtx_ssrc / rtx_payload_type: RTX (RFC 4588) negotiated with the subscriber: retransmissions go out
+        on that SSRC (same rules: never reused on the transport); else on ssrc itself."""
         cdef Consumer c
         cdef bytes m = mid.encode()
         cdef ExtIds out_ext = _consumer_ext_ids(ext_ids, m)
@@ -487,14 +517,22 @@ cdef class NativeWorker:
             self._check_producer(producer)
             if map_get(&self.core.consumers, ssrc) != NULL:
                 raise ValueError("SSRC %d already consumed on this worker" % ssrc)
+            if bool(rtx_ssrc) != bool(rtx_payload_type) or rtx_ssrc == ssrc or not 0 <= rtx_payload_type < 128:
+                raise ValueError("RTX needs its own SSRC and payload type (1-127)")
+            if rtx_ssrc and map_get(&self.core.consumers, rtx_ssrc) != NULL:
+                raise ValueError("SSRC %d already consumed on this worker" % rtx_ssrc)
             if transport.tx is not None:
-                if ssrc in transport.tx_ssrcs:
-                    raise ValueError("SSRC %d was used on this transport before" % ssrc)
+                for x in (ssrc, rtx_ssrc):
+                    if x and x in transport.tx_ssrcs:
+                        raise ValueError("SSRC %d was used on this transport before" % x)
             c = Consumer()
             c.transport = transport
             c.producer = producer
             c.c.ssrc = ssrc
             c.c.payload_type = payload_type
+            c.c.rtx_ssrc = rtx_ssrc
+            c.c.rtx_payload_type = rtx_payload_type
+            c.c.rtx_seq = <uint16_t>int.from_bytes(os.urandom(2), "big")
             c.c.clock_rate = clock_rate
             c.c.transport = transport.t
             c.c.producer = producer.p
@@ -515,6 +553,8 @@ cdef class NativeWorker:
                 raise MemoryError()
             if transport.tx is not None:
                 transport.tx_ssrcs.add(ssrc)
+                if rtx_ssrc:
+                    transport.tx_ssrcs.add(rtx_ssrc)
             c.c.id = self.core.next_id
             self.core.next_id += 1
             self._consumers[c.c.id] = c
@@ -535,6 +575,8 @@ cdef class NativeWorker:
             map_del(&self.core.consumers, c.c.ssrc)
             if c.c.transport.tx != NULL:
                 srtp_stream_del(c.c.transport.tx, c.c.ssrc)
+                if c.c.rtx_ssrc:
+                    srtp_stream_del(c.c.transport.tx, c.c.rtx_ssrc)
         finally:
             self._unlock()
 

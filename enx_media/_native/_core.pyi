@@ -17,7 +17,7 @@ _Addr = tuple[str, int]                 # (host, port), IPv4 dotted quad
 _ExtIds = dict[str, int]                # header extension name -> negotiated ID: "mid", "rid",
                                         # "repaired_rid", "abs_send_time", "transport_cc", "audio_level"
 _Stats = dict[str, Any]                 # counters (int), "drops": {reason: count}, nested stats dicts
-_Encodings = list[tuple[str, int]]      # [(rid, ssrc)], ssrc 0 while not known
+_Encodings = list[tuple[str, int]] | list[tuple[str, int, int]]   # [(rid, ssrc[, rtx_ssrc])], 0 while not known
 
 # Cython-generated module attributes (a doctest dict, and module-level copies of the pickling helpers
 # Cython emits for its extension types); declared so that a plain stubtest run reports nothing missing.
@@ -231,6 +231,9 @@ class NativeWorker:
         *,
         mid: str = "",
         encodings: _Encodings | None = None,
+        payload_type: int = 0,
+        rtx_payload_type: int = 0,
+        rtx_ssrc: int = 0,
     ) -> Producer: ...
     def create_direct_producer(
         self,
@@ -253,6 +256,9 @@ class NativeWorker:
         wait_keyframe: bool = False,
         ext_ids: _ExtIds | None = None,
         mid: str = "",
+        *,
+        rtx_ssrc: int = 0,
+        rtx_payload_type: int = 0,
     ) -> Consumer: ...
     def close_consumer(self, c: Consumer | None) -> None: ...
     def switch_producer(self, c: Consumer, p: Producer) -> None: ...

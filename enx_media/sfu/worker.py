@@ -28,7 +28,7 @@ MEDIA_EVENT_KINDS = _core.MEDIA_EVENT_KINDS
 NativeTransport = _core.Transport   # what create_transport*() returns (a 5-tuple and its SRTP keys)
 
 Addr = tuple[str, int]   # (host, port)
-Encodings = list[tuple[str, int]]   # [(rid, ssrc)]
+Encodings = list[tuple[str, int]] | list[tuple[str, int, int]]   # [(rid, ssrc[, rtx_ssrc])]
 
 ControlHandler = Callable[[bytes, Addr], None]
 EventHandler = Callable[[MediaEvent], None]
@@ -75,11 +75,16 @@ class Worker:
         self.native.close_transport(transport)
 
     def create_producer(self, transport: _core.Transport, ssrc: int = 0, codec: str = "vp8", *, mid: str = "",
-                        encodings: Optional[Encodings] = None) -> _core.Producer:
-        """A track received on transport. encodings: [(rid, ssrc)] (up to 3, ssrc 0 while unknown: the
-        core learns it from the mid/rid header extensions and emits an ``encoding_bound`` event);
-        without it one encoding (rid "", ssrc)."""
-        return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings)
+                        encodings: Optional[Encodings] = None, payload_type: int = 0, rtx_payload_type: int = 0,
+                        rtx_ssrc: int = 0) -> _core.Producer:
+        """A track received on transport. encodings: [(rid, ssrc)] or [(rid, ssrc, rtx_ssrc)] (up to 3, ssrc
+        0 while unknown: the core learns it from the mid/rid header extensions and emits an
+        ``encoding_bound`` event); without it one encoding (rid "", ssrc, rtx_ssrc). With RTX negotiated
+        (rtx_payload_type, apt = payload_type) retransmissions on an encoding's RTX SSRC (given, or
+        learned from the repaired-rid extension) repair that encoding."""
+        return self.native.create_producer(transport, ssrc, codec, mid=mid, encodings=encodings,
+                                           payload_type=payload_type, rtx_payload_type=rtx_payload_type,
+                                           rtx_ssrc=rtx_ssrc)
 
     def create_direct_producer(self, codec: str = "vp8", ssrc: int = 0, *, encodings: Optional[Encodings] = None,
                                ext_ids: Optional[dict[str, int]] = None) -> _core.Producer:
@@ -97,12 +102,13 @@ class Worker:
 
     def create_consumer(self, transport: _core.Transport, producer: _core.Producer, ssrc: int, payload_type: int,
                         clock_rate: int = 90000, wait_keyframe: bool = False,
-                        ext_ids: Optional[dict[str, int]] = None, mid: str = "") -> _core.Consumer:
+                        ext_ids: Optional[dict[str, int]] = None, mid: str = "", *, rtx_ssrc: int = 0,
+                        rtx_payload_type: int = 0) -> _core.Consumer:
         """ext_ids: the subscriber's negotiated header extension map (name -> id); each forwarded packet
         then carries mid (this value) and audio_level with those IDs, nothing else; None: no
-        extensions."""
+        extensions. rtx_ssrc / rtx_payload_type: retransmissions go out as RTX on that SSRC."""
         return self.native.create_consumer(transport, producer, ssrc, payload_type, clock_rate, wait_keyframe,
-                                           ext_ids, mid)
+                                           ext_ids, mid, rtx_ssrc=rtx_ssrc, rtx_payload_type=rtx_payload_type)
 
     def close_consumer(self, consumer: _core.Consumer | None) -> None:
         self.native.close_consumer(consumer)
