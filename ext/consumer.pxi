@@ -161,6 +161,8 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     c.transport.c.bytes_out += n
     if mode == COPY_RTX:
         c.retransmits += 1
+        x.retransmits += 1
+        x.rtx_out += rtx
     elif mode == COPY_FRESH:
         sent_record(c, buf, out_seq, out_ts, in_seq, enc)
     return 1

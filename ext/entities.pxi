@@ -69,6 +69,7 @@ cdef struct CEncoding:
     uint32_t rtx_ssrc           # its RTX stream (RFC 4588), given or learned from repaired-rid; 0: none yet
     uint64_t rtx_received       # retransmissions that came on it (unwrapped into this encoding)
     uint64_t rtx_padding        # padding-only RTX packets (the publisher's bandwidth probes)
+    uint64_t duplicates         # packets it had passed on already (not forwarded again)
     Counters c
     uint64_t keyframes
     int width, height           # of its last VP8 key frame (0: none seen, or H.264)
@@ -256,7 +257,7 @@ cdef dict encoding_stats(const CEncoding *e):
              pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
              sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
              nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack,
-             rtx_received=e.rtx_received, rtx_padding=e.rtx_padding)
+             rtx_received=e.rtx_received, rtx_padding=e.rtx_padding, duplicates=e.duplicates)
     return d
 
 

@@ -42,9 +42,10 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
         e = &f.pend[f.gidx[k]]
         # decide first, then apply (the simulcast layer selector plugs in here)
         if e.e.index != c.enc_cur:
-            # another encoding of the producer: the consumer's only at a key frame of its target, where
-            # it switches; otherwise not its stream (no drop: its numbering is another encoding's)
-            if e.e.index != c.enc_target or not e.key or c.paused:
+            # another encoding of the producer: the consumer's only at a key frame of its target (as it
+            # arrives, not a late copy), where it switches; otherwise not its stream (no drop: its
+            # numbering is another encoding's)
+            if e.e.index != c.enc_target or not e.key or not e.in_order or c.paused:
                 continue
             consumer_switch_encoding(c, c.enc_target)
             c.wait_keyframe = 0
@@ -60,7 +61,8 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
             consumer_drop(c, DROP_LAYER, e.seq)
             continue
         if c.wait_keyframe:
-            if not e.key:
+            # a late packet (repaired) does not start a picture: the rest of its frame went by while waiting
+            if not e.key or not e.in_order:
                 consumer_drop(c, DROP_LAYER, e.seq)
                 continue
             c.wait_keyframe = 0

@@ -139,6 +139,7 @@ cdef int ingest_repair(Core *w, CEncoding *e, uint8_t *buf, int length, const Rt
     if not e.bound or rtp_parse(buf, n, &h2) != ST_OK:
         return 0
     e.rtx_received += 1
+    w.rtx_in += 1
     return ingest_encoding(w, e, buf, n, &h2, now)
 
 
@@ -195,6 +196,12 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
             # packet, with the consumers' mapped seq (out = in + offset)
             if nack_arrived(e.nack, &e.nnack, seq) > 0:
                 e.nack_recovered += 1
+    slot = <int>(seq % HIST_SLOTS)
+    if e.hist_seq[slot] == seq:
+        # a copy of a packet already passed on: a retransmission nobody needed any more, or a sender's
+        # redundant RTX (libwebrtc probes with copies of recent packets): its consumers have it
+        e.duplicates += 1
+        return 0
     if p.codec == CODEC_VP8:
         if vp8_parse(buf + h.header_len, h.payload_len, &vp8) == ST_OK:
             vp8_ok = 1
@@ -209,8 +216,7 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
         key = h264_keyframe(buf + h.header_len, h.payload_len) == 1
     if key:
         e.keyframes += 1
-    slot = <int>(seq % HIST_SLOTS)
-    if length <= HIST_SLOT and e.hist_seq[slot] != seq:
+    if length <= HIST_SLOT:
         # the first copy of a seq stays: a NACK resends exactly the bytes sent under that number
         memcpy(e.hist + slot * HIST_SLOT, buf, length)
         e.hist_len[slot] = length

@@ -108,6 +108,7 @@ cdef void pace_push(SendCtx *x, CConsumer *c, int64_t out_seq, int length) noexc
     p.n += 1
     p.bytes += length
     p.held += 1
+    x.paced_copies += 1
     if not p.listed and plist_add(&x.paced, c.transport) == 0:
         p.listed = 1
 

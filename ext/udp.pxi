@@ -27,6 +27,7 @@ cdef struct SendCtx:
     uint64_t packets_out, bytes_out, send_calls, send_failed
     uint64_t gso_messages, gso_segments, gso_fallbacks
     PtrList paced              # CTransport* of this thread's shard whose pacer holds copies (pacer.pxi)
+    uint64_t retransmits, rtx_out, paced_copies   # resent copies (rtx_out: in RTX form), copies a pacer held
 
 
 cdef SendCtx *ctx_new(int fd, int *gso) noexcept nogil:

@@ -38,6 +38,7 @@ cdef struct Core:
     Counters c
     uint64_t drops[DROP_COUNT]
     uint64_t batches
+    uint64_t rtx_in            # retransmissions publishers sent as RTX, unwrapped into their encodings
     uint64_t *lat_hist
     uint64_t lat_pending
     uint64_t next_id
@@ -761,7 +762,8 @@ cdef class NativeWorker:
         cdef int i
         memcpy(drops, self.core.drops, sizeof(drops))
         d = counters_dict(&self.core.c)
-        s = dict(send_calls=0, gso_messages=0, gso_segments=0, gso_fallbacks=0)
+        s = dict(send_calls=0, gso_messages=0, gso_segments=0, gso_fallbacks=0, retransmits=0, rtx_out=0,
+                 paced=0, rtx_in=self.core.rtx_in)
         for i in range(self.core.nshards):
             x = self.core.tx if i == 0 else self.core.helpers[i - 1].ctx
             d["packets_out"] += x.packets_out
@@ -771,6 +773,9 @@ cdef class NativeWorker:
             s["gso_messages"] += x.gso_messages
             s["gso_segments"] += x.gso_segments
             s["gso_fallbacks"] += x.gso_fallbacks
+            s["retransmits"] += x.retransmits
+            s["rtx_out"] += x.rtx_out
+            s["paced"] += x.paced_copies
         d.update(s)
         d.update(drops=drops_dict(drops), batches=self.core.batches, gso=bool(self.core.gso), fanout_threads=self.core.nshards,
                  transports=len(self._transports), producers=len(self._producers),

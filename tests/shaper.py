@@ -2,7 +2,8 @@
 a userspace UDP relay stands between a client and the node, like a NAT on the client's access link: each
 client address gets its own socket towards the node (a browser's two peer connections stay two 5-tuples).
 What the node sends back goes through one token bucket (rate, burst) with a queue of limited bytes and tail
-drop, as a bottleneck router would; what the client sends goes straight on. The rate can change while it
+drop, as a bottleneck router would; what the client sends goes straight on. Random loss can be added in
+either direction (RTP and RTCP only, so the handshakes still complete). The rate can change while it
 runs. It runs on a thread of its own, so a busy asyncio loop in the test does not shape the link by
 accident.
 
@@ -13,6 +14,7 @@ accident.
 from __future__ import annotations
 
 import collections
+import random
 import select
 import socket
 import threading
@@ -21,8 +23,12 @@ import time
 
 class Shaper:
     def __init__(self, target: tuple[str, int], rate_bps: float | None = None, *, queue_bytes: int = 64_000,
-                 burst_bytes: int = 15_000):
+                 burst_bytes: int = 15_000, lose_up: float = 0.0, lose_down: float = 0.0, seed: int = 1):
         self.target = target
+        # random loss (seeded) of RTP/RTCP from the client (up) and towards it (down); STUN and DTLS pass
+        self.lose_up, self.lose_down = lose_up, lose_down
+        self.lost_up = self.lost_down = 0
+        self._rng = random.Random(seed)
         self.rate_bps = rate_bps              # None: unlimited
         self.queue_bytes = queue_bytes
         self.burst_bytes = burst_bytes
@@ -87,9 +93,15 @@ class Shaper:
                     except BlockingIOError:
                         break
                     if s is self.front:
-                        self._back(addr).sendto(data, self.target)
+                        if self._lose(data, self.lose_up):
+                            self.lost_up += 1
+                        else:
+                            self._back(addr).sendto(data, self.target)
                         continue
                     client = self.clients[s]
+                    if self._lose(data, self.lose_down):
+                        self.lost_down += 1
+                        continue
                     self.offered.append((time.monotonic(), len(data)))
                     if self.rate_bps is None:
                         self._deliver(data, client)
@@ -108,6 +120,9 @@ class Shaper:
                 if self.rate_bps is not None:
                     self.tokens -= len(data)
                 self._deliver(data, client)
+
+    def _lose(self, data: bytes, share: float) -> bool:
+        return share > 0 and 128 <= data[0] <= 191 and self._rng.random() < share    # RTP/RTCP only (RFC 7983)
 
     def _deliver(self, data: bytes, client: tuple[str, int]) -> None:
         try:

@@ -34,6 +34,7 @@ class Subscription:
     ext_ids: dict[str, int] = field(default_factory=dict)   # header extensions the answer kept
     max_height: int | None = None  # the subscriber's wanted picture height (stream-settings)
     max_fps: float | None = None   # ... and frame rate
+    rtx_pt: int = 0                # RTX payload type the answer kept (0: retransmissions on the media SSRC)
 
 
 @dataclass(eq=False)
@@ -88,7 +89,7 @@ class RoomMedia:
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
         p.media.publish_transports[t] = len(plan.tracks)
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
-                            tr.mid, tr.ssrc, t, encodings=tr.encodings,
+                            tr.mid, tr.ssrc, t, encodings=tr.encodings, rtx=tr.rtx, rtx_ssrcs=tr.rtx_ssrcs,
                             source=source if tr.kind == "video" else "camera") for tr in plan.tracks]
         t.on_connected = lambda tr: self._publish_connected(p, tr, pending)
         t.on_closed = lambda tr, reason: asyncio.ensure_future(self.transport_closed(p, tr, reason))
@@ -261,9 +262,11 @@ class RoomMedia:
         if t.remote_ufrag is None:
             t.set_remote(answer.ice_ufrag, answer.fingerprint)
         kept = negotiation.answered_extensions(answer)
+        rtx = negotiation.answered_rtx(answer)
         for sm in m.subscriptions:
             if sm.consumer is None:   # a live consumer keeps what it was created with
                 sm.ext_ids = kept.get(sm.section.mid, {})
+                sm.rtx_pt = rtx.get(sm.section.mid, 0)
         m.offer_pending = False
         if t.state == "connected":
             self._create_consumers(p)
@@ -287,7 +290,8 @@ class RoomMedia:
             pt, clock_rate = negotiation.consumer_rtp_parameters(sm.producer.codec)
             sm.consumer = self.router.create_consumer(sm.producer, t, p.participant_id, sm.section.ssrc, pt,
                                                       clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid,
-                                                      max_height=sm.max_height, max_fps=sm.max_fps)
+                                                      max_height=sm.max_height, max_fps=sm.max_fps,
+                                                      rtx_ssrc=sm.section.rtx_ssrc, rtx_payload_type=sm.rtx_pt)
 
     def stream_settings(self, p: "Participant", stream_id: str, max_height: int | None,
                         max_fps: float | None = None) -> int | None:

@@ -42,6 +42,8 @@ class Producer:
     on_keyframe_request: Callable[[], None] | None = field(default=None, repr=False)
     # simulcast: [(rid, ssrc)] lowest first (ssrc 0 until the core binds it); empty for one encoding
     encodings: list[tuple[str, int]] = field(default_factory=list)
+    rtx: tuple[int, int] | None = None   # (payload type, RTX payload type) negotiated with the publisher
+    rtx_ssrcs: list[int] = field(default_factory=list)   # per encoding (or the one stream); 0: learned
     source: str = "camera"          # "camera" or "screen" (a screen share goes first in allocation)
     # per encoding: packets in at the last look, and whether any came since the one before
     seen: list[int] = field(default_factory=list, repr=False)
@@ -160,9 +162,14 @@ class Router:
         """Open the producer in the core; without an SSRC the core binds it from the MID extension."""
         self.producers[producer.producer_id] = producer
         try:
-            producer.native = self.worker.create_producer(producer.transport.native, producer.ssrc or 0,
-                                                          producer.codec, mid=producer.mid,
-                                                          encodings=producer.encodings or None)
+            pt, rtx_pt = producer.rtx or (0, 0)
+            rtx = producer.rtx_ssrcs if rtx_pt else []
+            encodings = ([(rid, ssrc, rtx[i] if i < len(rtx) else 0) for i, (rid, ssrc) in enumerate(producer.encodings)]
+                         if producer.encodings else None)
+            producer.native = self.worker.create_producer(
+                producer.transport.native, 0 if encodings else producer.ssrc or 0, producer.codec,
+                mid=producer.mid, encodings=encodings, payload_type=pt, rtx_payload_type=rtx_pt,
+                rtx_ssrc=rtx[0] if rtx and encodings is None else 0)
         except ValueError as exc:
             log.warning("producer refused producer=%s: %s", producer.producer_id, exc)
         return producer
@@ -222,14 +229,18 @@ class Router:
     # -- consumers ----------------------------------------------------------------------------------
     def create_consumer(self, p: Producer, transport: Any, subscriber_id: str, ssrc: int, payload_type: int,
                         clock_rate: int, *, ext_ids: dict[str, int] | None = None, mid: str = "",
-                        max_height: int | None = None, max_fps: float | None = None) -> Consumer | None:
+                        max_height: int | None = None, max_fps: float | None = None, rtx_ssrc: int = 0,
+                        rtx_payload_type: int = 0) -> Consumer | None:
         """p as sent on a subscriber's transport: its SSRC and payload type, and the header extensions
-        the subscriber negotiated (ext_ids; `mid` is the subscriber's m-line, written into each packet)."""
+        the subscriber negotiated (ext_ids; `mid` is the subscriber's m-line, written into each packet);
+        retransmissions as RTX on rtx_ssrc if the subscriber kept RTX."""
         if p.native is None or transport.native is None:
             return None
         try:
             native = self.worker.create_consumer(transport.native, p.native, ssrc, payload_type, clock_rate,
-                                                 wait_keyframe=p.kind == "video", ext_ids=ext_ids or None, mid=mid)
+                                                 wait_keyframe=p.kind == "video", ext_ids=ext_ids or None, mid=mid,
+                                                 rtx_ssrc=rtx_ssrc if rtx_payload_type else 0,
+                                                 rtx_payload_type=rtx_payload_type)
         except ValueError as exc:
             log.warning("consumer refused producer=%s: %s", p.producer_id, exc)
             return None

@@ -36,6 +36,10 @@ class PublishedTrack:
     ssrc: int | None    # None when the offer names none (simulcast): learned from the MID extension
     # simulcast: [(rid, ssrc)] lowest first; ssrc 0 until the core binds it from the rid extension
     encodings: list[tuple[str, int]] = field(default_factory=list)
+    # RTX negotiated: (media payload type, RTX payload type), and the repair SSRC of each encoding (or of
+    # the one stream) as the offer's FID groups name them (0: learned from repaired-rid)
+    rtx: tuple[int, int] | None = None
+    rtx_ssrcs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +66,10 @@ def plan_publish(offer: sdp.RemoteDescription) -> PublishPlan:
                 plan.simulcast[m.mid] = rids
             elif m.kind == "video" and len(m.sim_ssrcs) > 1:
                 track.encodings = [("", ssrc) for ssrc in m.sim_ssrcs[:MAX_ENCODINGS]]
+            if m.rtx_pt is not None and m.payload_type is not None:
+                track.rtx = (m.payload_type, m.rtx_pt)
+                media = [s for _, s in track.encodings] if track.encodings else [track.ssrc or 0]
+                track.rtx_ssrcs = [m.rtx_ssrcs.get(s, 0) if s else 0 for s in media]
             plan.tracks.append(track)
     if not plan.tracks:
         raise ValueError("the offer has no audio (Opus) or video (VP8/H.264) section to publish")
@@ -82,14 +90,22 @@ def subscriber_section(mid: int, kind: str, codec: str, publisher_id: str, track
     """A sendonly section for one consumed track, with a fresh random SSRC (the core refuses one
     already used on the transport: SRTP nonces) and the header extensions for its kind."""
     extensions = [(ext_id, uri) for ext_id, uri, kinds in SUBSCRIBER_EXTENSIONS.values() if kind in kinds]
-    return sdp.OutgoingMedia(str(mid), kind, codec, secrets.randbits(31) | 1, publisher_id, track_id,
-                             extensions=extensions)
+    ssrc = secrets.randbits(31) | 1
+    rtx_ssrc = (secrets.randbits(31) & ~1) | 2 if codec in sdp.NODE_RTX else 0    # even: never the odd ssrc
+    return sdp.OutgoingMedia(str(mid), kind, codec, ssrc, publisher_id, track_id, extensions=extensions,
+                             rtx_ssrc=rtx_ssrc)
 
 
 def consumer_rtp_parameters(codec: str) -> tuple[int, int]:
     """(payload type, clock rate) the node sends a codec with on subscribe transports."""
     _, pt, _, _ = sdp.NODE_CODECS[codec]
     return pt, sdp.CLOCK_RATES[codec]
+
+
+def answered_rtx(answer: sdp.RemoteDescription) -> dict[str, int]:
+    """mid -> the RTX payload type the answer kept for that section (only the one the node offered)."""
+    return {m.mid: m.rtx_pt for m in answer.media
+            if m.codec in sdp.NODE_RTX and m.rtx_pt == sdp.NODE_RTX[m.codec]}
 
 
 def answered_extensions(answer: sdp.RemoteDescription) -> dict[str, dict[str, int]]:

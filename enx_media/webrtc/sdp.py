@@ -29,6 +29,8 @@ NODE_CODECS = {
     "opus": ("audio", 111, "opus/48000/2", "minptime=10;useinbandfec=1"),
 }
 CLOCK_RATES = {"vp8": 90000, "h264": 90000, "opus": 48000}
+# RTX (RFC 4588) the node offers subscribers with each video codec: codec -> its RTX payload type
+NODE_RTX = {"vp8": 97, "h264": 103}
 
 
 class SdpError(Exception):
@@ -53,6 +55,10 @@ class OfferedMedia:
     # sendEncodings), or the SSRCs of an a=ssrc-group:SIM when it names no rids.
     rids: list[str] = field(default_factory=list)
     sim_ssrcs: list[int] = field(default_factory=list)
+    # RTX (RFC 4588) for the chosen codec: its payload type (apt = payload_type), and each media SSRC's
+    # repair SSRC from a=ssrc-group:FID
+    rtx_pt: int | None = None
+    rtx_ssrcs: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,18 +112,15 @@ def parse(text: str, kind: str) -> RemoteDescription:
             if e.uri in NEGOTIATED_EXTENSIONS:
                 exts[HEADER_EXTENSIONS[e.uri]] = e.id
                 lines.append((e.id, e.uri))
-        media_ssrc = None
-        for g in m.ssrc_group:
-            if g.semantic == "FID" and len(g.items) >= 2:
-                media_ssrc = int(g.items[0])   # the node does not negotiate RTX: its repair SSRC goes unused
-                break
+        fid = {int(g.items[0]): int(g.items[1]) for g in m.ssrc_group if g.semantic == "FID" and len(g.items) >= 2}
+        media_ssrc = next(iter(fid), None)
         if media_ssrc is None and m.ssrc:
             media_ssrc = m.ssrc[0].ssrc
         codec, pt, rtpmap, fmtp, fb = chosen if chosen else (None, None, None, None, [])
         sim = next((g.items for g in m.ssrc_group if g.semantic == "SIM"), [])
         out.media.append(OfferedMedia(mid, m.kind, m.direction or "sendrecv", codec, pt, rtpmap, fmtp, fb,
                                       exts, lines, media_ssrc, m.port, _send_rids(sections[index]),
-                                      [int(x) for x in sim]))
+                                      [int(x) for x in sim], _rtx_for(m, pt), fid))
     if not out.media:
         raise SdpError("SDP has no audio or video section")
     return out
@@ -168,6 +171,16 @@ def _choose_codec(m: aiortc_sdp.MediaDescription) -> tuple[str, int | None, str,
     return None
 
 
+def _rtx_for(m: aiortc_sdp.MediaDescription, pt: int | None) -> int | None:
+    """The payload type of the section's RTX for payload type pt (a=fmtp:<rtx> apt=<pt>), if any."""
+    if pt is None or m.kind != "video":
+        return None
+    for c in m.rtp.codecs:
+        if c.mimeType.lower().endswith("/rtx") and str((c.parameters or {}).get("apt")) == str(pt):
+            return c.payloadType
+    return None
+
+
 def _session_head(ice_ufrag: str, ice_pwd: str, fingerprint: str, mids: list[str], session_id: int) -> list[str]:
     return [
         "v=0",
@@ -205,7 +218,8 @@ def write_answer(offer: RemoteDescription, *, ice_ufrag: str, ice_pwd: str, fing
             lines += [f"m={m.kind} 0 UDP/TLS/RTP/SAVPF {pts}", f"c=IN IP4 {ip}", "a=rtcp-mux", "a=setup:passive",
                       f"a=mid:{m.mid}", "a=inactive"]
             continue
-        lines.append(f"m={m.kind} {port} UDP/TLS/RTP/SAVPF {m.payload_type}")
+        formats = f"{m.payload_type} {m.rtx_pt}" if m.rtx_pt is not None else f"{m.payload_type}"
+        lines.append(f"m={m.kind} {port} UDP/TLS/RTP/SAVPF {formats}")
         lines += _transport_lines(ip, port, "passive", True)
         lines.append(f"a=mid:{m.mid}")
         for ext_id, uri in m.extmap_lines:
@@ -219,6 +233,8 @@ def write_answer(offer: RemoteDescription, *, ice_ufrag: str, ice_pwd: str, fing
             lines.append(f"a=fmtp:{m.payload_type} {m.fmtp}")
         for fb in m.feedback:
             lines.append(f"a=rtcp-fb:{m.payload_type} {fb}")
+        if m.rtx_pt is not None:
+            lines += [f"a=rtpmap:{m.rtx_pt} rtx/90000", f"a=fmtp:{m.rtx_pt} apt={m.payload_type}"]
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -232,6 +248,7 @@ class OutgoingMedia:
     track_id: str          # msid track: the stream
     active: bool = True
     extensions: list[tuple[int, str]] = field(default_factory=list)   # (id, URI) offered
+    rtx_ssrc: int = 0      # video: the SSRC its retransmissions use if the answer keeps RTX
 
 
 def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fingerprint: str, ip: str,
@@ -246,7 +263,8 @@ def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fin
             lines += [f"m={m.kind} 0 UDP/TLS/RTP/SAVPF {pt}", f"c=IN IP4 {ip}", "a=rtcp-mux", "a=setup:actpass",
                       f"a=mid:{m.mid}", "a=inactive", f"a=rtpmap:{pt} {rtpmap}"]
             continue
-        lines.append(f"m={m.kind} {port} UDP/TLS/RTP/SAVPF {pt}")
+        rtx = NODE_RTX.get(m.codec or "") if m.rtx_ssrc else None
+        lines.append(f"m={m.kind} {port} UDP/TLS/RTP/SAVPF {pt}" + (f" {rtx}" if rtx else ""))
         # actpass as the offerer (RFC 5763 §5); the answer must say active, the node is always the server.
         lines += _transport_lines(ip, port, "actpass", True)
         lines += [f"a=mid:{m.mid}", "a=sendonly", f"a=msid:{m.stream_id} {m.track_id}"]
@@ -258,5 +276,10 @@ def write_offer(media: list[OutgoingMedia], *, ice_ufrag: str, ice_pwd: str, fin
             lines += [f"a=rtcp-fb:{pt} nack", f"a=rtcp-fb:{pt} nack pli", f"a=rtcp-fb:{pt} ccm fir",
                       f"a=rtcp-fb:{pt} goog-remb"]
         lines.append(f"a=rtcp-fb:{pt} transport-cc")
+        if rtx:
+            lines += [f"a=rtpmap:{rtx} rtx/90000", f"a=fmtp:{rtx} apt={pt}", f"a=ssrc-group:FID {m.ssrc} {m.rtx_ssrc}"]
         lines += [f"a=ssrc:{m.ssrc} cname:enx-{m.stream_id}", f"a=ssrc:{m.ssrc} msid:{m.stream_id} {m.track_id}"]
+        if rtx:
+            lines += [f"a=ssrc:{m.rtx_ssrc} cname:enx-{m.stream_id}",
+                      f"a=ssrc:{m.rtx_ssrc} msid:{m.stream_id} {m.track_id}"]
     return "\r\n".join(lines) + "\r\n"

@@ -125,8 +125,11 @@ def test_chrome_like_offer_parses_and_answers():
     assert offer.media[1].extensions == {"mid": 4, "abs_send_time": 3}
     answer = sdp.write_answer(offer, ice_ufrag="u", ice_pwd="p" * 22, fingerprint="AA", ip="127.0.0.1",
                               port=7882, accepted={"0": True, "1": True})
-    assert "a=ice-lite" in answer and "a=setup:passive" in answer and "rtx" not in answer
-    assert sdp.parse(answer.replace("a=recvonly", "a=sendonly"), "answer").media[1].codec == "vp8"
+    assert "a=ice-lite" in answer and "a=setup:passive" in answer
+    assert "a=rtpmap:97 rtx/90000" in answer and "a=fmtp:97 apt=96" in answer, "RTX accepted for VP8"
+    parsed = sdp.parse(answer.replace("a=recvonly", "a=sendonly"), "answer").media[1]
+    assert parsed.codec == "vp8" and parsed.rtx_pt == 97
+    assert offer.media[1].rtx_pt == 97 and offer.media[1].rtx_ssrcs == {2001: 2002}
 
 
 @FUZZ

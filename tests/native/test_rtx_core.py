@@ -155,3 +155,24 @@ def test_rtx_on_a_producer_without_it_negotiated_is_an_unknown_ssrc(worker):
     pub.send_rtp(rtx(3, 1, 0xC9, vp8(BODY), ext=[(MID_ID, b"0"), (RRID_ID, b"f")]))
     pump()
     assert [e.ssrc for e in events if getattr(e, "kind", "") == "unknown_ssrc"] == [0xC9]
+
+
+def test_redundant_rtx_is_not_passed_on_and_a_late_key_frame_packet_is_no_switch_point(worker):
+    """libwebrtc probes with RTX copies of recent packets: a copy of what went out already is a duplicate.
+    And a key frame's first packet that comes late (repaired) does not end a consumer's wait for a key
+    frame: the rest of that frame went by while it waited."""
+    pump = pump_for(worker)
+    pub, producer = publisher(worker)
+    sub = Peer(worker, GCM)
+    worker.create_consumer(sub.transport, producer, 0xB1, PT, wait_keyframe=True)
+    for s in (10, 12, 13, 14, 15):              # 11, a key frame's first packet, is lost
+        pub.send_rtp(video(s, 0xA1, bytes([s]) + BODY, key=False))
+    pump()
+    pub.send_rtp(rtx(11, 1, 0xA9, vp8(bytes([11]) + BODY, key=True)))
+    pub.send_rtp(rtx(13, 2, 0xA9, vp8(bytes([13]) + BODY, key=False)))   # redundant: 13 came already
+    assert sub.recv_all(1, pump, deadline=0.3) == [], "nothing before the next key frame"
+    pub.send_rtp(video(16, 0xA1, bytes([16]) + BODY, key=True))
+    [p] = [_core.parse_rtp(d) for d in sub.recv_all(1, pump)]
+    assert p["payload"] == vp8(bytes([16]) + BODY, key=True)
+    st = producer.stats
+    assert st["rtx_received"] == 2 and st["duplicates"] == 1 and st["nack_recovered"] == 1
