@@ -24,6 +24,7 @@ class Limits:
     outbox_per_sender: int = 100
     chat_bytes_per_session: int = 8 * 1024 * 1024
     publish_transports_per_participant: int = 4
+    screens_per_participant: int = 1          # screen shares go first in allocation: one each
     streams_per_participant: int = 8
     mlines_per_offer: int = 16
     max_transports: int = 10000

@@ -72,7 +72,7 @@ cdef struct CEncoding:
     uint64_t duplicates         # packets it had passed on already (not forwarded again)
     Counters c
     uint64_t keyframes
-    int width, height           # of its last VP8 key frame (0: none seen, or H.264)
+    int width, height           # of its last key frame (VP8: its header; H.264: its SPS); 0: none seen
     uint64_t frames_by_tid[MAX_TID]   # VP8 frames by temporal layer (no TID: layer 0); a selector's frame rates
     uint64_t restarts
     int have_seq

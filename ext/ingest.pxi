@@ -214,6 +214,8 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
                 e.height = vp8.height
     elif p.codec == CODEC_H264:
         key = h264_keyframe(buf + h.header_len, h.payload_len) == 1
+        if key:
+            h264_payload_size(buf + h.header_len, h.payload_len, &e.width, &e.height)
     if key:
         e.keyframes += 1
     if length <= HIST_SLOT:

@@ -336,6 +336,7 @@ def parse_vp8_descriptor(payload: bytes) -> dict[str, Any]:
     (int or None); layer_sync, keyframe."""
 
 def is_keyframe(codec: str, payload: bytes) -> bool: ...
+def h264_size(payload: bytes) -> tuple[int, int]: ...
 
 # ---------------------------------------------------------------- transport-cc (twcc.pxi)
 

@@ -41,6 +41,7 @@ class Subscription:
 class ParticipantMedia:
     # each publish transport with the number of tracks its offer carried
     publish_transports: dict[WebRtcTransport, int] = field(default_factory=dict)
+    publish_sources: dict[WebRtcTransport, str] = field(default_factory=dict)   # ... and its video's source
     subscribe_transport: WebRtcTransport | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     follow_all: bool = False        # subscribed to every stream, now and later
@@ -73,6 +74,12 @@ class RoomMedia:
         if len(p.media.publish_transports) >= limits.publish_transports_per_participant:
             raise E.CapacityExceeded(f"at most {limits.publish_transports_per_participant} publish transports "
                                      "per participant: unpublish one first", reason="too many transports")
+        # kept to the live ones here, so a transport closed by any route counts no more
+        p.media.publish_sources = {t: s for t, s in p.media.publish_sources.items() if t in p.media.publish_transports}
+        if source == "screen" and sum(s == "screen" for s in p.media.publish_sources.values()) >= \
+                limits.screens_per_participant:
+            raise E.CapacityExceeded(f"at most {limits.screens_per_participant} screen share per participant: "
+                                     "stop the one shared first", reason="too many screens")
         try:
             offer = sdp.parse(offer_sdp, "offer")
             if len(offer.media) > limits.mlines_per_offer:
@@ -88,6 +95,7 @@ class RoomMedia:
         t = self.server.create_transport("publish", plan.ext_ids, owner=p.participant_id)
         t.set_remote(offer.ice_ufrag, offer.fingerprint)
         p.media.publish_transports[t] = len(plan.tracks)
+        p.media.publish_sources[t] = source
         pending = [Producer(f"{p.participant_id}-{secrets.token_hex(3)}", p.participant_id, tr.kind, tr.codec,
                             tr.mid, tr.ssrc, t, encodings=tr.encodings, rtx=tr.rtx, rtx_ssrcs=tr.rtx_ssrcs,
                             source=source if tr.kind == "video" else "camera") for tr in plan.tracks]
@@ -302,6 +310,10 @@ class RoomMedia:
             raise E.ValidationFailed("stream settings are for video streams")
         sm.max_height, sm.max_fps = max_height, max_fps
         if len(sm.producer.encodings) < 2:
+            # one encoding: only its VP8 temporal layers can follow max_fps
+            if sm.consumer is not None and sm.consumer.native is not None:
+                sm.consumer.max_height, sm.consumer.max_fps = max_height, max_fps
+                self.router.select_encoding(sm.consumer)
             return None
         if sm.consumer is None or sm.consumer.native is None:
             return 0               # a consumer starts on the lowest; the setting applies once it exists

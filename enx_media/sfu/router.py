@@ -260,7 +260,7 @@ class Router:
         if p.native is None:
             return
         now = time.monotonic()
-        encodings = p.native.encodings if len(p.encodings) >= 2 else [{"stats": p.native.stats}]
+        encodings = p.native.encodings
         nbytes = [e["stats"]["bytes_in"] for e in encodings]
         if p.bytes_seen and now > p.seen_at:
             dt = now - p.seen_at
@@ -270,13 +270,12 @@ class Router:
                           for o, n, b in zip(old_bps, nbytes, p.bytes_seen)]
             p.bitrate = sum(p.bitrates)
         p.bytes_seen = nbytes
-        if len(p.encodings) < 2:
-            p.seen_at = now
-            return
-        counts = [e["stats"]["packets_in"] for e in encodings]
-        p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
-        p.seen = counts
-        p.sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in encodings]
+        if len(p.encodings) >= 2:
+            counts = [e["stats"]["packets_in"] for e in encodings]
+            p.active = [n > before for n, before in zip(counts, p.seen or [0] * len(counts))]
+            p.seen = counts
+            p.sizes = [(e["stats"]["width"], e["stats"]["height"]) for e in encodings]
+        # the frame rates of the temporal layers, of a single VP8 encoding too (a max_fps applies to it)
         frames = [list(e["stats"]["frames_by_tid"]) for e in encodings]
         if p.frames_seen and now > p.seen_at:
             dt = now - p.seen_at
@@ -331,9 +330,15 @@ class Router:
     def select_encoding(self, c: Consumer) -> int | None:
         """Point a simulcast consumer at the encoding its wanted height asks for among those arriving
         (the core switches at that encoding's next key frame and keeps the current one until then).
-        Returns the target; None for a consumer of one encoding or while nothing arrives."""
+        Returns the target; None for a consumer of one encoding (its temporal layer is still chosen by
+        its max_fps) or while nothing arrives."""
         p = c.producer
-        if c.native is None or p.native is None or len(p.encodings) < 2:
+        if c.native is None or p.native is None:
+            return None
+        if len(p.encodings) < 2:
+            layer = pick_temporal_layer(p.fps_upto[0] if p.fps_upto else [], c.max_fps)
+            if c.native.max_temporal_layer != layer:
+                c.native.max_temporal_layer = layer
             return None
         target = pick_encoding(p.sizes, p.active, c.max_height)   # as observe_encodings last saw them
         if target is not None and c.allowed is not None:

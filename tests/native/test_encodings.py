@@ -202,3 +202,28 @@ def test_picture_id_and_tl0picidx_stay_continuous_across_a_layer_switch(worker):
     assert not pl[2] & 0x80 and picture_fields(back) == (4, 0)
     pub.close()
     sub.close()
+
+
+def test_h264_encodings_learn_their_size_from_the_sps_of_their_key_frames(worker):
+    """H.264 layers say their size only in the SPS ahead of an IDR (aiortc's encoder: a STAP-A): the core
+    reads it, so that a selector by height works for H.264 simulcast as for VP8."""
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs import H264Encoder
+
+    pump = pump_for(worker)
+    pub = Peer(worker, GCM)
+    p = worker.create_producer(pub.transport, codec="h264", encodings=[("q", 0x51), ("h", 0x52)])
+    seq = 0
+    for ssrc, (w, h) in ((0x51, (320, 180)), (0x52, (640, 360))):
+        frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 90, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = 0, fractions.Fraction(1, 90000)
+        payloads, ts = H264Encoder().encode(frame, force_keyframe=True)
+        for i, payload in enumerate(payloads):
+            pub.send_rtp(rtp(seq, ts, ssrc, payload, pt=102))
+            seq += 1
+    for _ in range(5):
+        pump()
+    assert [(e["stats"]["width"], e["stats"]["height"]) for e in p.encodings] == [(320, 180), (640, 360)]

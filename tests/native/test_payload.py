@@ -86,3 +86,63 @@ def test_vp8_descriptor_roundtrip_aiortc_written():
             d = _core.parse_vp8_descriptor(bytes(desc) + b"\x00")
             assert (d["picture_id"], d["tl0picidx"], d["header_len"]) == (pid, 9, len(bytes(desc)))
             assert d["tid"] == (tid[0] if tid else None) and d["keyframe"]
+
+
+def annexb_nals(data):
+    """The NAL units of an Annex-B byte stream (start codes 00 00 01 / 00 00 00 01)."""
+    parts, i = [], 0
+    starts = [j for j in range(len(data) - 2) if data[j:j + 3] == b"\x00\x00\x01"]
+    for k, s in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(data)
+        nal = data[s + 3:end]
+        parts.append(nal.rstrip(b"\x00") if k + 1 < len(starts) else nal)
+    return parts
+
+
+def x264_sps(w, h, profile):
+    """The SPS libx264 (through PyAV) writes for a w x h stream of that profile."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    ctx.options = {"profile": profile, "preset": "ultrafast", "tune": "zerolatency"}
+    data = b"".join(bytes(p) for f in frames(1, w, h) for p in ctx.encode(f.reformat(format="yuv420p")))
+    return next(n for n in annexb_nals(data) if n[0] & 0x1F == 7)
+
+
+@pytest.mark.parametrize("size", [(320, 180), (640, 360), (1280, 720), (176, 144)])
+def test_h264_picture_size_from_the_sps_aiortc_sends(size):
+    """aiortc's H.264 encoder puts SPS and PPS in a STAP-A ahead of the IDR: the size is read from there
+    (cropped: 180 and 360 lines are not whole macroblocks)."""
+    payloads, _ = H264Encoder().encode(next(frames(1, *size)), force_keyframe=True)
+    assert _core.h264_size(payloads[0]) == size
+    with pytest.raises(ValueError):
+        _core.h264_size(payloads[-1])           # a slice: no SPS in it
+
+
+@pytest.mark.parametrize("profile", ["baseline", "main", "high"])
+def test_h264_picture_size_from_libx264_sps_of_each_profile(profile):
+    sps = x264_sps(640, 360, profile)
+    assert _core.h264_size(sps) == (640, 360)
+    stap = b"\x18" + len(sps).to_bytes(2, "big") + sps
+    assert _core.h264_size(stap) == (640, 360)
+
+
+def test_malformed_sps_is_an_error_never_a_crash():
+    import random
+
+    sps = x264_sps(1280, 720, "high")
+    rng = random.Random(11)
+    sizes = set()
+    for n in range(3000):
+        b = bytearray(sps[:rng.randrange(2, len(sps) + 1)] if n % 3 == 0 else sps)
+        for _ in range(rng.randrange(1, 6)):
+            b[rng.randrange(1, len(b))] = rng.randrange(256)
+        try:
+            w, h = _core.h264_size(bytes(b))
+        except ValueError:
+            continue
+        assert 0 < w <= 16384 and 0 < h <= 32768
+        sizes.add((w, h))
+    for junk in (b"", b"\x67", b"\x67" + b"\x00" * 40, b"\x18\x00\x10\x67", b"\x18" + b"\x00" * 10):
+        with pytest.raises(ValueError):
+            _core.h264_size(junk)

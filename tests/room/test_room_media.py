@@ -232,6 +232,14 @@ def test_caps_on_transports_tracks_and_m_lines(tmp_path):
             with pytest.raises(E.CapacityExceeded, match="maximum of 4 transports"):
                 live.media.publish(carol, await offer(ToneTrack()))
             assert rig.rooms.server.stats()["handshake"]["transport_cap"] == 1
+            # one screen share per participant: a second is refused until the first is unpublished
+            await live.unpublish(bob, None)
+            live.media.publish(bob, await offer(ColorTrack(COLORS[0])), source="screen")
+            with pytest.raises(E.CapacityExceeded, match="at most 1 screen share") as screens:
+                live.media.publish(bob, await offer(ColorTrack(COLORS[1])), source="screen")
+            assert screens.value.reason == "too many screens"
+            await live.unpublish(bob, None)
+            live.media.publish(bob, await offer(ColorTrack(COLORS[1])), source="screen")
         finally:
             for pc in pcs:
                 await pc.close()

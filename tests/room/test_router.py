@@ -157,3 +157,45 @@ def test_pick_temporal_layer_keeps_within_the_wanted_frame_rate():
     assert pick_temporal_layer(l1t3, 30) == 3 and pick_temporal_layer(l1t3, 15) == 1
     assert pick_temporal_layer(l1t3, 7) == 0 and pick_temporal_layer(l1t3, 1) == 0   # the base layer at least
     assert pick_temporal_layer([0.0] * 4, 10) == 255 and pick_temporal_layer([], 10) == 255   # not measured yet
+
+
+def test_a_single_vp8_encoding_follows_max_fps_by_its_temporal_layers():
+    """No simulcast, but VP8 temporal layers (TID 0,2,1,2: 10, 20 and 40 frames a second here): a consumer
+    that wants 12 frames a second gets the base layer only, one that wants all gets every frame."""
+    async def scenario():
+        import time
+
+        worker = Worker("127.0.0.1", 0)
+        router = Router(worker)
+        pub, slow, full = Peer(worker, PLAIN), Peer(worker, PLAIN), Peer(worker, PLAIN)
+        producer = router.create_producer(Producer("p1", "alice", "video", "vp8", "v0", 0xAB01,
+                                                   SimpleNamespace(native=pub.transport)))
+        few = router.create_consumer(producer, SimpleNamespace(native=slow.transport), "bob", 0x1234, 96, 90000,
+                                     max_fps=12)
+        every = router.create_consumer(producer, SimpleNamespace(native=full.transport), "carol", 0x1235, 96,
+                                       90000)
+        pattern, seq, started = [0, 2, 1, 2], 0, time.monotonic()
+        while time.monotonic() - started < 1.6:
+            for _ in range(10):                       # 40 frames a second, one packet each
+                tid = pattern[seq % 4]
+                pub.send_rtp(rtp(seq, 2250 * seq, 0xAB01, payload=vp8(b"t" * 50, tid=tid, key=seq == 0)))
+                seq += 1
+                worker.poll_once(0)
+                await asyncio.sleep(0.025)
+            router.observe_encodings(producer)
+            assert router.select_encoding(few) is None and router.select_encoding(every) is None
+        assert few.native.max_temporal_layer == 0 and every.native.max_temporal_layer == 255
+        forwarded(slow, lambda: worker.poll_once(5), 1000, deadline=0.3)     # what went before the choice
+        forwarded(full, lambda: worker.poll_once(5), 1000, deadline=0.3)
+        base = seq
+        for i in range(8):
+            pub.send_rtp(rtp(base + i, 2250 * (base + i), 0xAB01, payload=vp8(b"t" * 50, tid=pattern[(base + i) % 4],
+                                                                            key=False)))
+        got_few = forwarded(slow, lambda: worker.poll_once(5), 100, deadline=0.5)
+        got_all = forwarded(full, lambda: worker.poll_once(5), 100, deadline=0.5)
+        assert len(got_all) == 8 and len(got_few) == 2, "the base layer: every fourth frame"
+        router.close()
+        for p in (pub, slow, full):
+            p.close()
+        worker.stop()
+    asyncio.run(scenario())
