@@ -25,6 +25,7 @@ cdef enum:
     BWE_PROBE_SETTLE_US = 400000  # after a probe's last padding, feedback about it is awaited this long
     BWE_REMB_SETTLE_US = 1000000  # ... and a REMB receiver's verdict this long (its detector lags, REMBs come ~2/s)
     BWE_PAD_MAX = 255             # RTP padding bytes per padding-only packet (one count octet)
+    BWE_PROBE_LOSS = 5            # a receiver report losing more (of 256, ~2 %) while a REMB probe runs: it failed
     BWE_NORMAL = 0
     BWE_OVERUSE = 1
     BWE_UNDERUSE = 2
@@ -390,8 +391,14 @@ cdef void bwe_remb(Bwe *b, uint64_t bitrate, int64_t now_us) noexcept nogil:
 
 
 cdef void bwe_report_loss(Bwe *b, int fraction_lost, int64_t now_us) noexcept nogil:
-    """A receiver report's fraction lost (of 256), for transports without transport-cc feedback."""
-    if b.feedback or fraction_lost <= 25:
+    """A receiver report's fraction lost (of 256), for transports without transport-cc feedback. During a
+    probe (its padding and its settling time) any real loss spoils it: a REMB receiver's own detector may
+    not see the queue the padding filled, but the tail it dropped shows here."""
+    if b.feedback:
+        return
+    if b.probe_target and fraction_lost > BWE_PROBE_LOSS:
+        b.probe_spoiled = 1
+    if fraction_lost <= 25:
         return
     bwe_decrease(b, <int64_t>(b.estimate * (1.0 - 0.5 * fraction_lost / 256.0)), now_us)
 

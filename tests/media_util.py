@@ -280,6 +280,13 @@ async def demo_video_stream(page, participant_id: str) -> str:
 
 
 # In a demo page: the picture height of the frames its subscribe transport decodes of a stream (0: none yet)
+# frames the demo page has decoded of a stream (its inbound-rtp stats)
+FRAMES_DECODED = """async (streamId) => { const room = window.enxDemo.room;
+  const track = room.remoteTracks.get(streamId); let n = 0;
+  (await room.subscribePc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video" && r.trackIdentifier === track.id) n = r.framesDecoded || 0; });
+  return n; }"""
+
 INBOUND_HEIGHT = """async (streamId) => { const room = window.enxDemo.room;
   const track = room.remoteTracks.get(streamId); let h = 0;
   (await room.subscribePc.getStats()).forEach((r) => {

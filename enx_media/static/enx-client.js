@@ -121,9 +121,17 @@ class EnxRoom extends EventTarget {
     await tr.sender.setParameters(params);
   }
 
-  async streamSettings(streamId, maxHeight) {
-    // How this client renders a received video: at most maxHeight lines (undefined: the best there is).
-    const reply = await this.request("stream-settings", maxHeight ? { stream_id: streamId, max_height: maxHeight } : { stream_id: streamId });
+  async streamSettings(streamId, maxHeight, maxFps) {
+    // How this client renders a received video: at most maxHeight lines (undefined: the best there is)
+    // and maxFps frames a second (null: every frame; undefined: as last set, so adaptVideo's size
+    // reports keep it). The node sends the simulcast layer and VP8 temporal layers that fit.
+    if (!this.streamFps) this.streamFps = new Map();
+    if (maxFps !== undefined) this.streamFps.set(streamId, maxFps);
+    const fps = this.streamFps.get(streamId);
+    const msg = { stream_id: streamId };
+    if (maxHeight) msg.max_height = maxHeight;
+    if (fps) msg.max_fps = fps;
+    const reply = await this.request("stream-settings", msg);
     return reply.encoding;
   }
 

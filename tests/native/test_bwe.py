@@ -230,3 +230,32 @@ def test_a_probe_into_a_link_that_cannot_carry_it_fails(worker):
     b = bwe(sub.transport)
     assert b["probes_failed"] == 1 and b["probes_ok"] == 0
     assert b["estimate_bps"] < 3_000_000
+
+
+def test_a_remb_probe_fails_when_a_receiver_report_shows_loss(worker):
+    """A REMB receiver whose REMB does not fall, but whose receiver report says 8 % were lost while the probe
+    ran: the probe filled a queue that dropped its tail, so the estimate stays where it was."""
+    pump = pump_for(worker)
+    pub, sub, _ = subscriber(worker, ext_ids={"mid": MID, "abs_send_time": AST})
+    seq = 0
+
+    def send_for(seconds):
+        nonlocal seq
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pub.send_rtp(frame(seq, key=seq == 0))
+            seq += 1
+            pump()
+            _drain(sub)
+            time.sleep(0.01)
+
+    send_for(0.2)
+    sub.send_rtcp(_core.write_remb(0x51, 1_500_000, [0xB1]))
+    worker.probe(sub.transport, 3_000_000, 400)
+    send_for(0.3)
+    sub.send_rtcp(_core.write_remb(0x51, 1_500_000, [0xB1]))           # not falling: REMB alone says ok
+    sub.send_rtcp(_core.write_rr(0x51, [{"ssrc": 0xB1, "fraction_lost": 20, "highest_seq": seq}]))
+    send_for(1.4)
+    b = bwe(sub.transport)
+    assert b["probes_failed"] == 1 and b["probes_ok"] == 0, b
+    assert b["estimate_bps"] == 1_200_000

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from enx_media.client import SignalingError
-from media_util import CHROMIUM, INBOUND_HEIGHT, Api, Heights, chromium_page, demo_publisher, demo_video_stream
+from media_util import CHROMIUM, FRAMES_DECODED, INBOUND_HEIGHT, Api, Heights, chromium_page, demo_publisher, demo_video_stream
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
 
@@ -113,7 +113,8 @@ def test_dynacast_pauses_the_layers_nobody_receives_and_resumes_them(node, creds
 
 def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
     """Adaptive stream in the demo page: a tile's rendered height goes to the node as it changes; a
-    Chromium subscriber decodes the small layer in a small tile, and a larger one once the tile is pinned."""
+    Chromium subscriber decodes the small layer in a small tile, and a larger one once the tile is pinned;
+    asked for 8 frames a second (the browser client's streamSettings) it gets fewer temporal layers."""
     api = Api(node, creds)
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
@@ -137,6 +138,17 @@ def test_a_browser_subscriber_gets_the_layer_that_fits_its_tile(node, creds):
             height = await viewer.evaluate("(id) => document.getElementById('tile-' + id).clientHeight", stream_id)
             assert 360 <= height < 720, height
             await until_height(viewer, stream_id, 360, 30)
+
+            # the browser client's max frame rate: fewer VP8 temporal layers, the size it renders kept
+            async def fps():
+                n0 = await viewer.evaluate(FRAMES_DECODED, stream_id)
+                await asyncio.sleep(3)
+                return (await viewer.evaluate(FRAMES_DECODED, stream_id) - n0) / 3
+            full = await fps()
+            await viewer.evaluate("([id, h]) => window.enxDemo.room.streamSettings(id, h, 8)", [stream_id, height])
+            await asyncio.sleep(1)
+            reduced = await fps()
+            assert reduced < 0.6 * full and await viewer.evaluate(INBOUND_HEIGHT, stream_id) == 360, (full, reduced)
 
     asyncio.run(scenario())
 
