@@ -3,7 +3,8 @@
 formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, the downlink
 bandwidth estimator, entities, transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
 ingest: the producer side, seq: a consumer's numbering, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
-pacer: what a subscriber transport is sent held to its estimate, rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers. Structs must be
+pacer: what a subscriber transport is sent held to its estimate, rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers, and last the MCU's kernels (compositor: I420 scale and place;
+mixer: PCM mix and mix-minus). Structs must be
 defined before a struct that embeds them; functions may be used before their definition.
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
 ext/includes/*.pxd, see STYLE.md.)"""
@@ -38,3 +39,5 @@ include "rtcp_io.pxi"
 include "direct.pxi"
 include "worker.pxi"
 include "benchtools.pxi"
+include "compositor.pxi"
+include "mixer.pxi"

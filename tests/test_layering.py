@@ -1,4 +1,4 @@
-"""Imports go one way: web -> signaling -> room -> sfu / webrtc -> native. The control plane (control,
+"""Imports go one way: web -> signaling -> room -> sfu / webrtc / mcu -> native. The control plane (control,
 store) never imports media code; only the SFU layer imports the native core; nothing but the CLI
 imports web. Also: only config reads the environment, and library code never prints."""
 import ast
@@ -14,6 +14,7 @@ ALLOWED = {
     "signaling": {"room", "sfu", "webrtc", "errors", "limits"},
     "room": {"sfu", "webrtc", "control", "events", "errors", "limits"},
     "sfu": {"_native"},
+    "mcu": {"_native"},
     "webrtc": {"sfu", "errors"},
     "control": {"store", "events", "errors"},
     "store": set(),

@@ -372,3 +372,19 @@ def sink_count(
 
 def raw_sendmmsg_baseline(fd: int, dests: list[_Addr], payload: bytes, count: int) -> int:
     """How many datagrams were sent."""
+
+# MCU kernels (ext/compositor.pxi, ext/mixer.pxi)
+def composite(
+    canvas: Any,
+    src: Any,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    *,
+    border: int = 0,
+    border_yuv: tuple[int, int, int] = (235, 128, 128),
+    marker: int = 0,
+    marker_yuv: tuple[int, int, int] = (81, 90, 240),
+) -> None: ...
+def mix(inputs: Any, full: Any, minus: Any = None) -> None: ...
