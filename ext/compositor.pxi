@@ -189,6 +189,78 @@ cdef int compose_tile(uint8_t *canvas, int cw, int ch, const uint8_t *src, int s
     return 0
 
 
+# The participant's name on its tile, in a built-in 5x7 bitmap font (drawn here for this project: upper case,
+# digits and a little punctuation; lower case is drawn as upper case, anything else as '?').
+_GLYPHS = {
+    "A": ".###. #...# #...# ##### #...# #...# #...#", "B": "####. #...# #...# ####. #...# #...# ####.",
+    "C": ".###. #...# #.... #.... #.... #...# .###.", "D": "####. #...# #...# #...# #...# #...# ####.",
+    "E": "##### #.... #.... ####. #.... #.... #####", "F": "##### #.... #.... ####. #.... #.... #....",
+    "G": ".###. #...# #.... #.### #...# #...# .####", "H": "#...# #...# #...# ##### #...# #...# #...#",
+    "I": ".###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.", "J": "..### ...#. ...#. ...#. ...#. #..#. .##..",
+    "K": "#...# #..#. #.#.. ##... #.#.. #..#. #...#", "L": "#.... #.... #.... #.... #.... #.... #####",
+    "M": "#...# ##.## #.#.# #.#.# #...# #...# #...#", "N": "#...# #...# ##..# #.#.# #..## #...# #...#",
+    "O": ".###. #...# #...# #...# #...# #...# .###.", "P": "####. #...# #...# ####. #.... #.... #....",
+    "Q": ".###. #...# #...# #...# #.#.# #..#. .##.#", "R": "####. #...# #...# ####. #.#.. #..#. #...#",
+    "S": ".#### #.... #.... .###. ....# ....# ####.", "T": "##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..",
+    "U": "#...# #...# #...# #...# #...# #...# .###.", "V": "#...# #...# #...# #...# #...# .#.#. ..#..",
+    "W": "#...# #...# #...# #.#.# #.#.# #.#.# .#.#.", "X": "#...# #...# .#.#. ..#.. .#.#. #...# #...#",
+    "Y": "#...# #...# .#.#. ..#.. ..#.. ..#.. ..#..", "Z": "##### ....# ...#. ..#.. .#... #.... #####",
+    "0": ".###. #...# #..## #.#.# ##..# #...# .###.", "1": "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.",
+    "2": ".###. #...# ....# ...#. ..#.. .#... #####", "3": "####. ....# ....# .###. ....# ....# ####.",
+    "4": "...#. ..##. .#.#. #..#. ##### ...#. ...#.", "5": "##### #.... ####. ....# ....# #...# .###.",
+    "6": "..##. .#... #.... ####. #...# #...# .###.", "7": "##### ....# ...#. ..#.. .#... .#... .#...",
+    "8": ".###. #...# #...# .###. #...# #...# .###.", "9": ".###. #...# #...# .#### ....# ...#. .##..",
+    " ": "..... ..... ..... ..... ..... ..... .....", "-": "..... ..... ..... ##### ..... ..... .....",
+    "_": "..... ..... ..... ..... ..... ..... #####", ".": "..... ..... ..... ..... ..... .##.. .##..",
+    "'": "..#.. ..#.. .#... ..... ..... ..... .....", "(": "...#. ..#.. .#... .#... .#... ..#.. ...#.",
+    ")": ".#... ..#.. ...#. ...#. ...#. ..#.. .#...", "?": ".###. #...# ....# ...#. ..#.. ..... ..#..",
+    "@": ".###. #...# #.### #.#.# #.### #.... .###.",
+}
+cdef uint8_t FONT[128][7]       # rows of 5 bits (bit 4: the leftmost column), by ASCII code
+
+
+def _load_font():
+    cdef int c, r
+    for c in range(128):
+        ch = chr(c).upper()
+        rows = _GLYPHS.get(ch, _GLYPHS["?"]).split()
+        for r in range(7):
+            FONT[c][r] = int(rows[r].replace("#", "1").replace(".", "0"), 2)
+
+
+_load_font()
+FONT_GLYPHS = frozenset(_GLYPHS)
+
+
+cdef void draw_text(uint8_t *canvas, int cw, int ch, const uint8_t *text, int n, int x, int y, int limit_x,
+                    int scale) noexcept nogil:
+    """Text at (x, y) (its top-left) in white on the Y plane with a dark shadow one scale step right and
+    down, its pixels' chroma neutral; glyphs 6 columns apart at `scale`; nothing at or beyond limit_x."""
+    cdef Plane yp = plane_of(canvas, cw, ch, 0)
+    cdef Plane up = plane_of(canvas, cw, ch, 1)
+    cdef Plane vp = plane_of(canvas, cw, ch, 2)
+    cdef int i, r, b, gx, pass_, px, py, ox
+    cdef uint8_t code, bits
+    for pass_ in range(2):                  # the shadow first, then the glyphs over it
+        ox = scale if pass_ == 0 else 0
+        for i in range(n):
+            code = text[i] if text[i] < 128 else 63     # '?'
+            gx = x + i * 6 * scale
+            if gx + 5 * scale + ox > limit_x:
+                break
+            for r in range(7):
+                bits = FONT[code][r]
+                for b in range(5):
+                    if not (bits >> (4 - b)) & 1:
+                        continue
+                    px = gx + b * scale + ox
+                    py = y + r * scale + ox
+                    fill_rect(&yp, px, py, scale, scale, 16 if pass_ == 0 else 235)
+                    if pass_ == 1:
+                        fill_rect(&up, px // 2, py // 2, max(scale // 2, 1), max(scale // 2, 1), 128)
+                        fill_rect(&vp, px // 2, py // 2, max(scale // 2, 1), max(scale // 2, 1), 128)
+
+
 cdef inline int _i420_dims(const uint8_t[:, ::1] a, int *w, int *h) except -1:
     if a.shape[0] % 3 or a.shape[1] % 2 or (a.shape[0] // 3 * 2) % 2 or a.shape[0] < 3:
         raise ValueError("an I420 picture is a (3H/2, W) uint8 array with even W and H")
@@ -198,15 +270,20 @@ cdef inline int _i420_dims(const uint8_t[:, ::1] a, int *w, int *h) except -1:
 
 
 def composite(uint8_t[:, ::1] canvas not None, const uint8_t[:, ::1] src not None, int x, int y, int w, int h,
-              *, int border=0, tuple border_yuv=(235, 128, 128), int marker=0, tuple marker_yuv=(81, 90, 240)):
+              *, int border=0, tuple border_yuv=(235, 128, 128), int marker=0, tuple marker_yuv=(81, 90, 240),
+              str name=""):
     """Scale src into the w x h tile at (x, y) of canvas, both I420 arrays as PyAV's
     VideoFrame.to_ndarray(format="yuv420p") gives them ((3H/2, W) uint8), keeping src's aspect ratio
-    (black bars), with a border and a marker square (sizes in pixels, colours as Y, U, V). Area averaging
+    (black bars), with a border, a marker square (sizes in pixels, colours as Y, U, V) and `name` at the
+    bottom left in the built-in font (twice as large on tiles of 300 lines or more). Area averaging
     when it shrinks, bilinear when it grows; the GIL is released. Positions and sizes are rounded down to
     even numbers; the tile must lie inside the canvas."""
     cdef int cw, ch, sw, sh, r
     cdef uint8_t by[3]
     cdef uint8_t my[3]
+    cdef bytes label = name.encode("ascii", "replace")
+    cdef const uint8_t *lp = label
+    cdef int ln = len(label), scale, inset
     _i420_dims(canvas, &cw, &ch)
     _i420_dims(src, &sw, &sh)
     x, y, w, h = x & ~1, y & ~1, w & ~1, h & ~1
@@ -217,7 +294,11 @@ def composite(uint8_t[:, ::1] canvas not None, const uint8_t[:, ::1] src not Non
     for i in range(3):
         by[i] = border_yuv[i]
         my[i] = marker_yuv[i]
+    scale = 2 if h >= 300 else 1
+    inset = border + 2 * scale
     with nogil:
         r = compose_tile(&canvas[0, 0], cw, ch, &src[0, 0], sw, sh, x, y, w, h, border, by, marker, my)
+        if r == 0 and ln and h >= 8 * scale + 2 * inset:
+            draw_text(&canvas[0, 0], cw, ch, lp, ln, x + inset, y + h - inset - 8 * scale, x + w - border, scale)
     if r != 0:
         raise MemoryError()

@@ -96,3 +96,27 @@ def test_bad_arguments_are_errors():
     with pytest.raises((ValueError, TypeError)):
         _core.composite(c, src.astype(np.int16), 0, 0, 64, 36)
     _core.composite(c, i420((9, 9, 9), 2, 2), 0, 0, 640, 360)              # a tiny picture: grows
+
+
+def test_the_name_is_written_in_the_built_in_font_inside_the_tile():
+    c = canvas(640, 360)
+    x, y, w, h = 320, 180, 320, 180               # under 300 lines: the font at scale 1
+    _core.composite(c, i420((0, 0, 0), 320, 180), x, y, w, h, name="Ab?")
+    ly, lu, lv = planes(c)
+    top, left = y + h - 2 - 8, x + 2              # inset 2, 7 rows + the shadow's
+    glyph_a = [".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"]
+    for r, row in enumerate(glyph_a):
+        for b, bit in enumerate(row):
+            assert (ly[top + r, left + b] == 235) == (bit == "#"), (r, b)
+    glyph_b = ["####.", "#...#", "#...#", "####.", "#...#", "#...#", "####."]   # lower case drawn upper
+    for r, row in enumerate(glyph_b):
+        assert "".join("#" if ly[top + r, left + 6 + b] == 235 else "." for b in range(5)) == row
+    assert (lu[top // 2:(top + 7) // 2, left // 2:(left + 16) // 2] == 128).all(), "no tint under the text"
+    assert (ly[:y, :] == 16).all() and (ly[:, :x] == 16).all(), "nothing outside the tile"
+    # a name longer than the tile is cut at its edge; non-ASCII is drawn as '?'
+    c2 = canvas(640, 360)
+    _core.composite(c2, i420((0, 0, 0), 64, 36), 0, 0, 64, 36, name="Ünïcode name far too long")
+    assert (planes(c2)[0][:, 64:] == 16).all()
+    c3 = canvas(640, 360)
+    _core.composite(c3, i420((0, 0, 0), 640, 360), 0, 0, 640, 360, name="X")
+    assert (planes(c3)[0][360 - 4 - 16:360 - 4 - 2, 4:14] == 235).any(), "twice as large on a large tile"
