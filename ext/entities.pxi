@@ -70,6 +70,8 @@ cdef struct CEncoding:
     uint64_t rtx_received       # retransmissions that came on it (unwrapped into this encoding)
     uint64_t rtx_padding        # padding-only RTX packets (the publisher's bandwidth probes)
     uint64_t duplicates         # packets it had passed on already (not forwarded again)
+    uint64_t level_sum          # audio: the RFC 6464 levels (-dBov) of its packets, summed ...
+    uint64_t level_count        # ... over this many packets that carried one
     Counters c
     uint64_t keyframes
     int width, height           # of its last key frame (VP8: its header; H.264: its SPS); 0: none seen
@@ -257,7 +259,8 @@ cdef dict encoding_stats(const CEncoding *e):
              pli_rate_limited=e.pli_limited, sender_reports=e.sr_count, sr_ntp=e.sr_ntp,
              sr_rtp_timestamp=e.sr_rtp_ts, nacks_sent=e.nacks_sent, nack_seqs_requested=e.nack_seqs_requested,
              nack_recovered=e.nack_recovered, nack_gave_up=e.nack_gave_up, nack_pending=e.nnack,
-             rtx_received=e.rtx_received, rtx_padding=e.rtx_padding, duplicates=e.duplicates)
+             rtx_received=e.rtx_received, rtx_padding=e.rtx_padding, duplicates=e.duplicates,
+             audio_level_sum=e.level_sum, audio_level_count=e.level_count)
     return d
 
 

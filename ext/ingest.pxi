@@ -236,6 +236,10 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
     q.in_order = seq == e.ext_seq
     q.empty = h.payload_len == 0
     rtp_layout(buf, h, &p.ext, &q.lay)
+    if q.lay.audio_level >= 0 and q.in_order:
+        # RFC 6464 level (-dBov, 0 loudest) summed for the active-speaker choice, read as deltas by Python
+        e.level_sum += q.lay.audio_level & 0x7f
+        e.level_count += 1
     if vp8_ok:
         vp8_layout(&vp8, &q.lay)
     return 1

@@ -58,6 +58,24 @@ class ToneTrack(AudioStreamTrack):
         return out
 
 
+class LevelTrack(AudioStreamTrack):
+    """20 ms frames of a tone whose amplitude the test sets (amplitude 0: silence): a talker who starts
+    and stops. aiortc puts each frame's level in the audio-level header extension."""
+
+    def __init__(self, freq: float = 440.0, amplitude: float = 0.0):
+        super().__init__()
+        self.freq, self.amplitude, self.n = freq, amplitude, 0
+
+    async def recv(self):
+        frame = await super().recv()
+        t = (np.arange(frame.samples) + self.n * frame.samples) / frame.sample_rate
+        self.n += 1
+        samples = (np.sin(2 * np.pi * self.freq * t) * self.amplitude).astype(np.int16)
+        out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return out
+
+
 def colour_close(frame, rgb, tol=40) -> bool:
     mean = frame.to_ndarray(format="rgb24").reshape(-1, 3).mean(axis=0)
     return all(abs(float(m) - c) <= tol for m, c in zip(mean, rgb))

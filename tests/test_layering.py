@@ -1,4 +1,5 @@
-"""Imports go one way: web -> signaling -> room -> sfu / webrtc / mcu -> native. The control plane (control,
+"""Imports go one way: web -> signaling -> room -> sfu / webrtc / mcu -> native (mcu is also where the
+active-speaker choice lives, which group rooms use too). The control plane (control,
 store) never imports media code; only the SFU layer imports the native core; nothing but the CLI
 imports web. Also: only config reads the environment, and library code never prints."""
 import ast
@@ -12,7 +13,7 @@ ALLOWED = {
     "web": {"engine", "config", "control", "signaling", "errors"},
     "engine": {"config", "control", "store", "events", "errors", "room", "signaling", "webrtc"},
     "signaling": {"room", "sfu", "webrtc", "errors", "limits"},
-    "room": {"sfu", "webrtc", "control", "events", "errors", "limits"},
+    "room": {"sfu", "webrtc", "mcu", "control", "events", "errors", "limits"},
     "sfu": {"_native"},
     "mcu": {"_native"},
     "webrtc": {"sfu", "errors"},

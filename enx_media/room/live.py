@@ -77,6 +77,9 @@ class Notifier(Protocol):
     async def stream_state(self, p: "Participant", s: Producer, paused: bool) -> None:
         """Stream s is paused (or flows again) to p because its downlink cannot carry it."""
 
+    async def active_speaker(self, p: "Participant", s: Producer) -> None:
+        """The participant publishing audio stream s is now the room's active speaker."""
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         """End p's connection after what was sent to it; why: session-ended or removed."""
 

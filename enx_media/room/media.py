@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .. import errors as E
 from . import policy
+from ..mcu.speaker import ActiveSpeaker
 from ..sfu.router import Consumer, Producer, Router
 from ..webrtc import negotiation, sdp
 from ..webrtc.server import WebRtcServer, WebRtcTransport
@@ -57,6 +58,7 @@ class RoomMedia:
         self.room = room
         self.server = server
         self.router = Router(server.worker)
+        self.speaker = ActiveSpeaker()
 
     @property
     def producers(self) -> dict[str, Producer]:
@@ -163,6 +165,8 @@ class RoomMedia:
         if self.producers.get(s.producer_id) is not s:
             return
         was_live = s.live
+        if s.kind == "audio":
+            self.speaker.forget(s.participant_id)
         # Closed first, in this step of the loop: the renegotiations below must not offer it again, and
         # a second removal racing this one (unpublish and a transport closing) finds nothing to do.
         self.router.close_producer(s)
@@ -332,11 +336,21 @@ class RoomMedia:
         for producer in self.producers.values():
             self.router.observe_encodings(producer)
         self.reallocate(now)
+        self._follow_speaker(now)
         for producer in list(self.producers.values()):
             active = self.router.dynacast(producer, now, DYNACAST_HOLD_S)
             owner = self.room.participants.get(producer.participant_id)
             if active is not None and owner is not None:
                 asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
+
+    def _follow_speaker(self, now: float) -> None:
+        """The active speaker from the publishers' audio levels; a change is told to everyone in the room."""
+        levels = self.router.audio_levels()
+        who = self.speaker.update({k: level for k, (_, level) in levels.items()}, now)
+        if who is not None and who in levels:
+            stream = levels[who][0]
+            for p in list(self.room.participants.values()):
+                asyncio.ensure_future(self.room.notifier.active_speaker(p, stream))
 
     def reallocate(self, now: float) -> None:
         """Allocation and layer selection on what was last observed (a subscriber's estimate fell: act

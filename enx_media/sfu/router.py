@@ -57,6 +57,7 @@ class Producer:
     bitrates: list[float] = field(default_factory=list)
     bitrate: float = 0.0
     bytes_seen: list[int] = field(default_factory=list, repr=False)
+    levels_seen: tuple[int, int] = (0, 0)   # audio: the core's (level sum, packets with a level) last read
     # dynacast: the layers the publisher was last told to send, and since when each is unwanted
     sent_active: list[bool] = field(default_factory=list)
     unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
@@ -284,6 +285,24 @@ class Router:
             # smoothed: a tick holds a handful of frames of a low layer
             p.fps_upto = [[0.7 * o + 0.3 * (n / dt) for o, n in zip(before, new)] for before, new in zip(prev, rates)]
         p.frames_seen, p.seen_at = frames, now
+
+    def audio_levels(self) -> dict[str, tuple[Producer, float]]:
+        """Per publishing participant, its audio producer and the mean RFC 6464 level (dBov: 0 loudest,
+        127 silence) its packets carried since the last call; publishers whose packets carried none since
+        are left out."""
+        out: dict[str, tuple[Producer, float]] = {}
+        for p in self.producers.values():
+            if p.kind != "audio" or p.native is None or p.paused:
+                continue
+            st = p.native.stats
+            total, count = st["audio_level_sum"], st["audio_level_count"]
+            d_total, d_count = total - p.levels_seen[0], count - p.levels_seen[1]
+            p.levels_seen = (total, count)
+            if d_count > 0:
+                level = d_total / d_count
+                if p.participant_id not in out or level < out[p.participant_id][1]:
+                    out[p.participant_id] = (p, level)
+        return out
 
     def wanted_encodings(self, p: Producer) -> list[bool]:
         """Per encoding of p: is it wanted (False: dynacast may pause it at the publisher)? Wanted are

@@ -78,6 +78,9 @@ class MessageNotifier:
     async def stream_state(self, p: "Participant", s: "Producer", paused: bool) -> None:
         await p.channel.send(M.stream_state(s, paused))
 
+    async def active_speaker(self, p: "Participant", s: "Producer") -> None:
+        await p.channel.send(M.active_speaker(s))
+
     async def disconnect(self, p: "Participant", why: str) -> None:
         await p.channel.close(*CLOSE_CODES[why])
 

@@ -151,6 +151,10 @@ def stream_state(s: "Producer", paused: bool) -> dict[str, Any]:
             "reason": "bandwidth" if paused else None}
 
 
+def active_speaker(s: "Producer") -> dict[str, Any]:
+    return {"type": "active-speaker", "participant_id": s.participant_id, "stream_id": s.producer_id}
+
+
 def removed(by: str, reason: str) -> dict[str, Any]:
     return {"type": "removed", "by": by, "reason": reason}
 

@@ -129,3 +129,49 @@ def test_a_screen_share_is_a_second_video_announced_as_such(node, creds):
             await sub.leave()
 
     asyncio.run(scenario())
+
+
+def test_the_active_speaker_is_announced_and_follows_the_louder_talker(node, creds):
+    """Two aiortc publishers talk in turn (their packets carry RFC 6464 levels); everyone in the room is
+    told who speaks, once per change, and a short burst from the other does not move it."""
+    from media_util import LevelTrack
+
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group", "moderators": 1, "participants": 10})
+
+    async def speakers(client, want, timeout, strict=True):
+        """The next `want` active-speaker announcements to client (fewer if strict is False and time runs out)."""
+        got = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < want:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                assert not strict, f"active-speaker events so far: {got}"
+                break
+            try:
+                got.append((await client.next_event("active-speaker", timeout=left))["participant_id"])
+            except asyncio.TimeoutError:
+                continue
+        return got
+
+    async def scenario():
+        a, b = await api.moderator_and_participant(room["room_id"], names=("alice", "bob"))
+        listener = await api.joined(room["room_id"], "carol", "participant")
+        voice_a, voice_b = LevelTrack(300, 3000), LevelTrack(500, 0)
+        try:
+            await a.publish([voice_a])
+            await b.publish([voice_b])
+            assert await speakers(listener, 1, 10) == [a.participant_id]
+            voice_b.amplitude = 24000                  # a loud half-second word from bob while alice talks
+            await asyncio.sleep(0.5)
+            voice_b.amplitude = 0
+            await asyncio.sleep(2.0)
+            assert await speakers(listener, 1, 0.3, strict=False) == [], "a word from bob did not take over"
+            voice_a.amplitude, voice_b.amplitude = 0, 12000    # now bob talks, alice is silent
+            assert await speakers(listener, 1, 6) == [b.participant_id]
+            assert b.participant_id in await speakers(a, 2, 2)  # the talkers are told too
+        finally:
+            for c in (a, b, listener):
+                await c.leave()
+
+    asyncio.run(scenario())
