@@ -229,7 +229,6 @@ def _load_font():
 
 
 _load_font()
-FONT_GLYPHS = frozenset(_GLYPHS)
 
 
 cdef void draw_text(uint8_t *canvas, int cw, int ch, const uint8_t *text, int n, int x, int y, int limit_x,

@@ -386,5 +386,6 @@ def composite(
     border_yuv: tuple[int, int, int] = (235, 128, 128),
     marker: int = 0,
     marker_yuv: tuple[int, int, int] = (81, 90, 240),
+    name: str = "",
 ) -> None: ...
 def mix(inputs: Any, full: Any, minus: Any = None) -> None: ...
