@@ -1,0 +1,170 @@
+"""The MCU's video input buffer: RTP packets of one stream, as they arrive (late, reordered, repeated, some
+lost), become whole encoded frames in order, ready for the decoder.
+
+A frame is whole when every seq from the packet after the previous frame's last (marker) packet up to its
+own marker packet is there. Frames wait until whole, at most the buffer's depth, which follows the
+measured interarrival jitter (RFC 3550 §6.4.1's estimate, three times it, within MIN_DEPTH_S..MAX_DEPTH_S);
+a frame still incomplete after that is given up, and the frames after it are held back until a key frame
+(the decoder has lost a reference), with `keyframe_needed` set so that the pipeline asks the publisher.
+Depayloading is aiortc's (VP8 RFC 7741, H.264 RFC 6184), the packet parse the core's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiortc.codecs.h264 import h264_depayload
+from aiortc.codecs.vpx import vp8_depayload
+
+from enx_media._native import _core
+
+MIN_DEPTH_S = 0.02
+MAX_DEPTH_S = 0.25
+WINDOW = 512                  # packets remembered; older ones are late beyond use
+
+
+@dataclass
+class Frame:
+    timestamp: int            # RTP
+    data: bytes               # the encoded frame, depayloaded
+    keyframe: bool
+    first_arrival: float
+
+
+@dataclass
+class _Pending:
+    timestamp: int
+    packets: dict[int, bytes] = field(default_factory=dict)     # extended seq -> payload
+    marker_seq: int | None = None
+    first_arrival: float = 0.0
+    keyframe: bool = False
+
+
+class FrameBuffer:
+    def __init__(self, codec: str, clock_rate: int = 90000) -> None:
+        if codec not in ("vp8", "h264"):
+            raise ValueError("a video buffer is for vp8 or h264")
+        self.codec, self.clock_rate = codec, clock_rate
+        self.jitter = 0.0                  # seconds
+        self.keyframe_needed = False
+        self.frames_out = self.frames_dropped = self.duplicates = self.late = self.malformed = 0
+        self._pending: dict[int, _Pending] = {}      # RTP timestamp -> frame being gathered
+        self._next_seq: int | None = None            # extended seq the next frame starts at
+        self._high: int | None = None                # highest extended seq seen
+        self._seen: set[int] = set()
+        self._transit: float | None = None
+        self._waiting_key = True                     # nothing decodable before the first key frame
+        self._started = False                        # a frame went out or was given up
+
+    @property
+    def depth(self) -> float:
+        return min(MAX_DEPTH_S, max(MIN_DEPTH_S, 3 * self.jitter))
+
+    def _extend(self, seq16: int) -> int:
+        if self._high is None:
+            return (1 << 16) + seq16
+        base = self._high & ~0xFFFF
+        best = min((base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16), key=lambda s: abs(s - self._high))
+        return best
+
+    def push(self, packet: bytes, arrival: float) -> None:
+        """One RTP packet (plain, as the core hands it over) and when it arrived (seconds)."""
+        try:
+            rtp = _core.parse_rtp(packet)
+        except ValueError:
+            self.malformed += 1
+            return
+        seq = self._extend(rtp["sequence_number"])
+        if seq in self._seen:
+            self.duplicates += 1
+            return
+        if self._next_seq is not None and seq < self._next_seq:
+            if self._started:
+                self.late += 1                       # its frame went out or was given up
+                return
+            self._next_seq = seq                     # nothing out yet: the stream starts earlier
+
+        self._seen.add(seq)
+        if len(self._seen) > WINDOW:
+            self._seen = {s for s in self._seen if s > seq - WINDOW}
+        if self._high is None or seq > self._high:
+            self._high = seq
+        ts = rtp["timestamp"]
+        # interarrival jitter (RFC 3550 §6.4.1), in seconds
+        transit = arrival - ts / self.clock_rate
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            if d < 1.0:                              # a timestamp jump (new source) is not jitter
+                self.jitter += (d - self.jitter) / 16
+        self._transit = transit
+        f = self._pending.get(ts)
+        if f is None:
+            f = self._pending[ts] = _Pending(ts, first_arrival=arrival)
+        f.packets[seq] = rtp["payload"]
+        if rtp["marker"]:
+            f.marker_seq = seq
+        if min(f.packets) == seq:
+            f.keyframe = _starts_key_frame(self.codec, rtp["payload"])
+        if self._next_seq is None:
+            self._next_seq = seq
+
+    def pop(self, now: float) -> list[Frame]:
+        """The frames that are whole now, in order; incomplete ones older than the depth are given up."""
+        out: list[Frame] = []
+        while self._pending:
+            ts = min(self._pending, key=lambda t: min(self._pending[t].packets))
+            f = self._pending[ts]
+            first = min(f.packets)
+            start = self._next_seq if self._next_seq is not None else first
+            whole = (f.marker_seq is not None and first <= start
+                     and all(s in f.packets for s in range(start, f.marker_seq + 1)))
+            if not whole and (f.keyframe and first > start and f.marker_seq is not None
+                              and all(s in f.packets for s in range(first, f.marker_seq + 1))):
+                whole, start = True, first           # a whole key frame after a gap: start again from it
+            if whole and self._waiting_key and not f.keyframe and now - f.first_arrival < self.depth:
+                break                                # the key frame may still come, reordered, before it
+            if not whole:
+                if now - f.first_arrival < self.depth and len(self._pending) < 64:
+                    break
+                del self._pending[ts]                # given up: the decoder loses a reference
+                self.frames_dropped += 1
+                self._started = True
+                self._waiting_key = True
+                self.keyframe_needed = True
+                if f.marker_seq is not None:
+                    self._next_seq = f.marker_seq + 1
+                else:
+                    self._next_seq = max(f.packets) + 1
+                continue
+            del self._pending[ts]
+            self._next_seq = f.marker_seq + 1
+            self._started = True
+            if self._waiting_key and not f.keyframe:
+                self.frames_dropped += 1
+                self.keyframe_needed = True
+                continue
+            if f.keyframe:
+                self._waiting_key = False
+                self.keyframe_needed = False
+            data = self._depayload([f.packets[s] for s in range(start, f.marker_seq + 1)])
+            if data is None:
+                self.malformed += 1
+                self._waiting_key = self.keyframe_needed = True
+                continue
+            self.frames_out += 1
+            out.append(Frame(ts, data, f.keyframe, f.first_arrival))
+        return out
+
+    def _depayload(self, payloads: list[bytes]) -> bytes | None:
+        try:
+            if self.codec == "vp8":
+                return b"".join(vp8_depayload(p) for p in payloads)
+            return b"".join(h264_depayload(p) for p in payloads)
+        except Exception:  # noqa: BLE001 - aiortc's depayloaders raise on any malformed payload
+            return None
+
+
+def _starts_key_frame(codec: str, payload: bytes) -> bool:
+    try:
+        return _core.is_keyframe(codec, payload)
+    except ValueError:
+        return False
