@@ -60,11 +60,11 @@ class FrameBuffer:
         return min(MAX_DEPTH_S, max(MIN_DEPTH_S, 3 * self.jitter))
 
     def _extend(self, seq16: int) -> int:
-        if self._high is None:
+        high = self._high
+        if high is None:
             return (1 << 16) + seq16
-        base = self._high & ~0xFFFF
-        best = min((base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16), key=lambda s: abs(s - self._high))
-        return best
+        base = high & ~0xFFFF
+        return min((base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16), key=lambda s: abs(s - high))
 
     def push(self, packet: bytes, arrival: float) -> None:
         """One RTP packet (plain, as the core hands it over) and when it arrived (seconds)."""
@@ -136,7 +136,9 @@ class FrameBuffer:
                     self._next_seq = max(f.packets) + 1
                 continue
             del self._pending[ts]
-            self._next_seq = f.marker_seq + 1
+            last = f.marker_seq
+            assert last is not None                  # whole: it has its marker packet
+            self._next_seq = last + 1
             self._started = True
             if self._waiting_key and not f.keyframe:
                 self.frames_dropped += 1
@@ -145,7 +147,7 @@ class FrameBuffer:
             if f.keyframe:
                 self._waiting_key = False
                 self.keyframe_needed = False
-            data = self._depayload([f.packets[s] for s in range(start, f.marker_seq + 1)])
+            data = self._depayload([f.packets[s] for s in range(start, last + 1)])
             if data is None:
                 self.malformed += 1
                 self._waiting_key = self.keyframe_needed = True
