@@ -176,7 +176,7 @@ cdef inline void send_fresh(SendCtx *x, CConsumer *c, const CEncoding *enc, cons
         return
     if not consumer_number(c, enc, in_seq, in_ts, now, &out_seq, &out_ts):
         return
-    if pace_hold(x, c, length):
+    if pace_hold(x, c):
         # the pacer sends it later, from the producer's history, as numbered now
         if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
             vp8_track(c, l)

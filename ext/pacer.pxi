@@ -64,7 +64,7 @@ cdef void pace_fill(Pacer *p, const CTransport *t, int64_t now_us) noexcept nogi
         p.last_us = now_us
 
 
-cdef int pace_hold(SendCtx *x, CConsumer *c, int length) noexcept nogil:
+cdef int pace_hold(SendCtx *x, CConsumer *c) noexcept nogil:
     """1 if the pacer holds this fresh video copy (pace_push queues it): the transport has an estimate from
     feedback, and copies wait already or the bucket is empty; 0: it goes out now."""
     cdef CTransport *t = c.transport

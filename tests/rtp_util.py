@@ -93,6 +93,18 @@ class Peer:
         """n datagrams as they arrive (raw, still protected), each within the socket's timeout."""
         return [self.sock.recv(65536) for _ in range(n)]
 
+    def take(self):
+        """The datagrams the socket holds now (raw, still protected), without waiting."""
+        out = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                out.append(self.sock.recv(4096))
+        except OSError:
+            return out
+        finally:
+            self.sock.settimeout(0.01)
+
     def recv_all(self, want, pump, rtcp=False, deadline=3.0, lose=()):
         """Receive and decrypt `want` datagrams; indexes in `lose` are discarded unread (simulated loss)."""
         out = []

@@ -125,23 +125,10 @@ def test_a_key_frame_to_100_limited_subscribers_is_paced_for_each_and_reaches_al
     while any(len(g) < len(frame) for g in got) and time.monotonic() - t0 < 5.0:
         pump()
         for s, g in zip(subs, got):
-            g += [s.open(d) for d in take(s)]
+            g += [s.open(d) for d in s.take()]
     for s, g in zip(subs, got):
         check_paced(s, g, frame, s.transport.stats["pacer"]["rate_bps"])
     assert time.monotonic() - t0 < 3.0, "100 queues drain side by side, not one after another"
-
-
-def take(peer):
-    """The datagrams the peer's socket holds now (raw), without waiting."""
-    out = []
-    peer.sock.setblocking(False)
-    try:
-        while True:
-            out.append(peer.sock.recv(4096))
-    except OSError:
-        return out
-    finally:
-        peer.sock.settimeout(0.01)
 
 
 def test_audio_is_not_held_behind_the_video_the_pacer_holds(worker):
@@ -182,7 +169,7 @@ def test_paced_copies_carry_their_send_time_so_the_estimator_sees_no_queue(worke
         pub.send_rtp(key_frame(seq, packets=1, ts=3000 * seq)[0])
         seq += 1
         pump()
-        for d in take(sub):
+        for d in sub.take():
             n = int.from_bytes(_core.parse_rtp(sub.open(d))["extensions"][TCC], "big")
             arrivals.append((n, int(time.monotonic() * 1e6)))
             seen.append(n)

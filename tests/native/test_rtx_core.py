@@ -23,11 +23,14 @@ def rtx(osn, seq, ssrc, original_payload, pt=RTX_PT, ts=0, ext=None):
     return rtp(seq, ts, ssrc, osn.to_bytes(2, "big") + original_payload, pt=pt, ext=ext)
 
 
-def publisher(worker, ssrc=0xA1, rtx_ssrc=0xA9, **kw):
+def publisher_and_subscriber(worker, **consumer_kw):
+    """A publisher with RTX negotiated (media 0xA1, RTX 0xA9) and a subscriber of it (0xB1, no RTX)."""
     pub = Peer(worker, GCM, ext_ids=PUB_EXT)
-    producer = worker.create_producer(pub.transport, ssrc, "vp8", payload_type=PT, rtx_payload_type=RTX_PT,
-                                      rtx_ssrc=rtx_ssrc, **kw)
-    return pub, producer
+    producer = worker.create_producer(pub.transport, 0xA1, "vp8", payload_type=PT, rtx_payload_type=RTX_PT,
+                                      rtx_ssrc=0xA9)
+    sub = Peer(worker, GCM)
+    worker.create_consumer(sub.transport, producer, 0xB1, PT, **consumer_kw)
+    return pub, producer, sub
 
 
 def test_a_nacked_packet_goes_out_as_rtx_on_the_consumers_rtx_ssrc(worker):
@@ -75,9 +78,7 @@ def test_a_consumer_without_rtx_retransmits_on_its_own_ssrc_and_rtx_needs_its_ow
 @FANOUT
 def test_rtx_from_the_publisher_fills_the_gap_the_node_nacked(worker):
     pump = pump_for(worker)
-    pub, producer = publisher(worker)
-    sub = Peer(worker, GCM)
-    worker.create_consumer(sub.transport, producer, 0xB1, PT)
+    pub, producer, sub = publisher_and_subscriber(worker)
     for s in range(10):
         if s != 5:
             pub.send_rtp(video(s, 0xA1, bytes([s]) + BODY))
@@ -121,9 +122,7 @@ def test_an_rtx_stream_is_learned_from_mid_and_repaired_rid(worker):
 
 def test_bad_rtx_is_counted_and_changes_nothing(worker):
     pump = pump_for(worker)
-    pub, producer = publisher(worker)
-    sub = Peer(worker, GCM)
-    worker.create_consumer(sub.transport, producer, 0xB1, PT)
+    pub, producer, sub = publisher_and_subscriber(worker)
     for s in range(4):
         pub.send_rtp(video(s, 0xA1, bytes([s]) + BODY))
     assert len(sub.recv_all(4, pump)) == 4
@@ -162,9 +161,7 @@ def test_redundant_rtx_is_not_passed_on_and_a_late_key_frame_packet_is_no_switch
     And a key frame's first packet that comes late (repaired) does not end a consumer's wait for a key
     frame: the rest of that frame went by while it waited."""
     pump = pump_for(worker)
-    pub, producer = publisher(worker)
-    sub = Peer(worker, GCM)
-    worker.create_consumer(sub.transport, producer, 0xB1, PT, wait_keyframe=True)
+    pub, producer, sub = publisher_and_subscriber(worker, wait_keyframe=True)
     for s in (10, 12, 13, 14, 15):              # 11, a key frame's first packet, is lost
         pub.send_rtp(video(s, 0xA1, bytes([s]) + BODY, key=False))
     pump()

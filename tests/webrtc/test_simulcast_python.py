@@ -21,6 +21,19 @@ async def video_inbound(client, stream_id):
     return next(s for s in stats.values() if s.type == "inbound-rtp")
 
 
+async def publishing(api, room_id, *subscribers):
+    """A moderator publishing through the simulcast test publisher, and participants that subscribed first:
+    (its client, the publisher, [subscriber clients], the stream's id)."""
+    pub = await api.joined(room_id, "pub", "moderator")
+    subs = [await api.joined(room_id, name, "participant") for name in subscribers]
+    for s in subs:
+        await s.subscribe()
+    sp = SimulcastPublisher(pub)
+    await sp.start()
+    sp.stream_id = await subs[0].wait_stream(pub.participant_id, "video")
+    return pub, sp, subs, sp.stream_id
+
+
 def decoder_errors(caplog):
     return [r.getMessage() for r in caplog.records if "decode" in r.getMessage().lower() and r.levelno >= logging.WARNING]
 
@@ -31,15 +44,9 @@ def test_each_subscriber_decodes_its_layer_and_switches_cleanly(node, creds, cap
     room = api.room(settings={"mode": "group", "moderators": 1, "participants": 5})
 
     async def scenario():
-        pub = await api.joined(room["room_id"], "pub", "moderator")
-        small = await api.joined(room["room_id"], "small", "participant")
-        best = await api.joined(room["room_id"], "best", "participant")
-        sp, watched = SimulcastPublisher(pub), []
+        pub, sp, (small, best), stream_id = await publishing(api, room["room_id"], "small", "best")
+        watched = []
         try:
-            await small.subscribe()
-            await best.subscribe()
-            await sp.start()
-            stream_id = sp.stream_id = await small.wait_stream(pub.participant_id, "video")
             assert await small.stream_settings(stream_id, 90) is not None    # a simulcast stream
             low, high = Heights(await small.wait_track(stream_id)), Heights(await best.wait_track(stream_id))
             watched += [low, high]
@@ -74,13 +81,9 @@ def test_bad_input_at_the_switch_points(node, creds, caplog):
     unknown_before = api.metric("enx_media_unknown_ssrc_events_total")
 
     async def scenario():
-        pub = await api.joined(room["room_id"], "pub", "moderator")
-        sub = await api.joined(room["room_id"], "sub", "participant")
-        sp, watched = SimulcastPublisher(pub), []
+        pub, sp, (sub,), stream_id = await publishing(api, room["room_id"], "sub")
+        watched = []
         try:
-            await sub.subscribe()
-            await sp.start()
-            stream_id = sp.stream_id = await sub.wait_stream(pub.participant_id, "video")
             seen = Heights(await sub.wait_track(stream_id))
             watched.append(seen)
             await seen.settle_on(360, 20)
