@@ -16,7 +16,10 @@ LAYER_STEP = 3.0             # a simulcast layer of twice the height costs about
 HEADROOM = 1.15              # a probe aims this far above what the step up needs
 # The layer a consumer has keeps it while its rate is within this much over what is left: a decrease cuts
 # the estimate to 0.85x what got through, and layer rates swing with the picture, so without a margin a
-# single spurious over-use (a receiver's busy moment) would switch it down.
+# single spurious over-use (a receiver's busy moment) would switch it down. Not while the link shows it is
+# congested (allocate's `congested`: decreases in a row, or loss): a full bottleneck queue keeps the delay
+# flat, the estimate creeps back up to 1.5x what gets through, and a margin would then hold a layer the
+# link cannot carry for good.
 STAY_MARGIN = 1.25
 
 
@@ -60,11 +63,14 @@ def priority(w: Want) -> tuple[int, int]:
     return (1 if w.screen else 0, w.height or 1 << 30)
 
 
-def allocate(estimate_bps: float, wants: list[Want], *, evidence: bool) -> tuple[list[Choice], float | None]:
+def allocate(estimate_bps: float, wants: list[Want], *, evidence: bool,
+             congested: bool = False) -> tuple[list[Choice], float | None]:
     """Share estimate_bps across a transport's consumers. Returns the choices and, when a video got less
     than it asked for, the total rate a probe should try: what is allocated plus the first (highest
-    priority) short stream's step up (None: nothing to probe for)."""
+    priority) short stream's step up (None: nothing to probe for). congested: the link is losing or its
+    estimate keeps falling, so the layer a consumer has gets no margin (STAY_MARGIN)."""
     left = estimate_bps
+    stay = 1.0 if congested else STAY_MARGIN
     choices: list[Choice] = []
     step: float | None = None
     for w in wants:
@@ -85,7 +91,7 @@ def allocate(estimate_bps: float, wants: list[Want], *, evidence: bool) -> tuple
             continue
         rates = layer_rates(w)
         live = [i for i in range(w.desired + 1) if i < len(w.active) and w.active[i]] or [w.desired]
-        fitting = [i for i in live if rates[i] <= left * (STAY_MARGIN if i == w.current else 1.0)]
+        fitting = [i for i in live if rates[i] <= left * (stay if i == w.current else 1.0)]
         if fitting:
             pick = max(fitting)
         elif evidence:

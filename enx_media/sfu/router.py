@@ -20,6 +20,10 @@ PROBE_BACKOFF_MAX_S = 4.0
 PROBE_HOLD_S = 4.0
 PROBE_DURATION_MS = 600
 PROBE_MAX_BPS = 20_000_000
+# A link is congested (allocation gives the current layer no margin) after this many decreases within this
+# window, or while the loss in its feedback is above this
+CONGESTED_WINDOW_S = 3.0
+CONGESTED_LOSS = 0.02
 
 
 @dataclass(eq=False)
@@ -76,6 +80,7 @@ class ProbeState:
     last: float = float("-inf")
     ok_at: float | None = None
     seen: dict[str, int] = field(default_factory=dict)
+    decreased_at: list[float] = field(default_factory=list)
 
     def observe(self, bwe: dict[str, Any], now: float, counts: dict[str, int]) -> None:
         ok, failed, decreases = bwe["probes_ok"], bwe["probes_failed"], bwe["decreases"]
@@ -94,7 +99,15 @@ class ProbeState:
             elif now - self.ok_at >= PROBE_HOLD_S:
                 self.ok_at = None
                 self.interval = PROBE_INTERVAL_S
+        if decreases > before["decreases"]:
+            self.decreased_at = [t for t in self.decreased_at if now - t < CONGESTED_WINDOW_S] + [now]
         self.seen = {"ok": ok, "failed": failed, "decreases": decreases}
+
+    def congested(self, bwe: dict[str, Any], now: float) -> bool:
+        """The link shows congestion that is not a one-off: two decreases within CONGESTED_WINDOW_S, or
+        loss in its feedback above CONGESTED_LOSS."""
+        recent = [t for t in self.decreased_at if now - t < CONGESTED_WINDOW_S]
+        return len(recent) >= 2 or bwe["loss"] > CONGESTED_LOSS
 
     def due(self, now: float) -> bool:
         return now - self.last >= (self.interval or PROBE_INTERVAL_S)
@@ -391,7 +404,8 @@ class Router:
             state = self._probes.setdefault(id(t), ProbeState())
             state.observe(bwe, now, self.counts)
             wants = [self._want(c) for c in consumers]
-            choices, probe_bps = allocation.allocate(bwe["estimate_bps"], wants, evidence=bwe["limited"])
+            choices, probe_bps = allocation.allocate(bwe["estimate_bps"], wants, evidence=bwe["limited"],
+                                                     congested=state.congested(bwe, now))
             for choice in choices:
                 consumer = choice.key
                 assert isinstance(consumer, Consumer)

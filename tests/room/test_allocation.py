@@ -67,3 +67,11 @@ def test_layers_not_arriving_are_not_picked_and_unknown_rates_are_guessed():
 def test_nothing_arriving_keeps_the_consumer_where_it_is():
     choices, probe = allocate(1e6, [video("v", 720, desired=None)], evidence=True)
     assert picks(choices) == {"v": None} and probe is None
+
+
+def test_the_current_layer_keeps_a_margin_but_not_on_a_congested_link():
+    # 500 kbit/s layer, 450 kbit/s left: a spurious dip keeps it; a link that keeps losing does not
+    current = video("v", 720, desired=1, rates=LAYERS[:2], active=(True, True))
+    current.current = 1
+    assert picks(allocate(450_000, [current], evidence=True)[0]) == {"v": 1}
+    assert picks(allocate(450_000, [current], evidence=True, congested=True)[0]) == {"v": 0}

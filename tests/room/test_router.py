@@ -199,3 +199,16 @@ def test_a_single_vp8_encoding_follows_max_fps_by_its_temporal_layers():
             p.close()
         worker.stop()
     asyncio.run(scenario())
+
+
+def test_a_link_is_congested_after_decreases_in_a_row_or_under_loss():
+    from enx_media.sfu.router import ProbeState
+    state, counts = ProbeState(), {"probes_ok": 0, "probes_failed": 0}
+    bwe = {"probes_ok": 0, "probes_failed": 0, "decreases": 0, "loss": 0.0}
+    state.observe(bwe, 0.0, counts)
+    state.observe(dict(bwe, decreases=1), 1.0, counts)
+    assert not state.congested(bwe, 1.0)                 # one decrease: maybe a receiver's busy moment
+    state.observe(dict(bwe, decreases=2), 2.5, counts)
+    assert state.congested(bwe, 2.5)
+    assert not state.congested(bwe, 6.0)                 # long ago
+    assert state.congested(dict(bwe, loss=0.05), 6.0)

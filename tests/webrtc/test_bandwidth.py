@@ -126,11 +126,15 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
                 t = time.monotonic()
                 wanted_rate = shaper.rate_between(t - 3, t)
                 shaper.rate_bps = 0.6 * wanted_rate
-                took_down = await height_settles(viewer, stream_id, lambda h: 0 < h < 360, 10)
+                downlink = lambda: [x for x in api.metrics().splitlines() if x.startswith("enx_media_downlink")]  # noqa: E731
+                try:
+                    took_down = await height_settles(viewer, stream_id, lambda h: 0 < h < 360, 10)
+                except AssertionError as e:
+                    raise AssertionError(f"{e} (shaped to {0.6 * wanted_rate / 1e3:.0f} kbit/s, "
+                                         f"{shaper.dropped} tail-dropped); {downlink()}") from None
                 await asyncio.sleep(4)
                 assert 0 < await viewer.evaluate(INBOUND_HEIGHT, stream_id) < 360
                 shaper.rate_bps = None
-                downlink = lambda: [x for x in api.metrics().splitlines() if x.startswith("enx_media_downlink_total")]  # noqa: E731
                 try:
                     took_up = await height_settles(viewer, stream_id, lambda h: h == 360, 15)
                 except AssertionError as e:
