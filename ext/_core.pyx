@@ -3,7 +3,7 @@
 formats and tables first (RTP, RTCP, payloads, containers, SRTP, drop reasons, NACK lists, the downlink
 bandwidth estimator, entities, transport-cc, the events queued for Python), then the packet path in the order a packet moves through it (udp: receive and demux,
 ingest: the producer side, seq: a consumer's numbering, fanout: the copies per consumer, consumer: rewrite/protect/retransmit,
-pacer: what a subscriber transport is sent held to its estimate, rtcp_io: feedback in and out, direct: the Python-fed producer), then the control API (worker) and bench helpers, and last the MCU's kernels (compositor: I420 scale and place;
+pacer: what a subscriber transport is sent held to its estimate, rtcp_io: feedback in and out, direct: the Python-fed producer and the tap that hands a producer's packets to Python), then the control API (worker) and bench helpers, and last the MCU's kernels (compositor: I420 scale and place;
 mixer: PCM mix and mix-minus). Structs must be
 defined before a struct that embeds them; functions may be used before their definition.
 (A .pxd beside a .pyx in ext/ is ignored when built into enx_media._native: shared C declarations go in
@@ -17,6 +17,7 @@ import os
 
 cdef struct Core      # the worker's C state (worker.pxi), passed to every packet-path function
 cdef struct Pacer     # a subscriber transport's pacer (pacer.pxi), allocated once it paces
+cdef struct Tap       # a producer's packets kept for Python (direct.pxi), allocated once tapped
 
 include "rtp.pxi"
 include "rtcp.pxi"

@@ -111,6 +111,7 @@ cdef struct CProducer:
     CEncoding enc[MAX_ENCODINGS]
     int nenc
     PtrList consumers           # CConsumer*
+    Tap *tap                    # NULL unless Python reads its packets (the MCU's inputs, direct.pxi)
 
 cdef struct CConsumer:
     uint64_t id
@@ -308,6 +309,7 @@ cdef class Producer:
             for i in range(self.p.nenc):
                 free(self.p.enc[i].hist)
             plist_free(&self.p.consumers)
+            free(self.p.tap)
             free(self.p)
             self.p = NULL
 

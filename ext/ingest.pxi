@@ -218,6 +218,8 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
             h264_payload_size(buf + h.header_len, h.payload_len, &e.width, &e.height)
     if key:
         e.keyframes += 1
+    if p.tap != NULL:
+        tap_push(p.tap, buf, length, now)
     if length <= HIST_SLOT:
         # the first copy of a seq stays: a NACK resends exactly the bytes sent under that number
         memcpy(e.hist + slot * HIST_SLOT, buf, length)

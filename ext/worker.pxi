@@ -462,6 +462,57 @@ cdef class NativeWorker:
             self._unlock()
         return ok
 
+    def tap(self, Producer producer, bint on=True):
+        """Keep (on) or stop keeping producer's packets for tap_read(): each packet as the core ingests it,
+        decrypted, duplicates dropped, a repaired one when its retransmission arrives. Off frees the ring."""
+        self._lock()
+        try:
+            self._check_producer(producer)
+            if on and producer.p.tap == NULL:
+                producer.p.tap = <Tap *>calloc(1, sizeof(Tap))
+                if producer.p.tap == NULL:
+                    raise MemoryError()
+            elif not on and producer.p.tap != NULL:
+                free(producer.p.tap)
+                producer.p.tap = NULL
+        finally:
+            self._unlock()
+
+    def tap_read(self, Producer producer):
+        """The tapped producer's packets since the last call, oldest first: a list of (arrival time in
+        time.monotonic_ns() terms, RTP packet bytes). A reader that falls more than TAP_PACKETS behind
+        loses the newest (tap_stats()["overflow"])."""
+        cdef Tap *t
+        cdef list out = []
+        cdef int i, slot
+        self._lock()
+        try:
+            self._check_producer(producer)
+            t = producer.p.tap
+            if t == NULL:
+                raise ValueError("the producer is not tapped")
+            for i in range(t.count):
+                slot = (t.head + i) % TAP_PACKETS
+                out.append((t.arrival_ns[slot], t.data[<size_t>slot * HIST_SLOT:<size_t>slot * HIST_SLOT + t.length[slot]]))
+            t.head = (t.head + t.count) % TAP_PACKETS
+            t.count = 0
+        finally:
+            self._unlock()
+        return out
+
+    def tap_stats(self, Producer producer):
+        """packets (kept), overflow (lost: the reader was behind), too_long, waiting (unread); {} if not tapped."""
+        cdef Tap *t
+        self._lock()
+        try:
+            self._check_producer(producer)
+            t = producer.p.tap
+            if t == NULL:
+                return {}
+            return {"packets": t.packets, "overflow": t.overflow, "too_long": t.too_long, "waiting": t.count}
+        finally:
+            self._unlock()
+
     def close_producer(self, Producer p):
         """Close a producer and its consumers (a second call does nothing)."""
         cdef CEncoding *e

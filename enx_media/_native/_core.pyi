@@ -245,6 +245,11 @@ class NativeWorker:
     ) -> Producer: ...
     def feed(self, producer: Producer, packets: list[bytes]) -> int:
         """Fan out plain RTP datagrams as the direct producer's; returns how many were valid RTP."""
+    def tap(self, producer: Producer, on: bool = True) -> None:
+        """Keep (or stop keeping) the producer's ingested packets for tap_read()."""
+    def tap_read(self, producer: Producer) -> list[tuple[int, bytes]]:
+        """(arrival monotonic ns, RTP packet) since the last call, oldest first."""
+    def tap_stats(self, producer: Producer) -> dict[str, int]: ...
     def close_producer(self, p: Producer | None) -> None: ...
     def create_consumer(
         self,

@@ -97,6 +97,14 @@ class Worker:
         the core fans out. Returns how many packets were valid RTP."""
         return self.native.feed(producer, packets)
 
+    def tap(self, producer: _core.Producer, on: bool = True) -> None:
+        """Keep the producer's packets for tap_read() (the MCU's inputs), or stop."""
+        self.native.tap(producer, on)
+
+    def tap_read(self, producer: _core.Producer) -> list[tuple[int, bytes]]:
+        """The tapped producer's packets since the last call: (arrival time.monotonic_ns(), RTP packet)."""
+        return self.native.tap_read(producer)
+
     def close_producer(self, producer: _core.Producer | None) -> None:
         self.native.close_producer(producer)
 

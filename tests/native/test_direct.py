@@ -90,3 +90,34 @@ def test_direct_producer_audio_level_reaches_subscribers_that_negotiated_it(work
     got = sub.recv_all(1, pump_for(worker))
     assert _core.parse_rtp(got[0])["extensions"] == {4: b"mcu", 2: b"\x8a"}
     sub.close()
+
+
+def test_a_tap_hands_a_producers_packets_to_python_in_batches(worker):
+    """What arrives from a publisher, decrypted, in arrival order; a repeat is not handed on twice, a late
+    one is; a reader that falls behind loses the newest, counted; untapped, nothing is kept."""
+    pub = Peer(worker, GCM)
+    p = worker.create_producer(pub.transport, 0x5001, "vp8")
+    with pytest.raises(ValueError):
+        worker.tap_read(p)
+    worker.tap(p)
+    sent = [rtp(100 + i, 3000 * i, 0x5001, payload=vp8(b"in%d" % i, 0, key=i == 0)) for i in range(6)]
+    for i in (0, 1, 3, 2, 2, 4, 5):                # 2 late, then repeated
+        pub.send_rtp(sent[i])
+    for _ in range(20):
+        worker.poll_once(5)
+    got = worker.tap_read(p)
+    assert [pkt for _, pkt in got] == [sent[i] for i in (0, 1, 3, 2, 4, 5)]
+    assert all(a <= b for (a, _), (b, _) in zip(got, got[1:])) and got[0][0] > 0
+    assert worker.tap_read(p) == []
+    ring = 1024                                    # TAP_PACKETS (ext/direct.pxi)
+    many = [rtp(106 + i, 9000, 0x5001, payload=vp8(b"x", 0, key=False)) for i in range(ring + 10)]
+    for k in range(0, len(many), 50):
+        for pkt in many[k:k + 50]:
+            pub.send_rtp(pkt)
+        for _ in range(5):
+            worker.poll_once(2)
+    assert len(worker.tap_read(p)) == ring
+    assert worker.native.tap_stats(p)["overflow"] == 10
+    worker.tap(p, False)
+    assert worker.native.tap_stats(p) == {}
+    pub.close()
