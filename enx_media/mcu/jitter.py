@@ -170,3 +170,72 @@ def _starts_key_frame(codec: str, payload: bytes) -> bool:
         return _core.is_keyframe(codec, payload)
     except ValueError:
         return False
+
+
+class AudioBuffer:
+    """One audio input's RTP packets (Opus: one packet, one frame) in sequence order. A packet waits for
+    the ones before it at most `depth` (MIN_DEPTH_S..MAX_DEPTH_S from the jitter, as for video); a missing
+    one is then skipped, and the decoder's next frame covers it (the mix pads what is short with silence)."""
+
+    def __init__(self, clock_rate: int = 48000) -> None:
+        self.clock_rate = clock_rate
+        self.jitter = 0.0
+        self.packets_out = self.lost = self.duplicates = self.late = self.malformed = 0
+        self._waiting: dict[int, tuple[float, bytes]] = {}     # extended seq -> (arrival, payload)
+        self._next: int | None = None
+        self._high: int | None = None
+        self._transit: float | None = None
+
+    @property
+    def depth(self) -> float:
+        return min(MAX_DEPTH_S, max(MIN_DEPTH_S, 3 * self.jitter))
+
+    def push(self, packet: bytes, arrival: float) -> None:
+        try:
+            rtp = _core.parse_rtp(packet)
+        except ValueError:
+            self.malformed += 1
+            return
+        s16, high = rtp["sequence_number"], self._high
+        if high is None:
+            seq = (1 << 16) + s16
+        else:
+            base = high & ~0xFFFF
+            seq = min((base - 0x10000 + s16, base + s16, base + 0x10000 + s16), key=lambda s: abs(s - high))
+        if self._next is not None and seq < self._next:
+            self.late += 1
+            return
+        if seq in self._waiting:
+            self.duplicates += 1
+            return
+        if not rtp["payload"]:
+            return                                   # padding only: a probe, no audio
+        transit = arrival - rtp["timestamp"] / self.clock_rate
+        if self._transit is not None and abs(transit - self._transit) < 1.0:
+            self.jitter += (abs(transit - self._transit) - self.jitter) / 16
+        self._transit = transit
+        self._high = seq if high is None else max(high, seq)
+        if self._next is None:
+            self._next = seq
+        self._waiting[seq] = (arrival, rtp["payload"])
+        if len(self._waiting) > WINDOW:              # a reader far behind: the oldest go
+            for s in sorted(self._waiting)[:len(self._waiting) - WINDOW]:
+                del self._waiting[s]
+                self.lost += 1
+
+    def pop(self, now: float) -> list[bytes]:
+        """The payloads ready now, in order."""
+        out: list[bytes] = []
+        while self._waiting and self._next is not None:
+            got = self._waiting.pop(self._next, None)
+            if got is not None:
+                out.append(got[1])
+                self.packets_out += 1
+                self._next += 1
+                continue
+            first = min(self._waiting)
+            if now - self._waiting[first][0] < self.depth:
+                break                                # the missing one may still come
+            self.lost += first - self._next
+            self._next = first
+        return out

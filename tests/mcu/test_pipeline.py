@@ -1,0 +1,128 @@
+"""The MCU end to end inside one worker: four publishers (Python-fed producers carrying real VP8 and Opus
+from aiortc's encoders: a solid colour and a tone each) into the MCU, its output read back from a tap on its
+own output producers and decoded with PyAV. Each colour is in its tile, each tone in the mix, a publisher's
+own tone is not in its mix-minus; the layout follows inputs that leave and the louder speaker; corrupt
+input freezes one tile, not the MCU."""
+import time
+
+import numpy as np
+import pytest
+
+from enx_media.mcu.layout import tiles
+from enx_media.mcu.pipeline import Mcu, Output
+from enx_media.sfu import Worker
+from mcu_util import TONES, Source, Sources, Watcher, colour_at, near, tone_levels
+
+W, H = 640, 360
+
+
+@pytest.fixture()
+def worker():
+    w = Worker("127.0.0.1", 0)
+    yield w
+    w.stop()
+
+
+def make_mcu(worker, layout="grid", minus_for=()):
+    video = worker.create_direct_producer("vp8", ssrc=0x9001)
+    audio = worker.create_direct_producer("opus", ssrc=0x9002)
+    mcu = Mcu(worker, Output(video, 0x9001, 96), Output(audio, 0x9002, 111), width=W, height=H, fps=15,
+              layout=layout, bitrate=800_000, threads=1)
+    return mcu, video, audio
+
+
+def add(mcu, worker, sources, minus_for=()):
+    minus = {}
+    for k, s in enumerate(sources):
+        out = None
+        if k in minus_for:
+            out = Output(worker.create_direct_producer("opus", ssrc=0x9100 + k), 0x9100 + k, 111)
+            minus[k] = out.producer
+        mcu.add_input(f"p{k}", f"pub {k}", video=s.video, audio=s.audio, minus=out)
+    return minus
+
+
+def wait_for(watcher, ok, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        watcher.watch(0.2)
+        if watcher.picture is not None and ok(watcher.picture):
+            return True
+    return False
+
+
+def tiles_show(picture, sources, layout="grid"):
+    return all(near(colour_at(picture, W, H, *t), s.colour)
+               for s, t in zip(sources, tiles(layout, len(sources), W, H)))
+
+
+def test_four_colours_in_their_tiles_four_tones_in_the_mix_and_mix_minus(worker):
+    mcu, video, audio = make_mcu(worker)
+    sources = [Source(worker, k) for k in range(4)]
+    minus = add(mcu, worker, sources, minus_for=(0,))
+    seen, heard, own = Watcher(worker, video, "video"), Watcher(worker, audio, "audio"), Watcher(worker, minus[0], "audio")
+    mcu.start()
+    try:
+        with Sources(sources):
+            assert wait_for(seen, lambda p: tiles_show(p, sources), 8), \
+                [colour_at(seen.picture, W, H, *t) for t in tiles("grid", 4, W, H)] if seen.picture is not None else "nothing decoded"
+            heard.watch(1.0)
+            own.watch(0.1)
+    finally:
+        mcu.stop()
+    assert seen.sizes == {(W, H)}
+    full = tone_levels(heard.recent_pcm(1.0), TONES)
+    assert all(v > 0.3 for v in full.values()), full
+    mine = tone_levels(own.recent_pcm(1.0), TONES)
+    assert mine[TONES[0]] < 0.05 and all(mine[f] > 0.3 for f in TONES[1:]), mine
+    assert mcu.stats["decode_errors"] == 0 and mcu.stats["video_frames"] >= 15
+
+
+def test_the_layout_follows_a_publisher_who_leaves_and_the_louder_speaker(worker):
+    mcu, video, _ = make_mcu(worker)
+    sources = [Source(worker, k, amplitude=1500) for k in range(4)]
+    add(mcu, worker, sources)
+    seen = Watcher(worker, video, "video")
+    speakers = []
+    mcu.on_speaker = speakers.append
+    mcu.start()
+    try:
+        with Sources(sources) as feeding:
+            assert wait_for(seen, lambda p: tiles_show(p, sources), 8)
+            mcu.remove_input("p3")
+            feeding.sources.remove(sources[3])
+            assert wait_for(seen, lambda p: tiles_show(p, sources[:3]), 4), "the grid of three"
+            # speaker layout: publisher 1 talks louder (by more than the hysteresis margin) and takes the large tile
+            mcu.set_layout("speaker")
+            sources[1].amplitude = 16000
+            big = tiles("speaker", 3, W, H, speaker=1)[1]
+            assert wait_for(seen, lambda p: near(colour_at(p, W, H, *big), sources[1].colour), 5), speakers
+    finally:
+        mcu.stop()
+    assert speakers[-1] == "p1"
+
+
+def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder(worker):
+    mcu, video, _ = make_mcu(worker)
+    sources = [Source(worker, k) for k in range(4)]
+    add(mcu, worker, sources)
+    seen = Watcher(worker, video, "video")
+    mcu.start()
+    try:
+        with Sources(sources) as feeding:
+            assert wait_for(seen, lambda p: tiles_show(p, sources), 8)
+            sources[0].corrupt_video = True
+            sources[1].frame = sources[1].frame.copy()
+            sources[1].frame[:180] = 200                   # publisher 1's picture changes: others still move
+            t1 = tiles("grid", 4, W, H)[1]
+            assert wait_for(seen, lambda p: colour_at(p, W, H, *t1)[0] > 180, 4)
+            assert mcu.stats["decode_errors"] > 0 or mcu.stats["keyframe_requests_out"] > 0
+            feeding.sources.remove(sources[2])            # publisher 2 stops sending: last frame, then grey
+            t2 = tiles("grid", 4, W, H)[2]
+            assert wait_for(seen, lambda p: near(colour_at(p, W, H, *t2), (60, 128, 128)), 6)
+        frames = mcu.stats["video_frames"]
+        time.sleep(0.5)
+        assert mcu.stats["video_frames"] > frames               # still running with no input at all
+    finally:
+        mcu.stop()
+    assert not np.isnan(mcu.stats["busy_s"])
