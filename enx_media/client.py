@@ -140,6 +140,11 @@ class RoomClient:
                         waiter.set_result(msg)
                     continue
                 if msg.get("type") == "offer":
+                    # what it carries is known now, in message order (a stream-removed after it wins);
+                    # mids are never reused, so an offer still being applied keeps its mapping
+                    for s in msg.get("streams", []):
+                        self._mid_to_stream[s["mid"]] = s["stream_id"]
+                        self.stream_info[s["stream_id"]] = s
                     asyncio.ensure_future(self._on_offer(msg))
                 elif msg.get("type") == "stream-added":
                     self.stream_info[msg["stream"]["stream_id"]] = msg["stream"]
@@ -248,9 +253,6 @@ class RoomClient:
             pc = self.subscribe_pc
             if pc is None:
                 return
-            for s in msg.get("streams", []):
-                self._mid_to_stream[s["mid"]] = s["stream_id"]
-                self.stream_info[s["stream_id"]] = s
             await pc.setRemoteDescription(RTCSessionDescription(self._remote_sdp(msg["sdp"]), "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             await self.request("answer", sdp=pc.localDescription.sdp)

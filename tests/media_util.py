@@ -42,17 +42,18 @@ class ColorTrack(VideoStreamTrack):
 
 
 class ToneTrack(AudioStreamTrack):
-    """20 ms frames of a 440 Hz tone (not silence, so the Opus stream carries real payload)."""
+    """20 ms frames of a tone (440 Hz unless told; not silence, so the Opus stream carries real payload)."""
 
-    def __init__(self):
+    def __init__(self, freq=440.0):
         super().__init__()
         self.n = 0
+        self.freq = freq
 
     async def recv(self):
         frame = await super().recv()
         t = (np.arange(frame.samples) + self.n * frame.samples) / frame.sample_rate
         self.n += 1
-        samples = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        samples = (np.sin(2 * np.pi * self.freq * t) * 8000).astype(np.int16)
         out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
         return out
@@ -89,6 +90,18 @@ async def receive_video(track, rgb, count: int, timeout: float = 20.0) -> int:
         frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
         matched += colour_close(frame, rgb)
     return matched
+
+
+async def shows_colours(track, colours, timeout: float = 30.0, share: float = 0.01) -> bool:
+    """Decode frames until one has each colour on at least `share` of its pixels (a composite: where
+    each tile is depends on the layout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
+        img = frame.to_ndarray(format="rgb24").reshape(-1, 3).astype(np.int16)
+        if all((np.abs(img - np.array(c)).max(axis=1) <= 40).mean() >= share for c in colours):
+            return True
+    return False
 
 
 async def receive_audio(track, count: int, timeout: float = 20.0) -> int:

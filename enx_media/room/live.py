@@ -253,6 +253,14 @@ class LiveRoom:
         """A producer is live (its transport connected and its SSRC known): tell everyone, feed the
         subscribers that want it."""
         publisher = self.participants.get(s.participant_id)
+        lecture = self.media.lecture if self.media is not None else None
+        if lecture is not None and lecture.is_output(s):
+            # the MCU's output (room/lecture.py): no participant's stream, announced to whom it is for
+            await self.notifier.stream_added(lecture.announce_to(s), s)
+            for sub in self.everyone():
+                if self.media is not None and self.media.wants(sub, s):
+                    await self.media.update_subscription(sub)
+            return
         if publisher is None or self.media is None:
             return
         self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
@@ -261,8 +269,15 @@ class LiveRoom:
         for sub in self.everyone(exclude=publisher):
             if self.media.wants(sub, s):
                 await self.media.update_subscription(sub)
+        if lecture is not None:
+            await lecture.update()
 
     async def stream_gone(self, s: Producer, reason: str, announce: bool) -> None:
+        lecture = self.media.lecture if self.media is not None else None
+        if lecture is not None and lecture.is_output(s):
+            if announce:
+                await self.notifier.stream_removed(lecture.announce_to(s), s)
+            return
         self._event(ev.StreamUnpublished, participant_id=s.participant_id, stream_id=s.producer_id, reason=reason)
         if announce:
             await self.notifier.stream_removed(self.everyone(), s)
@@ -285,6 +300,13 @@ class LiveRoom:
         the best there is). Returns the encoding it is sent now or after the next key frame (None for a
         stream of one encoding)."""
         return self._media().stream_settings(p, stream_id, max_height, max_fps)
+
+    def set_layout(self, p: Participant, layout: str) -> None:
+        """A moderator picks the lecture composite's layout (room/lecture.py)."""
+        policy.check_moderator(p, "choose the layout")
+        if self.media is None or self.media.lecture is None:
+            raise E.Forbidden("layouts are for the composite of lecture rooms")
+        self.media.lecture.set_layout(layout)
 
     # -- moderation and floor -----------------------------------------------------------------------
     async def set_muted(self, p: Participant, pid: str, kind: str, muted: bool) -> list[str]:

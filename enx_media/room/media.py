@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .. import errors as E
 from . import policy
 from ..mcu.speaker import ActiveSpeaker
+from .lecture import LectureMix
 from ..sfu.router import Consumer, Producer, Router
 from ..webrtc import negotiation, sdp
 from ..webrtc.server import WebRtcServer, WebRtcTransport
@@ -59,6 +60,9 @@ class RoomMedia:
         self.server = server
         self.router = Router(server.worker)
         self.speaker = ActiveSpeaker()
+        # a lecture composites its publishers once there are two (lecture.py)
+        self.lecture = (LectureMix(self, layout=room.room.settings.get("layout", "speaker"))
+                        if room.room.mode == "lecture" else None)
 
     @property
     def producers(self) -> dict[str, Producer]:
@@ -181,6 +185,8 @@ class RoomMedia:
                 await self.update_subscription(sub)
         if was_live:
             await self.room.stream_gone(s, reason, announce)
+        if self.lecture is not None and not self.lecture.is_output(s):
+            await self.lecture.update()
 
     async def transport_closed(self, p: "Participant", t: WebRtcTransport, reason: str) -> None:
         if not self.room.has(p):
@@ -223,7 +229,12 @@ class RoomMedia:
         await self.update_subscription(p, force=True)
 
     def wants(self, p: "Participant", s: Producer) -> bool:
-        return s.participant_id != p.participant_id and (p.media.follow_all or s.producer_id in p.media.wanted)
+        if s.participant_id == p.participant_id:
+            return False
+        decided = self.lecture.wants(p, s) if self.lecture is not None else None
+        if decided is not None:
+            return decided
+        return p.media.follow_all or s.producer_id in p.media.wanted
 
     async def update_subscription(self, p: "Participant", force: bool = False) -> None:
         """Bring p's subscribe transport in line with the streams it wants; send a new offer if needed."""
@@ -363,4 +374,6 @@ class RoomMedia:
             self.router.select_encoding(c)
 
     def close(self) -> None:
+        if self.lecture is not None:
+            self.lecture.close()
         self.router.close()

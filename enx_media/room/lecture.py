@@ -1,0 +1,183 @@
+"""A lecture room's MCU: while two or more publishers (moderators and floor holders) send video, their
+streams go into `mcu.pipeline.Mcu` and everyone receives its output instead of one stream per publisher:
+the composite video and the full audio mix, or for a publisher its own mix without its voice (mix-minus).
+With one video publisher there is nothing to composite: its streams pass through as in any room.
+
+The outputs are Python-fed producers of the room's router, owned by the pseudo-participant MCU_ID and
+announced like any stream (source "composite", "mix", "mix-minus"); a subscriber's PLI on the composite
+reaches the encoder through the producer's key frame hook."""
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from typing import TYPE_CHECKING
+
+from ..mcu.pipeline import Mcu, Output
+from ..sfu.router import Producer
+
+if TYPE_CHECKING:
+    from .live import Participant
+    from .media import RoomMedia
+
+log = logging.getLogger(__name__)
+
+MCU_ID = "mcu"
+VIDEO_PT, AUDIO_PT = 96, 111          # what the outputs' packets carry; consumers rewrite to the subscriber's
+
+
+class LectureMix:
+    def __init__(self, media: "RoomMedia", *, width: int = 1280, height: int = 720, fps: int = 30,
+                 layout: str = "speaker") -> None:
+        self.media = media
+        self.width, self.height, self.fps, self.layout = width, height, fps, layout
+        self.mcu: Mcu | None = None
+        self.video: Producer | None = None
+        self.audio: Producer | None = None
+        self.minus: dict[str, Producer] = {}          # publisher -> its mix-minus output
+        self._fed: dict[str, tuple[str | None, str | None]] = {}   # input -> its (video, audio) producer ids
+
+    @property
+    def running(self) -> bool:
+        return self.mcu is not None
+
+    def outputs(self) -> list[Producer]:
+        return [p for p in (self.video, self.audio, *self.minus.values()) if p is not None]
+
+    def is_output(self, s: Producer) -> bool:
+        return s.participant_id == MCU_ID
+
+    def announce_to(self, s: Producer) -> list["Participant"]:
+        """Who hears of an output: everyone, but a mix-minus only its publisher."""
+        people = self.media.room.everyone()
+        owner = next((k for k, m in self.minus.items() if m is s), None)
+        return people if owner is None else [p for p in people if p.participant_id == owner]
+
+    def wants(self, p: "Participant", s: Producer) -> bool | None:
+        """Whether p follows stream s while the MCU runs (None: the room's usual rule applies)."""
+        if not self.running:
+            return None if not self.is_output(s) else False
+        if s is self.video:
+            return True
+        if s is self.audio:
+            return p.participant_id not in self.minus
+        if self.is_output(s):
+            return self.minus.get(p.participant_id) is s
+        # a publisher's own streams are in the composite; asked for by id they are still sent
+        return s.producer_id in p.media.wanted
+
+    def _inputs(self) -> dict[str, tuple[Producer | None, Producer | None, str]]:
+        """publisher -> (camera video, audio, name) of the live producers of moderators and floor holders."""
+        found: dict[str, tuple[Producer | None, Producer | None, str]] = {}
+        for s in self.media.live_producers():
+            owner = self.media.room.participants.get(s.participant_id)
+            if owner is None or self.is_output(s) or not (owner.role == "moderator" or owner.floor):
+                continue
+            v, a, _ = found.get(owner.participant_id, (None, None, owner.name))
+            if s.kind == "video" and v is None and s.codec in ("vp8", "h264"):
+                v = s
+            elif s.kind == "audio" and a is None and s.codec == "opus":
+                a = s
+            found[owner.participant_id] = (v, a, owner.name)
+        return found
+
+    async def update(self) -> None:
+        """Bring the MCU in line with who publishes now: start it at the second video publisher, follow
+        inputs coming and going, stop it when one is left; subscriptions follow."""
+        inputs = self._inputs()
+        videos = sum(1 for v, _, _ in inputs.values() if v is not None)
+        changed: list[Producer] = []
+        if videos >= 2 and self.mcu is None:
+            changed += self._start()
+        if self.mcu is not None and videos < 2:
+            await self._stop()
+            await self._resubscribe()
+            return
+        if self.mcu is None:
+            return
+        for key in set(self._fed) - set(inputs):
+            self.mcu.remove_input(key)
+            del self._fed[key]
+        for key, (v, a, name) in inputs.items():
+            minus = self.minus.get(key)
+            if a is not None and minus is None:
+                minus = self._output("audio", "opus", "mix-minus")
+                self.minus[key] = minus
+                changed.append(minus)
+            fed = (v.producer_id if v is not None else None, a.producer_id if a is not None else None)
+            if self._fed.get(key) == fed:
+                continue                                # unchanged: its decoders keep their state
+            self._fed[key] = fed
+            self.mcu.add_input(key, name, video=v.native if v is not None else None,
+                               video_codec=v.codec if v is not None else "vp8",
+                               audio=a.native if a is not None else None,
+                               minus=self._native_output(minus) if a is not None and minus is not None else None)
+        for key in [k for k in self.minus if k not in inputs or inputs[k][1] is None]:
+            await self.media.remove_producer(self.minus[key], "mix-minus ended")
+            del self.minus[key]
+        for s in changed:
+            await self.media.room.stream_live(s)
+        await self._resubscribe()
+
+    def _output(self, kind: str, codec: str, source: str) -> Producer:
+        ssrc = random.randint(1, 0xFFFFFFF0)
+        producer = Producer(f"{MCU_ID}-{secrets.token_hex(4)}", MCU_ID, kind, codec, "", ssrc, None, source=source)
+        self.media.router.create_direct_producer(producer)
+        if kind == "video":
+            producer.on_keyframe_request = self._keyframe_request
+        return producer
+
+    def _native_output(self, p: Producer) -> Output:
+        return Output(p.native, p.ssrc or 0, VIDEO_PT if p.kind == "video" else AUDIO_PT)
+
+    def _keyframe_request(self) -> None:
+        if self.mcu is not None:
+            self.mcu.request_keyframe()
+
+    def _start(self) -> list[Producer]:
+        self.video = self._output("video", "vp8", "composite")
+        self.audio = self._output("audio", "opus", "mix")
+        self.mcu = Mcu(self.media.router.worker, self._native_output(self.video), self._native_output(self.audio),
+                       width=self.width, height=self.height, fps=self.fps, layout=self.layout)
+        self.mcu.start()
+        log.info("lecture mcu started room=%s", self.media.room.room.room_id)
+        return [self.video, self.audio]
+
+    async def _stop(self) -> None:
+        mcu, self.mcu = self.mcu, None
+        if mcu is not None:
+            mcu.stop()
+        for s in self.outputs():
+            await self.media.remove_producer(s, "mcu stopped")
+        self.video = self.audio = None
+        self.minus.clear()
+        self._fed.clear()
+
+    async def _resubscribe(self) -> None:
+        """Everyone's subscriptions again: streams that the MCU now carries (or no longer does) are dropped
+        or added by the room's wants()."""
+        for p in list(self.media.room.participants.values()):
+            dropped = False
+            for sm in p.media.subscriptions:
+                if sm.section.active and not self.media.wants(p, sm.producer):
+                    if sm.consumer is not None:
+                        self.media.router.close_consumer(sm.consumer)
+                        sm.consumer = None
+                    sm.section.active = False
+                    dropped = True
+            if dropped or any(self.media.wants(p, s) for s in self.media.live_producers()):
+                await self.media.update_subscription(p)
+
+    def set_layout(self, layout: str) -> None:
+        """From now on (and for a composite started later)."""
+        self.layout = layout
+        if self.mcu is not None:
+            self.mcu.set_layout(layout)
+
+    def stats(self) -> dict[str, float]:
+        return dict(self.mcu.stats) if self.mcu is not None else {}
+
+    def close(self) -> None:
+        if self.mcu is not None:
+            self.mcu.stop()
+            self.mcu = None
