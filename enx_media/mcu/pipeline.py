@@ -24,6 +24,7 @@ from __future__ import annotations
 import fractions
 import logging
 import math
+import queue
 import random
 import threading
 import time
@@ -176,56 +177,26 @@ class Mcu:
         self.stats = {"video_frames": 0, "video_late": 0, "audio_frames": 0, "keyframes_out": 0,
                       "input_frames": 0, "decode_errors": 0, "keyframe_requests_in": 0,
                       "keyframe_requests_out": 0, "busy_s": 0.0}
-        self._lock = threading.Lock()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._keys: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._want_key = True
         self._t0 = 0.0
 
-    # -- control (any thread) ------------------------------------------------------------------------
+    # -- control (any thread; never waits for the MCU's thread, which applies each change before its next pass) --
 
     def add_input(self, key: str, name: str = "", *, video: Any = None, video_codec: str = "vp8",
                   audio: Any = None, minus: Output | None = None) -> None:
         """Add (or replace) publisher `key`'s inputs: producers the MCU taps."""
-        with self._lock:
-            self._remove(key)
-            if len(self.inputs) >= MAX_INPUTS:
-                raise ValueError(f"the MCU composites at most {MAX_INPUTS} inputs")
-            i = Input(key, name, video=video, audio=audio, video_codec=video_codec,
-                      minus=AudioEncoder(minus) if minus is not None else None)
-            if video is not None:
-                i.frames = FrameBuffer(video_codec)
-                i.decoder = av.CodecContext.create("libvpx" if video_codec == "vp8" else "h264", "r")
-                self.worker.tap(video)
-                self.worker.request_keyframe(video)
-            if audio is not None:
-                i.sound = AudioBuffer()
-                i.audio_decoder = av.CodecContext.create("libopus", "r")
-                i.audio_decoder.sample_rate = SAMPLE_RATE
-                i.audio_decoder.layout = "mono"
-                i.audio_decoder.format = "s16"
-                self.worker.tap(audio)
-            self.inputs.append(i)
+        if key not in self._keys and len(self._keys) >= MAX_INPUTS:
+            raise ValueError(f"the MCU composites at most {MAX_INPUTS} inputs")
+        self._keys.add(key)
+        self._commands.put(lambda: self._add(key, name, video, video_codec, audio, minus))
 
     def remove_input(self, key: str) -> None:
-        with self._lock:
-            self._remove(key)
-
-    def _remove(self, key: str) -> None:
-        for i in [i for i in self.inputs if i.key == key]:
-            self.inputs.remove(i)
-            self.speaker.forget(key)
-            for p in (i.video, i.audio):
-                if p is not None:
-                    try:
-                        self.worker.tap(p, False)
-                    except ValueError:
-                        pass                # the producer closed already
-            self._want_key = True           # the picture changes everywhere: decoders may start here
-
-    def input_keys(self) -> list[str]:
-        with self._lock:
-            return [i.key for i in self.inputs]
+        self._keys.discard(key)
+        self._commands.put(lambda: self._remove(key))
 
     def set_layout(self, layout: str) -> None:
         if layout not in LAYOUTS:
@@ -241,13 +212,66 @@ class Mcu:
         self._thread = threading.Thread(target=self._run, name="enx-mcu", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop the thread (it lets go of its taps on the way out); wait=False returns at once (the event
+        loop's call: a pass in progress finishes its encode on the thread)."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is None:
+            self._apply_commands()
+            self._close_inputs()
+        elif wait:
             self._thread.join(5)
-        with self._lock:
-            for i in list(self.inputs):
-                self._remove(i.key)
+
+    def _add(self, key: str, name: str, video: Any, video_codec: str, audio: Any, minus: Output | None) -> None:
+        self._remove(key)
+        i = Input(key, name, video=video, audio=audio, video_codec=video_codec,
+                  minus=AudioEncoder(minus) if minus is not None else None)
+        try:
+            if video is not None:
+                i.frames = FrameBuffer(video_codec)
+                i.decoder = av.CodecContext.create("libvpx" if video_codec == "vp8" else "h264", "r")
+                self.worker.tap(video)
+                self.worker.request_keyframe(video)
+            if audio is not None:
+                i.sound = AudioBuffer()
+                i.audio_decoder = av.CodecContext.create("libopus", "r")
+                i.audio_decoder.sample_rate = SAMPLE_RATE
+                i.audio_decoder.layout = "mono"
+                i.audio_decoder.format = "s16"
+                self.worker.tap(audio)
+        except ValueError:
+            return                          # a producer closed before the thread got to it
+        self.inputs.append(i)
+
+    def _remove(self, key: str) -> None:
+        for i in [i for i in self.inputs if i.key == key]:
+            self.inputs.remove(i)
+            self.speaker.forget(key)
+            for p in (i.video, i.audio):
+                if p is not None:
+                    try:
+                        self.worker.tap(p, False)
+                    except ValueError:
+                        pass                # the producer closed already
+            self._want_key = True           # the picture changes everywhere: decoders may start here
+
+    def _apply_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _close_inputs(self) -> None:
+        for i in list(self.inputs):
+            self._remove(i.key)
+
+    def _feed(self, output: Output, packets: list[bytes]) -> None:
+        try:
+            self.worker.feed(output.producer, packets)
+        except ValueError:
+            pass                            # the room closed the output: the thread is stopping
 
     # -- the thread ----------------------------------------------------------------------------------
 
@@ -258,31 +282,33 @@ class Mcu:
         audio_pts = 0
         while not self._stop.is_set():
             now = time.monotonic()
-            busy = time.process_time()
+            busy = time.thread_time()
             try:
-                with self._lock:
-                    self._read_inputs(now)
-                    if now >= next_audio:
-                        self._mix(audio_pts)
-                        audio_pts += FRAME_SAMPLES
-                        next_audio += FRAME_SAMPLES / SAMPLE_RATE
-                        if now - next_audio > 0.2:          # far behind (a stall): start again from now
-                            next_audio = now
-                    if now >= next_speaker:
-                        self._follow_speaker(now)
-                        next_speaker = now + SPEAKER_EVERY_S
-                    if now >= next_video:
-                        self._composite_and_encode(now)
-                        next_video += 1 / self.fps
-                        if now - next_video > 1 / self.fps:   # behind: drop frames rather than queue them
-                            self.stats["video_late"] += 1
-                            next_video = now + 1 / self.fps
+                self._apply_commands()
+                self._read_inputs(now)
+                if now >= next_audio:
+                    self._mix(audio_pts)
+                    audio_pts += FRAME_SAMPLES
+                    next_audio += FRAME_SAMPLES / SAMPLE_RATE
+                    if now - next_audio > 0.2:          # far behind (a stall): start again from now
+                        next_audio = now
+                if now >= next_speaker:
+                    self._follow_speaker(now)
+                    next_speaker = now + SPEAKER_EVERY_S
+                if now >= next_video:
+                    self._composite_and_encode(now)
+                    next_video += 1 / self.fps
+                    if now - next_video > 1 / self.fps:   # behind: drop frames rather than queue them
+                        self.stats["video_late"] += 1
+                        next_video = now + 1 / self.fps
             except Exception:  # noqa: BLE001 - one bad pass must not end the room's MCU
                 log.exception("mcu pass failed")
-            self.stats["busy_s"] += time.process_time() - busy
+            self.stats["busy_s"] += time.thread_time() - busy   # this thread's CPU (codecs on helper threads not in it)
             wait = min(next_audio, next_video) - time.monotonic()
             if wait > 0:
                 self._stop.wait(min(wait, 0.005))
+        self._apply_commands()
+        self._close_inputs()
 
     def _read_inputs(self, now: float) -> None:
         for i in self.inputs:
@@ -358,11 +384,11 @@ class Mcu:
         full = np.empty(FRAME_SAMPLES, np.int16)
         minus = np.empty_like(frames) if any(i.minus is not None for i in voiced) else None
         _core.mix(frames, full, minus)
-        self.worker.feed(self.audio.output.producer, self.audio.encode(full, pts))
+        self._feed(self.audio.output, self.audio.encode(full, pts))
         if minus is not None:
             for k, i in enumerate(voiced):
                 if i.minus is not None:
-                    self.worker.feed(i.minus.output.producer, i.minus.encode(minus[k], pts))
+                    self._feed(i.minus.output, i.minus.encode(minus[k], pts))
         self.stats["audio_frames"] += 1
 
     def _follow_speaker(self, now: float) -> None:
@@ -403,7 +429,7 @@ class Mcu:
         if was_key:
             self.video.last_key = now
             self.stats["keyframes_out"] += 1
-        self.worker.feed(self.video.output.producer, packets)
+        self._feed(self.video.output, packets)
         self.stats["video_frames"] += 1
 
     _grey: np.ndarray | None = None

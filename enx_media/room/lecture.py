@@ -146,7 +146,7 @@ class LectureMix:
     async def _stop(self) -> None:
         mcu, self.mcu = self.mcu, None
         if mcu is not None:
-            mcu.stop()
+            mcu.stop(wait=False)
         for s in self.outputs():
             await self.media.remove_producer(s, "mcu stopped")
         self.video = self.audio = None
@@ -179,5 +179,5 @@ class LectureMix:
 
     def close(self) -> None:
         if self.mcu is not None:
-            self.mcu.stop()
+            self.mcu.stop(wait=False)
             self.mcu = None

@@ -1,4 +1,4 @@
-"""The MCU's video input buffer (enx_media.mcu.jitter) on real encoded video: aiortc's VP8 and H.264
+"""The MCU's input buffers (enx_media.mcu.jitter). Video on real encoded video: aiortc's VP8 and H.264
 encoders and packetizers make the packets; the frames that come out decode with PyAV. Reordering within
 and across frames, duplicates, late packets, a loss that is never repaired (given up after the depth, the
 decoder waits for a key frame and one is asked for), a repair that comes in time, and garbage."""
@@ -111,3 +111,19 @@ def test_the_depth_follows_the_jitter_within_bounds_and_garbage_is_counted():
     assert rough.malformed > 0
     with pytest.raises(ValueError):
         FrameBuffer("opus")
+
+
+def test_the_audio_buffer_reorders_skips_a_loss_after_its_depth_and_drops_repeats():
+    from enx_media.mcu.jitter import AudioBuffer
+    from rtp_util import rtp
+    buf = AudioBuffer()
+    pkts = [rtp((65534 + i) & 0xFFFF, 960 * i, 0x77, payload=b"opus%d" % i, pt=111) for i in range(6)]
+    t = 10.0
+    for i in (0, 2, 1, 1, 4, 5):                       # 1 late within the depth, then repeated; 3 never comes
+        buf.push(pkts[i], t + 0.02 * i)
+    assert buf.pop(t + 0.085) == [b"opus0", b"opus1", b"opus2"]   # 4 waits: 3 may still come
+    assert buf.pop(t + 0.08 + MIN_DEPTH_S + 0.001) == [b"opus4", b"opus5"]
+    assert buf.duplicates == 1 and buf.lost == 1
+    buf.push(pkts[3], t + 0.5)                         # too late now
+    buf.push(b"\x80garbage", t + 0.5)
+    assert buf.pop(t + 1) == [] and buf.late == 1 and buf.malformed == 1
