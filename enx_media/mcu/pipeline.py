@@ -174,7 +174,7 @@ class Mcu:
         self.speaker = ActiveSpeaker()
         self.on_speaker = on_speaker
         self.inputs: list[Input] = []
-        self.stats = {"video_frames": 0, "video_late": 0, "audio_frames": 0, "keyframes_out": 0,
+        self.stats: dict[str, float] = {"video_frames": 0, "video_late": 0, "audio_frames": 0, "keyframes_out": 0,
                       "input_frames": 0, "decode_errors": 0, "keyframe_requests_in": 0,
                       "keyframe_requests_out": 0, "busy_s": 0.0}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()

@@ -547,6 +547,12 @@ class RoomManager:
             if r.media is not None:
                 for k, v in r.media.router.stats().items():
                     downlink[k] = downlink.get(k, 0) + v
+        mcu: dict[str, float] = {"running": 0}
+        for r in self.live.values():
+            if r.media is not None and r.media.lecture is not None and r.media.lecture.running:
+                mcu["running"] += 1
+                for name, value in r.media.lecture.stats().items():
+                    mcu[name] = mcu.get(name, 0) + value
         return {"live_rooms": len(self.live), "unknown_ssrc_events": self.unknown_ssrc_events,
                 "live_participants": sum(len(r.participants) for r in self.live.values()),
-                "downlink": downlink}
+                "downlink": downlink, "mcu": mcu}

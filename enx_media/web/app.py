@@ -165,6 +165,13 @@ class Metrics:
                     yield family(G, "enx_media_downlink_now", "Streams paused for bandwidth, subscribers whose "
                                  "estimate shows a limit, subscribers being probed",
                                  [(k, downlink.get(k, 0)) for k in now_keys], "gauge")
+                    mcu = stats["mcu"]
+                    yield family(G, "enx_mcu_running", "Lecture MCUs compositing now", mcu["running"])
+                    # a gauge: the totals of the MCUs running now (one that stops takes its counts with it)
+                    yield family(G, "enx_mcu_now", "The lecture MCUs running now, summed: frames made, late, key "
+                                 "frames, input frames decoded, decode errors, key frame requests in and out, CPU "
+                                 "seconds of their threads", [(k, v) for k, v in sorted(mcu.items()) if k != "running"],
+                                 "stat")
                 signaling = stats.get("signaling")
                 if signaling is not None:
                     yield family(G, "enx_signaling_connections", "Signaling connections open",

@@ -85,6 +85,9 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             own = await tones_in(await teacher.wait_track(await teacher.wait_stream(MCU_ID, "audio", source="mix-minus")))
             assert own[0] < 0.05 and own[1] > 0.5, own       # the cohost, not itself
 
+            metrics = api.metrics()
+            assert "enx_mcu_running 1.0" in metrics and 'enx_mcu_now{stat="video_frames"}' in metrics
+
             # the layout is the moderators' to choose
             with pytest.raises(SignalingError) as refused:
                 await audience[0].request("layout", layout="single")
