@@ -12,7 +12,8 @@ import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 
-from enx_media.mcu.jitter import AudioBuffer, FrameBuffer
+from enx_media._native import _core
+from enx_media.mcu.jitter import FrameBuffer
 from enx_media.mcu.pipeline import Output
 
 # distinct colours (Y, U, V) and tones (Hz)
@@ -44,9 +45,11 @@ class Source:
         self.vpts = self.apts = 0
         self.corrupt_video = False
         self.keyframe = True
+        self.event_s = None      # from this media time on (video pts / audio samples): white, and a loud beep
 
     def send_video(self):
-        f = av.VideoFrame.from_ndarray(self.frame, format="yuv420p")
+        after = self.event_s is not None and self.vpts >= self.event_s * 90000
+        f = av.VideoFrame.from_ndarray(solid(320, 180, (235, 128, 128)) if after else self.frame, format="yuv420p")
         f.pts, f.time_base = self.vpts, fractions.Fraction(1, 90000)
         payloads, ts = self.venc.encode(f, force_keyframe=self.keyframe)
         self.keyframe = False
@@ -56,8 +59,11 @@ class Source:
         self.vpts += 3000
 
     def send_audio(self):
-        t = (self.apts + np.arange(960)) / 48000
-        pcm = (self.amplitude * np.sin(2 * np.pi * self.tone * t)).astype(np.int16)
+        n = self.apts + np.arange(960)
+        amplitude = np.full(960, float(self.amplitude))
+        if self.event_s is not None:
+            amplitude = np.where(n >= self.event_s * 48000, 16000.0, 0.0)   # silence, then the beep
+        pcm = (amplitude * np.sin(2 * np.pi * self.tone * n / 48000)).astype(np.int16)
         f = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         f.sample_rate, f.pts, f.time_base = 48000, self.apts, fractions.Fraction(1, 48000)
         payloads, ts = self.aenc.encode(f)
@@ -103,30 +109,38 @@ class Watcher:
     def __init__(self, worker, producer, kind):
         self.worker, self.producer, self.kind = worker, producer, kind
         worker.tap(producer)
+        self.buffer = FrameBuffer("vp8")
         if kind == "video":
-            self.buffer, self.codec = FrameBuffer("vp8"), av.CodecContext.create("libvpx", "r")
+            self.codec = av.CodecContext.create("libvpx", "r")
         else:
-            self.buffer, self.codec = AudioBuffer(), av.CodecContext.create("libopus", "r")
+            self.codec = av.CodecContext.create("libopus", "r")
             self.codec.sample_rate, self.codec.layout, self.codec.format = 48000, "mono", "s16"
         self.picture = None
         self.pictures = 0
         self.sizes = set()
         self.pcm = []
+        self.timeline = []       # (RTP timestamp, picture) of each decoded video frame / audio frame
 
     def read(self):
         now = time.monotonic()
-        for arrival, pkt in self.worker.tap_read(self.producer):
+        packets = self.worker.tap_read(self.producer)
+        if self.kind == "audio":
+            # a tap on the same worker loses nothing: in order as fed, each with its RTP timestamp
+            for _, pkt in packets:
+                rtp = _core.parse_rtp(pkt)
+                for frame in self.codec.decode(av.Packet(rtp["payload"])):
+                    pcm = frame.to_ndarray().reshape(-1)
+                    self.pcm.append(pcm)
+                    self.timeline.append((rtp["timestamp"], pcm))
+            return
+        for arrival, pkt in packets:
             self.buffer.push(pkt, arrival / 1e9)
-        items = self.buffer.pop(now)
-        for item in items:
-            data = item.data if self.kind == "video" else item
-            for frame in self.codec.decode(av.Packet(data)):
-                if self.kind == "video":
-                    self.picture = frame.to_ndarray(format="yuv420p")
-                    self.sizes.add((frame.width, frame.height))
-                    self.pictures += 1
-                else:
-                    self.pcm.append(frame.to_ndarray().reshape(-1))
+        for item in self.buffer.pop(now):
+            for frame in self.codec.decode(av.Packet(item.data)):
+                self.picture = frame.to_ndarray(format="yuv420p")
+                self.sizes.add((frame.width, frame.height))
+                self.pictures += 1
+                self.timeline.append((item.timestamp, self.picture))
 
     def watch(self, seconds):
         end = time.monotonic() + seconds

@@ -1,7 +1,8 @@
 """The MCU end to end inside one worker: four publishers (Python-fed producers carrying real VP8 and Opus
 from aiortc's encoders: a solid colour and a tone each) into the MCU, its output read back from a tap on its
 own output producers and decoded with PyAV. Each colour is in its tile, each tone in the mix, a publisher's
-own tone is not in its mix-minus; the layout follows inputs that leave and the louder speaker; corrupt
+own tone is not in its mix-minus; the layout follows inputs that leave and the louder speaker; a flash and a
+beep at one input come out within 80 ms of each other; corrupt
 input freezes one tile, not the MCU."""
 import time
 
@@ -126,3 +127,31 @@ def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder
     finally:
         mcu.stop()
     assert not np.isnan(mcu.stats["busy_s"])
+
+
+def test_audio_and_video_of_the_output_stay_in_sync(worker):
+    """A flash and a beep at the same instant at one input (white from video pts 2.0 s, a loud tone from
+    sample 96000, silence before): in the output, the first composite showing the white tile and the first
+    loud mix sample are at RTP times (both on the MCU's one clock) within 80 ms of each other."""
+    mcu, video, audio = make_mcu(worker)
+    sources = [Source(worker, 0), Source(worker, 1)]
+    sources[0].event_s = 2.0
+    add(mcu, worker, sources)
+    seen, heard = Watcher(worker, video, "video"), Watcher(worker, audio, "audio")
+    tile = tiles("grid", 2, W, H)[0]
+    mcu.start()
+    try:
+        with Sources(sources):
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                seen.read()
+                heard.read()
+                time.sleep(0.01)
+    finally:
+        mcu.stop()
+    flash = next(ts for ts, pic in seen.timeline if colour_at(pic, W, H, *tile)[0] > 200) / 90000
+    loud = [(ts, np.flatnonzero(np.abs(pcm.astype(np.int32)) > 8000)) for ts, pcm in heard.timeline]
+    ts, where = next((ts, w) for ts, w in loud if len(w))
+    beep = (ts + where[0]) / 48000
+    print(f"output A/V offset at the event: video {flash:.3f} s, audio {beep:.3f} s, {1e3 * (flash - beep):+.0f} ms")
+    assert abs(flash - beep) < 0.08
