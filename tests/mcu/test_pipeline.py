@@ -2,8 +2,7 @@
 from aiortc's encoders: a solid colour and a tone each) into the MCU, its output read back from a tap on its
 own output producers and decoded with PyAV. Each colour is in its tile, each tone in the mix, a publisher's
 own tone is not in its mix-minus; the layout follows inputs that leave and the louder speaker; a flash and a
-beep at one input come out within 80 ms of each other; corrupt
-input freezes one tile, not the MCU."""
+beep at one input come out within 80 ms of each other; corrupt input freezes one tile, not the MCU."""
 import time
 
 import numpy as np
