@@ -288,7 +288,7 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
 
 cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
     """About `budget` bytes of padding-only packets (RFC 3550 §5.1: P bit, no payload) to t for a probe, on
-    one of its video consumers whose last packet ended a frame: fresh output seqs (the numbering skips
+    one of its video consumers whose last packet ended a frame (paused too, when no other is): fresh output seqs (the numbering skips
     them for what follows), that frame's timestamp, the consumer's extensions, so that libwebrtc takes
     them as padding and aiortc as an empty part of the frame they follow. Never on audio (an empty Opus
     packet stops aiortc's decoder), never in the middle of a frame. At most 32 packets per call."""
@@ -303,10 +303,14 @@ cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
         return          # padding only on an idle link: media the pacer holds goes first
     for i in range(t.consumers.n):
         k = <CConsumer *>t.consumers.items[i]
-        if ((k.producer.codec == CODEC_VP8 or k.producer.codec == CODEC_H264) and k.have_out and not k.resync and not k.paused
+        if ((k.producer.codec == CODEC_VP8 or k.producer.codec == CODEC_H264) and k.have_out and not k.resync
                 and k.last_out_marker):
-            c = k
-            break
+            # a flowing one first; else a paused one: a subscriber whose only video is paused for bandwidth
+            # gets it back only through a probe (what gets through is audio alone otherwise)
+            if c == NULL or (c.paused and not k.paused):
+                c = k
+            if not c.paused:
+                break
     if c == NULL:
         return
     ctx_run_start(x, &t.addr)

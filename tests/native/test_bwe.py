@@ -209,6 +209,20 @@ def test_a_probe_pads_between_frames_and_raises_the_estimate_to_what_got_through
     del consumer
 
 
+def test_a_probe_pads_on_a_paused_video_when_it_is_the_only_one(worker):
+    """A subscriber whose only video is paused for bandwidth gets it back only through a probe: the padding
+    goes on the paused consumer (no media of it)."""
+    pub, sub, consumer = subscriber(worker)
+    seq, _ = run(worker, pub, sub, Link(), 0.5, pps=100)
+    consumer.pause()
+    worker.probe(sub.transport, 2_000_000, 400)
+    seq, got = run(worker, pub, sub, Link(), 1.0, pps=100, start_seq=seq)
+    parsed = [_core.parse_rtp(p) for p in got]
+    assert parsed and all(p["padding"] and not p["payload"] for p in parsed), "media of a paused consumer"
+    assert bwe(sub.transport)["probes_ok"] == 1
+    del consumer
+
+
 def test_a_probe_into_a_link_that_cannot_carry_it_fails(worker):
     pub, sub, _ = subscriber(worker)
     seq, _ = run(worker, pub, sub, Link(rate_bps=1_500_000), 0.5, pps=100)

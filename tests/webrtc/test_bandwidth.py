@@ -17,6 +17,9 @@ from shaper import Shaper
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
 
 
+FULL_360P_BPS = 330_000     # what Chromium's 360-line simulcast layer and its audio reach once ramped up
+
+
 @pytest.fixture()
 def node(tmp_path):
     """A node of its own: timings here are the subject, so no other test's rooms, peers or estimators."""
@@ -122,9 +125,16 @@ def test_a_shaped_browser_subscriber_follows_its_link_by_transport_cc(node, cred
                 stream_id = await demo_video_stream(viewer, pub_id)
                 await viewer.click(f"#tile-{stream_id}")                  # pinned: a 360-line tile
                 await height_settles(viewer, stream_id, lambda h: h == 360, 30)
-                await asyncio.sleep(3)
-                t = time.monotonic()
-                wanted_rate = shaper.rate_between(t - 3, t)
+                # Chromium ramps its layers up over many seconds: shaped to 60 % of a layer still ramping,
+                # the link would not carry even the lowest layer and the audio (the node pauses the stream
+                # then, rightly); so wait for the 360-line layer's full rate first
+                ramp_until = time.monotonic() + 25
+                while True:
+                    await asyncio.sleep(3)
+                    t = time.monotonic()
+                    wanted_rate = shaper.rate_between(t - 3, t)
+                    if wanted_rate >= FULL_360P_BPS or t > ramp_until:
+                        break
                 shaper.rate_bps = 0.6 * wanted_rate
                 downlink = lambda: [x for x in api.metrics().splitlines() if x.startswith("enx_media_downlink")]  # noqa: E731
                 try:

@@ -1,7 +1,8 @@
 """The lecture MCU with real aiortc peers through the node's signaling: one moderator is passed through;
 when a second moderator publishes, everyone moves to the MCU's output (composite video with each
 moderator's colour in its tile, the full mix with both tones); each moderator hears the other but not
-itself (mix-minus); when the second leaves, the audience is back on the first one's own stream."""
+itself (mix-minus); when the second leaves, the audience is back on the first one's own stream. A headless
+Chromium in the audience, through the demo page, decodes the composite too."""
 import asyncio
 import time
 
@@ -11,7 +12,8 @@ import pytest
 from enx_media.client import SignalingError
 from enx_media.mcu.layout import tiles
 from enx_media.room.lecture import MCU_ID
-from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_video
+from media_util import (CHROMIUM, FRAMES_DECODED, INBOUND_HEIGHT, COLORS, Api, ColorTrack, ToneTrack, chromium_page,
+                        demo_video_stream, receive_video)
 
 AUDIENCE = 6
 TONES = (300.0, 700.0)
@@ -112,5 +114,37 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
         finally:
             for c in [teacher, cohost, *audience]:
                 await c.leave()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
+def test_a_browser_in_the_audience_decodes_the_composite(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 10, "layout": "grid"})
+
+    async def scenario():
+        mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
+        try:
+            for i, m in enumerate(mods):
+                await m.join()
+                await m.publish([ColorTrack(COLORS[i]), ToneTrack(TONES[i])])
+            async with chromium_page() as page:
+                await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'student', 'participant')}")
+                await page.wait_for_function(
+                    """() => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
+                       (s) => s.participant_id === "mcu" && s.kind === "video")""", timeout=30000)
+                stream_id = await demo_video_stream(page, MCU_ID)
+                deadline = time.monotonic() + 30
+                while True:
+                    frames, height = (await page.evaluate(FRAMES_DECODED, stream_id),
+                                      await page.evaluate(INBOUND_HEIGHT, stream_id))
+                    if frames >= 60 and height == 720:
+                        break
+                    assert time.monotonic() < deadline, f"the browser decoded {frames} frames, {height} lines"
+                    await asyncio.sleep(0.3)
+        finally:
+            for m in mods:
+                await m.leave()
 
     asyncio.run(scenario())
