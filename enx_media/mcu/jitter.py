@@ -22,6 +22,14 @@ MAX_DEPTH_S = 0.25
 WINDOW = 512                  # packets remembered; older ones are late beyond use
 
 
+def extend_seq(high: int | None, seq16: int) -> int:
+    """A 16-bit RTP seq as the extended one nearest the highest seen (None: the first)."""
+    if high is None:
+        return (1 << 16) + seq16
+    base = high & ~0xFFFF
+    return min((base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16), key=lambda s: abs(s - high))
+
+
 @dataclass
 class Frame:
     timestamp: int            # RTP
@@ -59,13 +67,6 @@ class FrameBuffer:
     def depth(self) -> float:
         return min(MAX_DEPTH_S, max(MIN_DEPTH_S, 3 * self.jitter))
 
-    def _extend(self, seq16: int) -> int:
-        high = self._high
-        if high is None:
-            return (1 << 16) + seq16
-        base = high & ~0xFFFF
-        return min((base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16), key=lambda s: abs(s - high))
-
     def push(self, packet: bytes, arrival: float) -> None:
         """One RTP packet (plain, as the core hands it over) and when it arrived (seconds)."""
         try:
@@ -73,7 +74,7 @@ class FrameBuffer:
         except ValueError:
             self.malformed += 1
             return
-        seq = self._extend(rtp["sequence_number"])
+        seq = extend_seq(self._high, rtp["sequence_number"])
         if seq in self._seen:
             self.duplicates += 1
             return
@@ -196,12 +197,8 @@ class AudioBuffer:
         except ValueError:
             self.malformed += 1
             return
-        s16, high = rtp["sequence_number"], self._high
-        if high is None:
-            seq = (1 << 16) + s16
-        else:
-            base = high & ~0xFFFF
-            seq = min((base - 0x10000 + s16, base + s16, base + 0x10000 + s16), key=lambda s: abs(s - high))
+        high = self._high
+        seq = extend_seq(high, rtp["sequence_number"])
         if self._next is not None and seq < self._next:
             self.late += 1
             return
