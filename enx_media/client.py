@@ -146,6 +146,14 @@ class RoomClient:
                         self._mid_to_stream[s["mid"]] = s["stream_id"]
                         self.stream_info[s["stream_id"]] = s
                     asyncio.ensure_future(self._on_offer(msg))
+                elif msg.get("type") == "stream-switched":
+                    # the same m-line (and track) carries another stream from now on
+                    new = msg["stream"]["stream_id"]
+                    self._mid_to_stream[msg["mid"]] = new
+                    self.stream_info[new] = msg["stream"]
+                    track = self.received.pop(msg["from"], None)
+                    if track is not None:
+                        self._track_arrived(new, track)
                 elif msg.get("type") == "stream-added":
                     self.stream_info[msg["stream"]["stream_id"]] = msg["stream"]
                 elif msg.get("type") == "stream-removed":
@@ -240,13 +248,16 @@ class RoomClient:
                 mid = next((t.mid for t in pc.getTransceivers() if t.receiver.track is track), None)
                 stream_id = self._mid_to_stream.get(mid)
                 if stream_id:
-                    self.received[stream_id] = track
-                    fut = self._track_waiters.pop(stream_id, None)
-                    if fut and not fut.done():
-                        fut.set_result(track)
+                    self._track_arrived(stream_id, track)
 
             self.subscribe_pc = pc
         await self.request("subscribe", **({} if streams is None else {"streams": streams}))
+
+    def _track_arrived(self, stream_id: str, track: MediaStreamTrack) -> None:
+        self.received[stream_id] = track
+        fut = self._track_waiters.pop(stream_id, None)
+        if fut and not fut.done():
+            fut.set_result(track)
 
     async def _on_offer(self, msg: dict[str, Any]) -> None:
         async with self._offer_lock:

@@ -129,6 +129,11 @@ cdef struct CConsumer:
     int ext_pre_len
     int enc_cur                 # the producer encoding it forwards (index into producer.enc)
     int enc_target              # the encoding it switches to at that encoding's next key frame
+    # a switch to another producer at that producer's next key frame (NativeWorker.switch_producer
+    # at_keyframe): until then the current one feeds it (fanout.pxi fan_switching)
+    CProducer *switch_to        # in switch_to's consumer list too while the switch waits
+    int switch_enc              # the encoding of switch_to it starts on
+    CProducer *switch_left      # switched away during a fan-out: still in that producer's list until settled
     int max_temporal_layer      # VP8 TID above this is not forwarded (the layer selector's input)
     int wait_keyframe
     int have_out
@@ -394,8 +399,15 @@ cdef class Consumer:
     @property
     def target_encoding(self):
         """The encoding it switches to at that encoding's next key frame (NativeWorker.set_target_encoding);
-        equal to encoding when no switch is pending."""
-        return self.c.enc_target
+        equal to encoding when no switch is pending; while a producer switch waits, the encoding it starts
+        on there."""
+        return self.c.switch_enc if self.c.switch_to != NULL else self.c.enc_target
+
+    @property
+    def switching(self):
+        """A switch to its producer (switch_producer at_keyframe) waits for that producer's key frame: the
+        one before still feeds it."""
+        return self.c.switch_to != NULL
 
     @property
     def max_temporal_layer(self):

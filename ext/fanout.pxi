@@ -33,12 +33,12 @@ cdef struct Fan:
     int64_t t0
 
 
-cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
-    """Consumer c's copies of group g's packets into the next slots of the open run."""
+cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g, int first) noexcept nogil:
+    """Consumer c's copies of group g's packets (from its first-th on) into the next slots of the open run."""
     cdef int k
     cdef Pending *e
     c.fan_mark = f.serial
-    for k in range(f.goff[g], f.goff[g] + f.gcnt[g]):
+    for k in range(f.goff[g] + first, f.goff[g] + f.gcnt[g]):
         e = &f.pend[f.gidx[k]]
         # decide first, then apply (the simulcast layer selector plugs in here)
         if e.e.index != c.enc_cur:
@@ -69,6 +69,88 @@ cdef void fan_consumer(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
         send_fresh(x, c, e.e, e.buf, e.length, &e.lay, e.seq, e.ts, f.t0)
 
 
+cdef void fan_switching(SendCtx *x, Fan *f, CConsumer *c, int g) noexcept nogil:
+    """Consumer c waits to switch to group g's producer: at the first packet of a key frame of its start
+    encoding (as it arrives, not a late copy) it switches and is fed from there. Until then its current
+    producer feeds it: no gap. A paused consumer sends nothing either way: it switches at once and waits
+    for a key frame as on any resume. Its list entry in the old producer goes in switch_settle."""
+    cdef int k, first = -1
+    cdef Pending *e
+    for k in range(f.gcnt[g]):
+        e = &f.pend[f.gidx[f.goff[g] + k]]
+        if c.paused or (e.e.index == c.switch_enc and e.key and e.in_order and not e.empty):
+            first = k
+            break
+    if first < 0:
+        return
+    if x.nsend + f.npend > SEND_BATCH:
+        ctx_flush(x)
+    ctx_run_start(x, &c.transport.addr)
+    pace_release(x, c)          # the old producer's copies the pacer holds go first, from its history
+    c.switch_left = c.producer
+    c.producer = f.gprod[g]
+    c.switch_to = NULL
+    consumer_resync(c)
+    c.enc_cur = c.enc_target = c.switch_enc
+    c.wait_keyframe = c.paused
+    fan_consumer(x, f, c, g, first)
+    ctx_run_end(x)
+
+
+cdef void switch_settle(Core *w) noexcept nogil:
+    """After a fan-out (no thread walks a producer's list now): consumers that switched producer during it
+    leave the old one's list."""
+    cdef int i = 0
+    cdef CConsumer *c
+    while i < w.switching.n:
+        c = <CConsumer *>w.switching.items[i]
+        if c.switch_left != NULL:
+            plist_del(&c.switch_left.consumers, c)
+            c.switch_left = NULL
+        if c.switch_to == NULL:
+            plist_del(&w.switching, c)      # the last item moves here: look at i again
+        else:
+            i += 1
+
+
+cdef void switch_cancel(Core *w, CConsumer *c) noexcept nogil:
+    """c's pending producer switch, if any, is off (and an unsettled one settled): it stays with the
+    producer feeding it. Only with no fan-out running (under the worker's lock)."""
+    if c.switch_to != NULL:
+        plist_del(&c.switch_to.consumers, c)
+        c.switch_to = NULL
+    if c.switch_left != NULL:
+        plist_del(&c.switch_left.consumers, c)
+        c.switch_left = NULL
+    plist_del(&w.switching, c)
+
+
+cdef void switch_orphans(Core *w, CProducer *p) noexcept nogil:
+    """p closes: a consumer waiting to switch away from it switches now (its video waits for the new
+    producer's key frame); one waiting to switch to it (closed with p by the caller) or switched away
+    from it forgets it."""
+    cdef int i = 0
+    cdef CConsumer *c
+    while i < w.switching.n:
+        c = <CConsumer *>w.switching.items[i]
+        if c.switch_left == p:
+            plist_del(&p.consumers, c)
+            c.switch_left = NULL
+        if c.producer == p and c.switch_to != NULL:
+            plist_del(&p.consumers, c)
+            c.producer = c.switch_to
+            c.switch_to = NULL
+            pace_forget(w, c.transport, c, 0)
+            consumer_resync(c)
+            c.enc_cur = c.enc_target = c.switch_enc
+            if c.producer.codec == CODEC_VP8 or c.producer.codec == CODEC_H264:
+                c.wait_keyframe = 1
+        if c.switch_to == NULL and c.switch_left == NULL:
+            plist_del(&w.switching, c)
+        else:
+            i += 1
+
+
 cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
     """Fan out the xg-th group (in size order) to its consumers on transports of this shard (-1: all).
     Per destination, all its copies of the batch's packets of this and later groups (a video frame's
@@ -83,19 +165,24 @@ cdef void fan_group(SendCtx *x, Fan *f, int xg, int shard) noexcept nogil:
         t = c.transport
         if shard >= 0 and t.shard != shard:
             continue      # another thread's (its consumers' fields are that thread's to touch)
+        if c.producer != p:
+            # waiting to switch to p at its next key frame, or switched away from p and not yet settled
+            if c.switch_to == p:
+                fan_switching(x, f, c, g)
+            continue
         if c.fan_mark == f.serial:
             continue      # sent with an earlier group's copies to its transport
         if x.nsend + f.npend > SEND_BATCH:
             ctx_flush(x)  # room for this consumer's copies in one batch (ctx_run_room if more)
         ctx_run_start(x, &t.addr)
-        fan_consumer(x, f, c, g)
+        fan_consumer(x, f, c, g, 0)
         if xg + 1 < f.ng and t.consumers.n > 1:
             for y in range(xg + 1, f.ng):
                 h = f.gorder[y]
                 for j in range(t.consumers.n):
                     c2 = <CConsumer *>t.consumers.items[j]
                     if c2.producer == f.gprod[h] and c2.fan_mark != f.serial:
-                        fan_consumer(x, f, c2, h)
+                        fan_consumer(x, f, c2, h, 0)
         ctx_run_end(x)
 
 
@@ -202,6 +289,8 @@ cdef void fanout_pending(Core *w, int64_t t0) noexcept nogil:
         w.lat_pending += f.npend
         flush_recorded(w, t0)
     f.npend = 0
+    if w.switching.n:
+        switch_settle(w)
 
 
 cdef void flush_recorded(Core *w, int64_t t0) noexcept nogil:

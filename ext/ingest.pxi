@@ -174,7 +174,7 @@ cdef int ingest_encoding(Core *w, CEncoding *e, const uint8_t *buf, int length, 
             e.ext_ts = ts
             for i in range(p.consumers.n):
                 c = <CConsumer *>p.consumers.items[i]
-                if c.enc_cur == e.index:
+                if c.producer == p and c.enc_cur == e.index:
                     consumer_resync(c)
             for i in range(HIST_SLOTS):
                 e.hist_seq[i] = -1

@@ -213,14 +213,28 @@ cdef void pace_forget(Core *w, CTransport *t, CConsumer *c, int send_now) noexce
         return
     if send_now and t.bound:
         ctx_run_start(w.tx, &t.addr)
+        pace_release(w.tx, c)
+        ctx_run_end(w.tx)
     for i in range(p.n):
         m = &p.items[(p.head + i) % p.cap]
         if m.c == c:
-            if send_now and t.bound:
-                pace_send_item(w.tx, m, now_ns() // 1000)
             m.c = NULL
-    if send_now and t.bound:
-        ctx_run_end(w.tx)
+
+
+cdef void pace_release(SendCtx *x, CConsumer *c) noexcept nogil:
+    """c's held copies out now into x's open run to its transport (its producer is about to change
+    under them, and their history with it); their queue entries stay, emptied."""
+    cdef Pacer *p = c.transport.pace
+    cdef int i
+    cdef PaceItem *m
+    if p == NULL:
+        return
+    for i in range(p.n):
+        m = &p.items[(p.head + i) % p.cap]
+        if m.c == c:
+            if c.transport.bound:
+                pace_send_item(x, m, x.run_us)
+            m.c = NULL
 
 
 cdef dict pace_stats(const CTransport *t):

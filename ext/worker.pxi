@@ -47,6 +47,7 @@ cdef struct Core:
     PtrList probing            # CTransport* running a bandwidth probe (bwe.pxi): padding sent from feedback_due
     PtrList nack_encodings     # CEncoding* with missing seqs to NACK
     PtrList pli_encodings      # CEncoding* with a key frame request waiting for its PLI window to close
+    PtrList switching          # CConsumer* with a producer switch waiting for a key frame, or done and unsettled
 
 
 cdef class NativeWorker:
@@ -173,6 +174,7 @@ cdef class NativeWorker:
         plist_free(&self.core.probing)
         plist_free(&self.core.nack_encodings)
         plist_free(&self.core.pli_encodings)
+        plist_free(&self.core.switching)
         if self.core.mu_ready:
             pthread_mutex_destroy(&self.core.mu)
         free(self.core)
@@ -523,6 +525,7 @@ cdef class NativeWorker:
                 return
             for c in [c for c in self._consumers.values() if (<Consumer>c).producer is p]:
                 self.close_consumer(c)
+            switch_orphans(self.core, p.p)
             for i in range(p.p.nenc):
                 e = &p.p.enc[i]
                 if e.nack_listed:
@@ -622,7 +625,8 @@ cdef class NativeWorker:
                 return
             del self._consumers[c.c.id]
             pace_forget(self.core, c.c.transport, c.c, 0)
-            plist_del(&c.producer.p.consumers, c.c)
+            switch_cancel(self.core, c.c)
+            plist_del(&c.c.producer.consumers, c.c)
             plist_del(&c.transport.t.consumers, c.c)
             map_del(&self.core.consumers, c.c.ssrc)
             if c.c.transport.tx != NULL:
@@ -632,27 +636,52 @@ cdef class NativeWorker:
         finally:
             self._unlock()
 
-    def switch_producer(self, Consumer c, Producer p):
-        """Feed the consumer from another producer; its seq/ts continue without a jump (seq.pxi).
-        Both must be open and of this worker (ValueError otherwise)."""
+    def switch_producer(self, Consumer c, Producer p, bint at_keyframe=False, int encoding=-1):
+        """Feed the consumer from another producer; its seq/ts continue without a jump (seq.pxi). Video
+        then waits for the new producer's next key frame: with at_keyframe the current producer feeds it
+        until that key frame arrives (no gap; a PLI asks for one now), else nothing does. encoding: the
+        new producer's encoding to start on (-1: the same index if it has one, else 0). A consumer that
+        has sent nothing, or is paused, switches at once. Both must be open and of this worker
+        (ValueError otherwise). The consumer's producer is the new one from this call on."""
+        cdef int enc
         self._lock()
         try:
             self._check_consumer(c)
             self._check_producer(p)
-            if p is c.producer:
+            if not -1 <= encoding < p.p.nenc:
+                raise ValueError("the producer has %d encoding(s)" % p.p.nenc)
+            enc = encoding if encoding >= 0 else (c.c.enc_target if c.c.enc_target < p.p.nenc else 0)
+            if p.p == c.c.producer:
+                switch_cancel(self.core, c.c)           # back to the one still feeding it
+                c.producer = p
+                return
+            video = p.p.codec in (CODEC_VP8, CODEC_H264)
+            if at_keyframe and video and c.c.have_out and not c.c.paused:
+                if c.c.switch_to != p.p:
+                    if plist_add(&p.p.consumers, c.c) != 0:
+                        raise MemoryError()
+                    switch_cancel(self.core, c.c)
+                    if plist_add(&self.core.switching, c.c) != 0:
+                        plist_del(&p.p.consumers, c.c)
+                        raise MemoryError()
+                    c.c.switch_to = p.p
+                c.c.switch_enc = enc
+                c.producer = p
+                with nogil:
+                    request_keyframe(self.core, &p.p.enc[enc], now_ns())
+                    core_flush(self.core)
                 return
             if plist_add(&p.p.consumers, c.c) != 0:
                 raise MemoryError()
+            switch_cancel(self.core, c.c)
             pace_forget(self.core, c.c.transport, c.c, 1)   # its held copies are the old producer's
             core_flush(self.core)
-            plist_del(&c.producer.p.consumers, c.c)
+            plist_del(&c.c.producer.consumers, c.c)
             c.producer = p
             c.c.producer = p.p
             consumer_resync(c.c)
-            if c.c.enc_target >= p.p.nenc:
-                c.c.enc_target = 0
-            c.c.enc_cur = c.c.enc_target   # the same encoding index if the new producer has it
-            if p.p.codec in (CODEC_VP8, CODEC_H264):
+            c.c.enc_target = c.c.enc_cur = enc
+            if video:
                 c.c.wait_keyframe = 1
         finally:
             self._unlock()
@@ -665,6 +694,12 @@ cdef class NativeWorker:
         self._lock()
         try:
             self._check_consumer(c)
+            if x.switch_to != NULL:
+                # waiting to switch producer: the encoding it starts on there
+                if not 0 <= encoding < x.switch_to.nenc:
+                    raise ValueError("the producer has %d encoding(s)" % x.switch_to.nenc)
+                x.switch_enc = encoding
+                return
             if not 0 <= encoding < x.producer.nenc:
                 raise ValueError("the producer has %d encoding(s)" % x.producer.nenc)
             x.enc_target = encoding

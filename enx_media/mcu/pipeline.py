@@ -14,7 +14,10 @@ on a codec. Each pass of the thread:
 3. every 1/fps composites the pictures into the canvas by the layout (`layout.tiles`; the speaker layout's
    large tile follows `ActiveSpeaker` fed from the decoded energy), an input without a new picture for
    STALE_S shown as a placeholder, encodes VP8 (libvpx realtime; a key frame on request, at most one per
-   KEYFRAME_MIN_S, and every KEYFRAME_INTERVAL_S) and feeds the packets.
+   KEYFRAME_MIN_S, and every KEYFRAME_INTERVAL_S) and feeds the packets. The first composite waits until
+   every video input has a picture (at most WARMUP_S): subscribers switched over to it at its first key
+   frame (the core's switch_producer at_keyframe) keep the stream they had until then, so nobody sees a
+   composite of placeholders.
 
 The output's RTP timestamps come from one clock (the thread's monotonic time), so its audio and video
 line up in the core's sender reports.
@@ -48,6 +51,7 @@ SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960                 # 20 ms
 AUDIO_FIFO_MAX = 10 * FRAME_SAMPLES  # 200 ms: more is latency, the oldest goes
 STALE_S = 2.0                       # no new picture for this long: the tile shows a placeholder
+WARMUP_S = 1.5                      # the first composite waits this long at most for every input's picture
 KEYFRAME_MIN_S = 0.5
 KEYFRAME_INTERVAL_S = 5.0
 SPEAKER_EVERY_S = 0.1
@@ -183,6 +187,7 @@ class Mcu:
         self._thread: threading.Thread | None = None
         self._want_key = True
         self._t0 = 0.0
+        self._composing = False             # past the warm-up: video frames go out
 
     # -- control (any thread; never waits for the MCU's thread, which applies each change before its next pass) --
 
@@ -295,7 +300,9 @@ class Mcu:
                 if now >= next_speaker:
                     self._follow_speaker(now)
                     next_speaker = now + SPEAKER_EVERY_S
-                if now >= next_video:
+                if now >= next_video and not self._warmed_up(now):
+                    next_video = now + 1 / self.fps
+                elif now >= next_video:
                     self._composite_and_encode(now)
                     next_video += 1 / self.fps
                     if now - next_video > 1 / self.fps:   # behind: drop frames rather than queue them
@@ -309,6 +316,12 @@ class Mcu:
                 self._stop.wait(min(wait, 0.005))
         self._apply_commands()
         self._close_inputs()
+
+    def _warmed_up(self, now: float) -> bool:
+        if not self._composing:
+            shown = [i for i in self.inputs if i.video is not None]
+            self._composing = (bool(shown) and all(i.picture is not None for i in shown)) or now - self._t0 >= WARMUP_S
+        return self._composing
 
     def _read_inputs(self, now: float) -> None:
         for i in self.inputs:

@@ -5,16 +5,24 @@ With one video publisher there is nothing to composite: its streams pass through
 
 The outputs are Python-fed producers of the room's router, owned by the pseudo-participant MCU_ID and
 announced like any stream (source "composite", "mix", "mix-minus"); a subscriber's PLI on the composite
-reaches the encoder through the producer's key frame hook."""
+reaches the encoder through the producer's key frame hook.
+
+Moving between pass-through and the composite renegotiates nothing where it can be helped: an m-line
+that carried a publisher's stream is switched to the output of the same kind and codec (and back), its
+consumer changing over at the new stream's next key frame while the old one keeps feeding it
+(RoomMedia.switch_subscription), so the audience sees no gap. A stopping MCU keeps running until the
+consumers it fed have changed over (at most SWITCH_WAIT_S)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from ..mcu.pipeline import Mcu, Output
-from ..sfu.router import Producer
+from ..sfu.router import Consumer, Producer
 
 if TYPE_CHECKING:
     from .live import Participant
@@ -24,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MCU_ID = "mcu"
 VIDEO_PT, AUDIO_PT = 96, 111          # what the outputs' packets carry; consumers rewrite to the subscriber's
+SWITCH_WAIT_S = 3.0                   # a stopping MCU feeds the consumers moving off it this long at most
 
 
 class LectureMix:
@@ -35,7 +44,9 @@ class LectureMix:
         self.video: Producer | None = None
         self.audio: Producer | None = None
         self.minus: dict[str, Producer] = {}          # publisher -> its mix-minus output
+        self._owner: dict[str, str] = {}             # mix-minus output id -> its publisher, until removed
         self._fed: dict[str, tuple[str | None, str | None]] = {}   # input -> its (video, audio) producer ids
+        self._stopping: set[Mcu] = set()             # stopped MCUs still feeding consumers that move off them
 
     @property
     def running(self) -> bool:
@@ -50,7 +61,7 @@ class LectureMix:
     def announce_to(self, s: Producer) -> list["Participant"]:
         """Who hears of an output: everyone, but a mix-minus only its publisher."""
         people = self.media.room.everyone()
-        owner = next((k for k, m in self.minus.items() if m is s), None)
+        owner = self._owner.get(s.producer_id)
         return people if owner is None else [p for p in people if p.participant_id == owner]
 
     def wants(self, p: "Participant", s: Producer) -> bool | None:
@@ -90,8 +101,9 @@ class LectureMix:
         if videos >= 2 and self.mcu is None:
             changed += self._start()
         if self.mcu is not None and videos < 2:
-            await self._stop()
-            await self._resubscribe()
+            mcu, outputs = self._stop()
+            moving = await self._resubscribe()
+            asyncio.ensure_future(self._retire(mcu, outputs, moving))
             return
         if self.mcu is None:
             return
@@ -103,6 +115,7 @@ class LectureMix:
             if a is not None and minus is None:
                 minus = self._output("audio", "opus", "mix-minus")
                 self.minus[key] = minus
+                self._owner[minus.producer_id] = key
                 changed.append(minus)
             fed = (v.producer_id if v is not None else None, a.producer_id if a is not None else None)
             if self._fed.get(key) == fed:
@@ -113,10 +126,9 @@ class LectureMix:
                                audio=a.native if a is not None else None,
                                minus=self._native_output(minus) if a is not None and minus is not None else None)
         for key in [k for k in self.minus if k not in inputs or inputs[k][1] is None]:
-            await self.media.remove_producer(self.minus[key], "mix-minus ended")
-            del self.minus[key]
-        for s in changed:
-            await self.media.room.stream_live(s)
+            await self._remove_output(self.minus.pop(key), "mix-minus ended")
+        for s in changed:       # announced first; who receives them follows from wants() just below
+            await self.media.room.notifier.stream_added(self.announce_to(s), s)
         await self._resubscribe()
 
     def _output(self, kind: str, codec: str, source: str) -> Producer:
@@ -143,30 +155,61 @@ class LectureMix:
         log.info("lecture mcu started room=%s", self.media.room.room.room_id)
         return [self.video, self.audio]
 
-    async def _stop(self) -> None:
+    def _stop(self) -> tuple[Mcu | None, list[Producer]]:
+        """No MCU from now on (wants() says so); the stopped one and its outputs, for _retire."""
         mcu, self.mcu = self.mcu, None
+        outputs = self.outputs()
         if mcu is not None:
-            mcu.stop(wait=False)
-        for s in self.outputs():
-            await self.media.remove_producer(s, "mcu stopped")
+            self._stopping.add(mcu)
         self.video = self.audio = None
         self.minus.clear()
         self._fed.clear()
+        return mcu, outputs
 
-    async def _resubscribe(self) -> None:
-        """Everyone's subscriptions again: streams that the MCU now carries (or no longer does) are dropped
-        or added by the room's wants()."""
+    async def _retire(self, mcu: Mcu | None, outputs: list[Producer], moving: list[Consumer]) -> None:
+        """Once the consumers moving off a stopped MCU have changed over (or SWITCH_WAIT_S passed), the
+        MCU stops and its outputs go."""
+        end = time.monotonic() + SWITCH_WAIT_S
+        while time.monotonic() < end and any(c.native is not None and c.native.switching for c in moving):
+            await asyncio.sleep(0.05)
+        if mcu is not None:
+            self._stopping.discard(mcu)
+            mcu.stop(wait=False)
+        for s in outputs:
+            await self._remove_output(s, "mcu stopped")
+
+    async def _remove_output(self, s: Producer, reason: str) -> None:
+        await self.media.remove_producer(s, reason)
+        self._owner.pop(s.producer_id, None)
+
+    async def _resubscribe(self) -> list[Consumer]:
+        """Everyone's subscriptions again, by the room's wants(): an m-line whose stream the MCU now carries
+        (or no longer does) is switched to a newly wanted stream of its kind and codec where there is one,
+        else dropped; what is left is added by a renegotiation. Returns the consumers switched."""
+        switched: list[Consumer] = []
         for p in list(self.media.room.participants.values()):
+            active = [sm for sm in p.media.subscriptions if sm.section.active]
+            have = {sm.producer.producer_id for sm in active}
+            new = [s for s in self.media.live_producers() if s.producer_id not in have and self.media.wants(p, s)]
             dropped = False
-            for sm in p.media.subscriptions:
-                if sm.section.active and not self.media.wants(p, sm.producer):
-                    if sm.consumer is not None:
-                        self.media.router.close_consumer(sm.consumer)
-                        sm.consumer = None
-                    sm.section.active = False
-                    dropped = True
-            if dropped or any(self.media.wants(p, s) for s in self.media.live_producers()):
+            for sm in active:
+                if self.media.wants(p, sm.producer):
+                    continue
+                match = next((s for s in new if s.kind == sm.producer.kind and s.codec == sm.section.codec), None)
+                if match is not None:
+                    new.remove(match)
+                    c = self.media.switch_subscription(p, sm, match)
+                    if c is not None:
+                        switched.append(c)
+                    continue
+                if sm.consumer is not None:
+                    self.media.router.close_consumer(sm.consumer)
+                    sm.consumer = None
+                sm.section.active = False
+                dropped = True
+            if dropped or new:
                 await self.media.update_subscription(p)
+        return switched
 
     def set_layout(self, layout: str) -> None:
         """From now on (and for a composite started later)."""
@@ -178,6 +221,8 @@ class LectureMix:
         return dict(self.mcu.stats) if self.mcu is not None else {}
 
     def close(self) -> None:
-        if self.mcu is not None:
-            self.mcu.stop(wait=False)
-            self.mcu = None
+        for mcu in [self.mcu, *self._stopping]:
+            if mcu is not None:
+                mcu.stop(wait=False)
+        self.mcu = None
+        self._stopping.clear()

@@ -67,6 +67,9 @@ class Notifier(Protocol):
 
     async def offer(self, p: "Participant", sdp: str, subscriptions: list[Subscription]) -> None: ...
 
+    async def stream_switched(self, p: "Participant", sm: Subscription, was: str) -> None:
+        """p's m-line sm carries another stream from now on (was: the stream it carried)."""
+
     async def transport_closed(self, p: "Participant", direction: str, reason: str) -> None: ...
 
     async def relay(self, p: "Participant", sender: "Participant", payload: dict[str, Any]) -> None: ...
@@ -253,24 +256,16 @@ class LiveRoom:
         """A producer is live (its transport connected and its SSRC known): tell everyone, feed the
         subscribers that want it."""
         publisher = self.participants.get(s.participant_id)
-        lecture = self.media.lecture if self.media is not None else None
-        if lecture is not None and lecture.is_output(s):
-            # the MCU's output (room/lecture.py): no participant's stream, announced to whom it is for
-            await self.notifier.stream_added(lecture.announce_to(s), s)
-            for sub in self.everyone():
-                if self.media is not None and self.media.wants(sub, s):
-                    await self.media.update_subscription(sub)
-            return
         if publisher is None or self.media is None:
             return
         self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
                     codec=s.codec)
         await self.notifier.stream_added(self.everyone(), s)
+        if self.media.lecture is not None:
+            await self.media.lecture.update()      # first: a second video publisher moves everyone to the MCU
         for sub in self.everyone(exclude=publisher):
             if self.media.wants(sub, s):
                 await self.media.update_subscription(sub)
-        if lecture is not None:
-            await lecture.update()
 
     async def stream_gone(self, s: Producer, reason: str, announce: bool) -> None:
         lecture = self.media.lecture if self.media is not None else None

@@ -232,6 +232,8 @@ class RoomMedia:
         if s.participant_id == p.participant_id:
             return False
         decided = self.lecture.wants(p, s) if self.lecture is not None else None
+        if s.participant_id not in self.room.participants and decided is None:
+            return False        # its publisher is leaving: its streams go in a moment
         if decided is not None:
             return decided
         return p.media.follow_all or s.producer_id in p.media.wanted
@@ -315,6 +317,19 @@ class RoomMedia:
                                                       clock_rate, ext_ids=sm.ext_ids, mid=sm.section.mid,
                                                       max_height=sm.max_height, max_fps=sm.max_fps,
                                                       rtx_ssrc=sm.section.rtx_ssrc, rtx_payload_type=sm.rtx_pt)
+
+    def switch_subscription(self, p: "Participant", sm: Subscription, s: Producer) -> Consumer | None:
+        """p's m-line sm carries stream s (same kind and codec) from now on instead of its stream, without
+        renegotiating: the consumer changes over at s's next key frame, the old stream feeding it until
+        then (Router.switch_consumer), so the picture never stops. p is told (stream-switched). Returns
+        the consumer (None while the m-line has none yet)."""
+        was = sm.producer.producer_id
+        sm.producer = s
+        if sm.consumer is not None and not self.router.switch_consumer(sm.consumer, s):
+            self.router.close_consumer(sm.consumer)
+            sm.consumer = None
+        asyncio.ensure_future(self.room.notifier.stream_switched(p, sm, was))
+        return sm.consumer
 
     def stream_settings(self, p: "Participant", stream_id: str, max_height: int | None,
                         max_fps: float | None = None) -> int | None:

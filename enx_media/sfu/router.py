@@ -267,6 +267,20 @@ class Router:
             self.request_keyframe(p)
         return c
 
+    def switch_consumer(self, c: Consumer, p: Producer) -> bool:
+        """Feed c from p (same kind and codec) instead of its producer: video changes over at p's next key
+        frame (asked for now; the old producer feeds it until then, so the picture never stops), audio at
+        once; numbering stays continuous (the core's switch_producer). Starts on p's lowest layer; the
+        allocation raises it. False if either is closed."""
+        if c.native is None or p.native is None:
+            return False
+        self.worker.switch_producer(c.native, p.native, at_keyframe=True, encoding=0)
+        c.producer, c.allowed = p, None
+        if (p.paused or c.bandwidth_paused) != c.native.paused:
+            self._apply_pause(c)
+        self.select_encoding(c)
+        return True
+
     def observe_encodings(self, p: Producer) -> None:
         """Note which of p's encodings are arriving (packets since the last look): a browser starts its
         top layer late and drops layers when its uplink shrinks, and a paused one sends nothing. And the
@@ -367,6 +381,10 @@ class Router:
         p = c.producer
         if c.native is None or p.native is None:
             return None
+        if c.native.switching:
+            # waiting for p's key frame to change over (switch_consumer): ask again (the core keeps
+            # one request per encoding per 500 ms)
+            self.worker.request_keyframe(p.native, c.native.target_encoding)
         if len(p.encodings) < 2:
             layer = pick_temporal_layer(p.fps_upto[0] if p.fps_upto else [], c.max_fps)
             if c.native.max_temporal_layer != layer:

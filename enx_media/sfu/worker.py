@@ -121,8 +121,11 @@ class Worker:
     def close_consumer(self, consumer: _core.Consumer | None) -> None:
         self.native.close_consumer(consumer)
 
-    def switch_producer(self, consumer: _core.Consumer, producer: _core.Producer) -> None:
-        self.native.switch_producer(consumer, producer)
+    def switch_producer(self, consumer: _core.Consumer, producer: _core.Producer, at_keyframe: bool = False,
+                        encoding: int = -1) -> None:
+        """Feed the consumer from another producer, numbering continuous; with at_keyframe video changes
+        over at the new producer's next key frame (asked for now), the old one feeding it until then."""
+        self.native.switch_producer(consumer, producer, at_keyframe, encoding)
 
     def set_target_encoding(self, consumer: _core.Consumer, encoding: int) -> None:
         """Switch the consumer to the producer's encoding index at its next key frame (PLI sent now)."""

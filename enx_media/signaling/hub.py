@@ -65,6 +65,9 @@ class MessageNotifier:
     async def offer(self, p: "Participant", sdp: str, subscriptions: list["Subscription"]) -> None:
         await p.channel.send(M.offer(sdp, subscriptions))
 
+    async def stream_switched(self, p: "Participant", sm: "Subscription", was: str) -> None:
+        await p.channel.send(M.stream_switched(sm, was))
+
     async def transport_closed(self, p: "Participant", direction: str, reason: str) -> None:
         exc = E.Conflict(f"{direction} transport closed: {reason}", reason="transport closed")
         await p.channel.send(M.error(exc, transport=direction))

@@ -113,6 +113,10 @@ def offer(sdp: str, subscriptions: list["Subscription"]) -> dict[str, Any]:
             "streams": [{"mid": sm.section.mid, **stream_info(sm.producer)} for sm in subscriptions]}
 
 
+def stream_switched(sm: "Subscription", was: str) -> dict[str, Any]:
+    return {"type": "stream-switched", "mid": sm.section.mid, "from": was, "stream": stream_info(sm.producer)}
+
+
 def answer(sdp: str) -> dict[str, Any]:
     return {"type": "answer", "sdp": sdp}
 

@@ -26,6 +26,7 @@ class EnxRoom extends EventTarget {
     this.streams = new Map();        // stream_id -> {participant_id, kind, ...}
     this.participants = new Map();   // participant_id -> {name, role, ...}
     this.remoteTracks = new Map();   // stream_id -> MediaStreamTrack
+    this.adapted = new Map();        // stream_id -> its adaptVideo report (sends the element's height again)
     this.offerChain = Promise.resolve();
     this.simulcast = true;           // publish camera video as SIMULCAST_LAYERS
     this.mediaAddress = null;        // "host:port": send media there, not to the node's candidate (a relay, a NAT)
@@ -79,6 +80,7 @@ class EnxRoom extends EventTarget {
       case "offer": this.offerChain = this.offerChain.then(() => this.onOffer(msg)).catch((e) => this.emit("error", e)); break;
       case "stream-added": this.streams.set(msg.stream.stream_id, msg.stream); break;
       case "stream-removed": this.streams.delete(msg.stream_id); this.remoteTracks.delete(msg.stream_id); break;
+      case "stream-switched": this.streamSwitched(msg); break;
       case "participant-joined": this.participants.set(msg.participant.participant_id, msg.participant); break;
       case "participant-left": this.participants.delete(msg.participant_id); break;
       case "layers": this.setLayers(msg).catch((e) => this.emit("error", e)); break;
@@ -98,16 +100,30 @@ class EnxRoom extends EventTarget {
   adaptVideo(streamId, element) {
     // Adaptive stream: tell the node the height this video is rendered at (device pixels) whenever its
     // element resizes, so it sends the simulcast layer that fits; a hidden (0-height) element keeps the last.
-    let sent = null, timer = null;
-    const report = () => {
+    // It follows the m-line: after a stream-switched, the new stream gets the height.
+    let sent = null, timer = null, current = streamId;
+    const report = (again) => {
       const h = Math.round(element.clientHeight * (window.devicePixelRatio || 1));
-      if (!h || h === sent) return;
+      if (!h || (h === sent && !again)) return;
       sent = h;
-      this.streamSettings(streamId, h).catch((e) => this.emit("error", e));
+      this.streamSettings(current, h).catch((e) => this.emit("error", e));
     };
+    const entry = { report, moveTo: (id) => { current = id; report(true); } };
+    this.adapted.set(streamId, entry);
     const observer = new ResizeObserver(() => { clearTimeout(timer); timer = setTimeout(report, 200); });
     observer.observe(element);
-    return () => { observer.disconnect(); clearTimeout(timer); };
+    return () => { observer.disconnect(); clearTimeout(timer); this.adapted.delete(current); };
+  }
+
+  streamSwitched(msg) {
+    // The same m-line (and track) carries another stream from now on (a lecture moving between a
+    // publisher's stream and the MCU's composite): no new track, the picture goes on.
+    const id = msg.stream.stream_id;
+    this.midToStream.set(msg.mid, id);
+    this.streams.set(id, msg.stream);
+    if (this.remoteTracks.has(msg.from)) { this.remoteTracks.set(id, this.remoteTracks.get(msg.from)); this.remoteTracks.delete(msg.from); }
+    const adapted = this.adapted.get(msg.from);
+    if (adapted) { this.adapted.delete(msg.from); this.adapted.set(id, adapted); adapted.moveTo(id); }
   }
 
   async setLayers(msg) {

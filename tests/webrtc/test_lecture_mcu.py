@@ -1,8 +1,10 @@
 """The lecture MCU with real aiortc peers through the node's signaling: one moderator is passed through;
 when a second moderator publishes, everyone moves to the MCU's output (composite video with each
-moderator's colour in its tile, the full mix with both tones); each moderator hears the other but not
-itself (mix-minus); when the second leaves, the audience is back on the first one's own stream. A headless
-Chromium in the audience, through the demo page, decodes the composite too."""
+moderator's colour in its tile, the full mix with both tones) on the same m-lines, without a gap in the
+picture; each moderator hears the other but not itself (mix-minus); when the second leaves, the audience
+is back on the first one's own stream, again without a gap. A headless
+Chromium in the audience, through the demo page, decodes the teacher's stream and then, on the same tile,
+the composite."""
 import asyncio
 import time
 
@@ -56,6 +58,36 @@ async def tones_in(track, seconds=1.5):
     return [float(spec[(hz > f - 15) & (hz < f + 15)].max() / peak) for f in TONES]
 
 
+class FrameLog:
+    """Every frame one track decodes, as it comes: (arrival time, width, height)."""
+
+    def __init__(self, track):
+        self.frames: list[tuple[float, int, int]] = []
+        self.task = asyncio.ensure_future(self._run(track))
+
+    async def _run(self, track):
+        while True:
+            frame = await track.recv()
+            self.frames.append((time.monotonic(), frame.width, frame.height))
+
+    async def until(self, size, timeout=30.0):
+        """Wait for a frame of that size; returns the longest wait between two frames up to the first such
+        frame and one second after it (the switch's gap, as the viewer sees it)."""
+        deadline = time.monotonic() + timeout
+        while not any((w, h) == size for _, w, h in self.frames):
+            assert time.monotonic() < deadline, f"no {size} frame; sizes seen {sorted({f[1:] for f in self.frames})}"
+            await asyncio.sleep(0.05)
+        first = next(t for t, w, h in self.frames if (w, h) == size)
+        await asyncio.sleep(1.0)
+        times = [t for t, _, _ in self.frames if t <= first + 1.0]
+        start = next(i for i, t in enumerate(times) if t == first)
+        window = times[max(0, start - 30):]
+        return max(b - a for a, b in zip(window, window[1:]))
+
+    def stop(self):
+        self.task.cancel()
+
+
 def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_through(node, creds):
     api = Api(node, creds)
     room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 50, "layout": "grid"})
@@ -72,20 +104,36 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
                 await s.subscribe()
             # one video publisher: its own stream, passed through
             sid = await audience[0].wait_stream(teacher.participant_id, "video")
-            assert await receive_video(await audience[0].wait_track(sid), COLORS[0], 8, timeout=30) >= 7
+            passed_through = await audience[0].wait_track(sid)
+            assert await receive_video(passed_through, COLORS[0], 8, timeout=30) >= 7
+            mlines = len(audience[0].subscribe_pc.getTransceivers())
 
+            # a second video publisher: the audience's m-lines switch to the MCU's outputs at the composite's
+            # first key frame, the teacher's stream showing until then (no renegotiation, no gap)
+            seen = FrameLog(passed_through)
             await cohost.join()
             await teacher.subscribe()
             await cohost.subscribe()
             await cohost.publish([ColorTrack(COLORS[1]), ToneTrack(TONES[1])])
+            gap_in = await seen.until((1280, 720))
+            seen.stop()
+            composite = await audience[0].wait_stream(MCU_ID, "video", timeout=20, source="composite")
+            assert audience[0].received[composite] is passed_through and sid not in audience[0].received
+            assert len(audience[0].subscribe_pc.getTransceivers()) == mlines
             tracks = [await s.wait_track(await s.wait_stream(MCU_ID, "video", timeout=20, source="composite"))
                       for s in audience]
             sizes = await asyncio.gather(*(composite_shows(t, COLORS[:2]) for t in tracks))
             assert set(sizes) == {(1280, 720)}
+            assert gap_in < 0.4, f"the switch to the composite left {gap_in:.3f} s without a frame"
             mix = await tones_in(await audience[1].wait_track(await audience[1].wait_stream(MCU_ID, "audio", source="mix")))
             assert min(mix) > 0.2, mix
-            own = await tones_in(await teacher.wait_track(await teacher.wait_stream(MCU_ID, "audio", source="mix-minus")))
+            minus = await teacher.wait_stream(MCU_ID, "audio", source="mix-minus")
+            own = await tones_in(await teacher.wait_track(minus))
             assert own[0] < 0.05 and own[1] > 0.5, own       # the cohost, not itself
+            # a mix-minus is its publisher's alone: asked for by id, nobody else gets it
+            await audience[2].subscribe([minus])
+            await asyncio.sleep(1.0)
+            assert minus not in audience[2].received and minus not in audience[2].stream_info
 
             metrics = api.metrics()
             assert "enx_mcu_running 1.0" in metrics and 'enx_mcu_now{stat="video_frames"}' in metrics
@@ -98,24 +146,38 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             single = await composite_shows(tracks[0], COLORS[:1])
             assert single == (1280, 720)
 
-            # the cohost leaves: the MCU's outputs go, the teacher's own stream comes back on a new track
-            viewer = audience[3]
-            passed_through = viewer.received[sid]
+            # the cohost leaves: the same m-line carries the teacher's own stream again from its next key
+            # frame, the composite showing until then; then the MCU's outputs go
+            seen = FrameLog(passed_through)
             await cohost.leave()
+            gap_out = await seen.until(ColorTrack(COLORS[0]).img.shape[1::-1])
+            seen.stop()
             deadline = time.monotonic() + 20
-            while viewer.received.get(sid) is passed_through or any(
-                    info["participant_id"] == MCU_ID for info in viewer.stream_info.values()):
-                assert time.monotonic() < deadline, ("the audience did not go back to the teacher's stream",
-                                                     viewer.received.get(sid) is passed_through,
-                                                     [i.get("source") for i in viewer.stream_info.values()
-                                                      if i["participant_id"] == MCU_ID])
+            while any(info["participant_id"] == MCU_ID for info in audience[0].stream_info.values()):
+                assert time.monotonic() < deadline, "the MCU's outputs stayed"
                 await asyncio.sleep(0.1)
-            assert await receive_video(viewer.received[sid], COLORS[0], 8, timeout=30) >= 7
+            assert audience[0].received[sid] is passed_through
+            assert len(audience[0].subscribe_pc.getTransceivers()) == mlines
+            assert await receive_video(passed_through, COLORS[0], 8, timeout=30) >= 7
+            assert all(s.received.get(sid) is t for s, t in zip(audience, tracks))   # each on its one track
+            assert gap_out < 0.4, f"the switch back left {gap_out:.3f} s without a frame"
+            print(f"switch gaps: to the composite {gap_in * 1000:.0f} ms, back {gap_out * 1000:.0f} ms")
         finally:
             for c in [teacher, cohost, *audience]:
                 await c.leave()
 
     asyncio.run(scenario())
+
+
+async def decoded(page, stream_id, frames, height, timeout=30.0):
+    """Wait until the demo page has decoded that many frames of the stream, the last ones that high."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, lines = await page.evaluate(FRAMES_DECODED, stream_id), await page.evaluate(INBOUND_HEIGHT, stream_id)
+        if got >= frames and lines == height:
+            return
+        assert time.monotonic() < deadline, f"the browser decoded {got} frames, {lines} lines"
+        await asyncio.sleep(0.3)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup test installs it)")
@@ -126,23 +188,24 @@ def test_a_browser_in_the_audience_decodes_the_composite(node, creds):
     async def scenario():
         mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
         try:
-            for i, m in enumerate(mods):
-                await m.join()
-                await m.publish([ColorTrack(COLORS[i]), ToneTrack(TONES[i])])
+            await mods[0].join()
+            await mods[0].publish([ColorTrack(COLORS[0]), ToneTrack(TONES[0])])
             async with chromium_page() as page:
                 await page.goto(f"{node.base}/demo?token={api.token(room['room_id'], 'student', 'participant')}")
+                await page.wait_for_function("() => window.enxDemo && window.enxDemo.room.remoteTracks.size >= 2",
+                                             timeout=30000)
+                teacher = await demo_video_stream(page, mods[0].participant_id)
+                await decoded(page, teacher, 30, 120)      # the teacher's own 160x120, passed through
+                # a second moderator publishes: the browser's tile and track go on showing the composite
+                await mods[1].join()
+                await mods[1].publish([ColorTrack(COLORS[1]), ToneTrack(TONES[1])])
                 await page.wait_for_function(
-                    """() => window.enxDemo && [...window.enxDemo.room.streams.values()].some(
+                    """() => [...window.enxDemo.room.streams.values()].some(
                        (s) => s.participant_id === "mcu" && s.kind === "video")""", timeout=30000)
                 stream_id = await demo_video_stream(page, MCU_ID)
-                deadline = time.monotonic() + 30
-                while True:
-                    frames, height = (await page.evaluate(FRAMES_DECODED, stream_id),
-                                      await page.evaluate(INBOUND_HEIGHT, stream_id))
-                    if frames >= 60 and height == 720:
-                        break
-                    assert time.monotonic() < deadline, f"the browser decoded {frames} frames, {height} lines"
-                    await asyncio.sleep(0.3)
+                await decoded(page, stream_id, 60, 720)
+                tiles = await page.evaluate("""() => [...document.querySelectorAll("#videos .tile")].map((t) => t.id)""")
+                assert tiles == ["tile-" + stream_id], tiles
         finally:
             for m in mods:
                 await m.leave()
