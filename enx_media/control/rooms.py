@@ -33,6 +33,7 @@ MODE_CAPACITY = {"group": 100, "lecture": 2000, "p2p": 2}
 QUALITIES = ("SD", "HD", "FHD")
 # a lecture's composite (the MCU's layouts, enx_media/mcu/layout.py; the control plane imports no media code)
 MCU_LAYOUTS = ("speaker", "grid", "single")
+MCU_CODECS = ("vp8", "h264")
 MIN_DURATION_MIN, MAX_DURATION_MIN = 1, 1440
 DEFAULT_SCHEDULED_DURATION_MIN = 60
 MAX_SCHEDULE_AHEAD_S = 366 * 86400
@@ -44,7 +45,7 @@ BOOL_SETTINGS = ("scheduled", "adhoc", "auto_recording", "canvas", "screen_share
 STR_SETTINGS = {"description": 1000, "billing_code": 100, "media_zone": 32}
 SETTINGS_KEYS = set(BOOL_SETTINGS) | set(STR_SETTINGS) | {
     "mode", "type", "scheduled_time", "duration", "moderators", "participants", "quality",
-    "max_active_talkers", "auto_record", "layout"}
+    "max_active_talkers", "auto_record", "layout", "composite_codec"}
 
 
 # --- coercion: EnableX apps send numbers and booleans as strings ------------------------------------
@@ -301,6 +302,8 @@ def normalize_room_request(body: Any, *, at: float, previous: Room | None = None
 
     settings["quality"] = _choice(settings_in.get("quality", "SD"), "settings.quality", QUALITIES)
     settings["layout"] = _choice(settings_in.get("layout", "speaker"), "settings.layout", MCU_LAYOUTS)
+    settings["composite_codec"] = _choice(settings_in.get("composite_codec", "vp8"), "settings.composite_codec",
+                                          MCU_CODECS)
 
     rec = {k: _bool(settings_in[k], f"settings.{k}") for k in ("auto_recording", "auto_record") if k in settings_in}
     if len(set(rec.values())) > 1:

@@ -13,7 +13,8 @@ on a codec. Each pass of the thread:
    and a mix-minus per input that has its own output), encodes Opus and feeds the packets;
 3. every 1/fps composites the pictures into the canvas by the layout (`layout.tiles`; the speaker layout's
    large tile follows `ActiveSpeaker` fed from the decoded energy), an input without a new picture for
-   STALE_S shown as a placeholder, encodes VP8 (libvpx realtime; a key frame on request, at most one per
+   STALE_S shown as a placeholder, encodes VP8 (libvpx realtime) or H.264 (libx264) and, for simulcast
+   out of the MCU, the same picture at a second smaller size (a key frame on request, at most one per
    KEYFRAME_MIN_S, and every KEYFRAME_INTERVAL_S) and feeds the packets. The first composite waits until
    every video input has a picture (at most WARMUP_S): subscribers switched over to it at its first key
    frame (the core's switch_producer at_keyframe) keep the stream they had until then, so nobody sees a
@@ -36,6 +37,7 @@ from typing import Any, Callable
 
 import av
 import numpy as np
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
 
@@ -56,6 +58,8 @@ KEYFRAME_MIN_S = 0.5
 KEYFRAME_INTERVAL_S = 5.0
 SPEAKER_EVERY_S = 0.1
 VIDEO_CLOCK = 90000
+VIDEO_CODECS = ("vp8", "h264")
+SMALL_BITRATE = 400_000             # the composite's second, smaller size (simulcast out of the MCU)
 BACKGROUND_YUV = (16, 128, 128)     # black
 PLACEHOLDER_YUV = (60, 128, 128)    # dark grey
 TILE_COLOURS = [(81, 90, 240), (145, 54, 34), (41, 240, 110), (210, 16, 146), (170, 166, 16),
@@ -103,9 +107,16 @@ class AudioEncoder:
 
 
 class VideoEncoder:
-    def __init__(self, output: Output, width: int, height: int, fps: int, bitrate: int, threads: int) -> None:
+    """One size of the composite: VP8 (libvpx, realtime) or H.264 (libx264, ultrafast/zerolatency,
+    constrained baseline as the node offers it), packetized by aiortc's packetizers (pack())."""
+
+    def __init__(self, output: Output, width: int, height: int, fps: int, bitrate: int, threads: int,
+                 codec: str = "vp8") -> None:
+        if codec not in VIDEO_CODECS:
+            raise ValueError(f"the MCU encodes {' or '.join(VIDEO_CODECS)}")
         self.output = output
-        self.codec = av.CodecContext.create("libvpx", "w")
+        self.width, self.height = width, height
+        self.codec = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
         self.codec.width, self.codec.height = width, height
         self.codec.pix_fmt = "yuv420p"
         self.codec.time_base = fractions.Fraction(1, VIDEO_CLOCK)
@@ -113,11 +124,17 @@ class VideoEncoder:
         self.codec.bit_rate = bitrate
         self.codec.gop_size = int(KEYFRAME_INTERVAL_S * fps)
         self.codec.thread_count = threads
-        self.codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                              "error-resilient": "1", "static-thresh": "100", "undershoot-pct": "95",
-                              "bufsize": str(bitrate), "maxrate": str(bitrate), "minrate": str(bitrate // 4)}
-        self.packer = Vp8Encoder()           # aiortc's VP8 payload descriptor packetizer (RFC 7741), its pack()
-        self.last_key = -math.inf
+        self.packer: Vp8Encoder | H264Encoder
+        if codec == "vp8":
+            self.codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                                  "error-resilient": "1", "static-thresh": "100", "undershoot-pct": "95",
+                                  "bufsize": str(bitrate), "maxrate": str(bitrate), "minrate": str(bitrate // 4)}
+            self.packer = Vp8Encoder()       # aiortc's VP8 payload descriptor packetizer (RFC 7741)
+        else:
+            self.codec.profile = "Constrained Baseline"
+            self.codec.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31",
+                                  "bufsize": str(bitrate), "maxrate": str(bitrate)}
+            self.packer = H264Encoder()      # aiortc's RFC 6184 packetizer (single NAL, STAP-A, FU-A)
 
     def encode(self, canvas: np.ndarray, pts: int, key: bool) -> tuple[list[bytes], bool]:
         frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
@@ -162,7 +179,10 @@ class Mcu:
 
     def __init__(self, worker: Any, video_out: Output, audio_out: Output, *, width: int = 1280, height: int = 720,
                  fps: int = 30, layout: str = "grid", bitrate: int = 1_500_000, threads: int = 2,
+                 codec: str = "vp8", small_out: Output | None = None, small_size: tuple[int, int] = (640, 360),
                  on_speaker: Callable[[str], None] | None = None) -> None:
+        """small_out: the composite again at small_size (simulcast out of the MCU: the node's layer
+        selection serves slow subscribers that one); set_layers says which sizes are encoded."""
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         if not (16 <= width <= 3840 and 16 <= height <= 2160 and width % 2 == 0 and height % 2 == 0):
@@ -172,13 +192,23 @@ class Mcu:
         self.worker = worker
         self.width, self.height, self.fps = width, height, fps
         self.layout = layout
-        self.video = VideoEncoder(video_out, width, height, fps, bitrate, threads)
+        self.video = VideoEncoder(video_out, width, height, fps, bitrate, threads, codec)
+        self.small: VideoEncoder | None = None
+        if small_out is not None:
+            sw, sh = small_size
+            if not (16 <= sw < width and 16 <= sh < height and sw % 2 == 0 and sh % 2 == 0):
+                raise ValueError("the small size must be even and smaller than the MCU's")
+            self.small = VideoEncoder(small_out, sw, sh, fps, SMALL_BITRATE, 1, codec)
+            self.small_canvas = np.empty((sh * 3 // 2, sw), np.uint8)
+        self.layers = [e for e in (self.small, self.video) if e is not None]   # lowest first
+        self.active = [True] * len(self.layers)
         self.audio = AudioEncoder(audio_out)
         self.canvas = np.empty((height * 3 // 2, width), np.uint8)
         self.speaker = ActiveSpeaker()
         self.on_speaker = on_speaker
         self.inputs: list[Input] = []
-        self.stats: dict[str, float] = {"video_frames": 0, "video_late": 0, "audio_frames": 0, "keyframes_out": 0,
+        self.stats: dict[str, float] = {"video_frames": 0, "small_frames": 0, "video_late": 0, "audio_frames": 0,
+                      "keyframes_out": 0,
                       "input_frames": 0, "decode_errors": 0, "keyframe_requests_in": 0,
                       "keyframe_requests_out": 0, "busy_s": 0.0}
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -186,6 +216,7 @@ class Mcu:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._want_key = True
+        self._last_key = -math.inf
         self._t0 = 0.0
         self._composing = False             # past the warm-up: video frames go out
 
@@ -207,6 +238,15 @@ class Mcu:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         self.layout = layout
+
+    def set_layers(self, active: list[bool]) -> None:
+        """Which sizes are encoded, lowest first (dynacast for the MCU: a size nobody receives costs
+        nothing); a size that resumes starts with a key frame."""
+        if len(active) != len(self.layers):
+            raise ValueError(f"the MCU has {len(self.layers)} size(s)")
+        if any(a and not was for a, was in zip(active, self.active)):
+            self._want_key = True
+        self.active = list(active)
 
     def request_keyframe(self) -> None:
         """A subscriber asked (PLI on the output): the next frame is a key frame, at most one per KEYFRAME_MIN_S."""
@@ -435,14 +475,20 @@ class Mcu:
                 _core.composite(c, self._placeholder(), x, y, tw, th, border=border, marker=6,
                                 marker_yuv=colour, name=i.name)
         pts = int((now - self._t0) * VIDEO_CLOCK)
-        key = self._want_key and now - self.video.last_key >= KEYFRAME_MIN_S
-        packets, was_key = self.video.encode(c, pts, key)
+        key = self._want_key and now - self._last_key >= KEYFRAME_MIN_S
         if key:
             self._want_key = False
-        if was_key:
-            self.video.last_key = now
-            self.stats["keyframes_out"] += 1
-        self._feed(self.video.output, packets)
+            self._last_key = now
+        for enc, active in zip(self.layers, self.active):
+            if not active:
+                continue
+            if enc is self.small:
+                # the same picture scaled by the compositing kernel (area average), same timestamp
+                _core.composite(self.small_canvas, c, 0, 0, enc.width, enc.height)
+                self.stats["small_frames"] += 1
+            packets, was_key = enc.encode(self.small_canvas if enc is self.small else c, pts, key)
+            self.stats["keyframes_out"] += was_key
+            self._feed(enc.output, packets)
         self.stats["video_frames"] += 1
 
     _grey: np.ndarray | None = None

@@ -31,15 +31,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MCU_ID = "mcu"
-VIDEO_PT, AUDIO_PT = 96, 111          # what the outputs' packets carry; consumers rewrite to the subscriber's
+AUDIO_PT = 111                        # what the outputs' packets carry; consumers rewrite to the subscriber's
 SWITCH_WAIT_S = 3.0                   # a stopping MCU feeds the consumers moving off it this long at most
+SMALL_SIZE = (640, 360)               # the composite's second size, for subscribers on slow links
+VIDEO_PTS = {"vp8": 96, "h264": 102}
 
 
 class LectureMix:
     def __init__(self, media: "RoomMedia", *, width: int = 1280, height: int = 720, fps: int = 30,
-                 layout: str = "speaker") -> None:
+                 layout: str = "speaker", codec: str = "vp8", small: tuple[int, int] | None = SMALL_SIZE) -> None:
+        """codec: the composite's (vp8 or h264); small: its second, smaller size (simulcast), None: one size."""
         self.media = media
         self.width, self.height, self.fps, self.layout = width, height, fps, layout
+        self.codec, self.small = codec, small
         self.mcu: Mcu | None = None
         self.video: Producer | None = None
         self.audio: Producer | None = None
@@ -131,26 +135,31 @@ class LectureMix:
             await self.media.room.notifier.stream_added(self.announce_to(s), s)
         await self._resubscribe()
 
-    def _output(self, kind: str, codec: str, source: str) -> Producer:
-        ssrc = random.randint(1, 0xFFFFFFF0)
-        producer = Producer(f"{MCU_ID}-{secrets.token_hex(4)}", MCU_ID, kind, codec, "", ssrc, None, source=source)
+    def _output(self, kind: str, codec: str, source: str, layers: int = 1) -> Producer:
+        ssrcs = [random.randint(1, 0xFFFFFFF0) for _ in range(layers)]
+        encodings = [(rid, ssrc) for rid, ssrc in zip(("q", "f"), ssrcs)] if layers > 1 else []
+        producer = Producer(f"{MCU_ID}-{secrets.token_hex(4)}", MCU_ID, kind, codec, "", ssrcs[-1], None,
+                            encodings=encodings, source=source)
         self.media.router.create_direct_producer(producer)
         if kind == "video":
             producer.on_keyframe_request = self._keyframe_request
         return producer
 
-    def _native_output(self, p: Producer) -> Output:
-        return Output(p.native, p.ssrc or 0, VIDEO_PT if p.kind == "video" else AUDIO_PT)
+    def _native_output(self, p: Producer, layer: int = -1) -> Output:
+        ssrc = p.encodings[layer][1] if p.encodings else p.ssrc or 0
+        return Output(p.native, ssrc, VIDEO_PTS[p.codec] if p.kind == "video" else AUDIO_PT)
 
     def _keyframe_request(self) -> None:
         if self.mcu is not None:
             self.mcu.request_keyframe()
 
     def _start(self) -> list[Producer]:
-        self.video = self._output("video", "vp8", "composite")
+        self.video = self._output("video", self.codec, "composite", layers=2 if self.small else 1)
         self.audio = self._output("audio", "opus", "mix")
         self.mcu = Mcu(self.media.router.worker, self._native_output(self.video), self._native_output(self.audio),
-                       width=self.width, height=self.height, fps=self.fps, layout=self.layout)
+                       width=self.width, height=self.height, fps=self.fps, layout=self.layout, codec=self.codec,
+                       small_out=self._native_output(self.video, 0) if self.small else None,
+                       small_size=self.small or SMALL_SIZE)
         self.mcu.start()
         log.info("lecture mcu started room=%s", self.media.room.room.room_id)
         return [self.video, self.audio]
@@ -210,6 +219,11 @@ class LectureMix:
             if dropped or new:
                 await self.media.update_subscription(p)
         return switched
+
+    def set_layers(self, s: Producer, active: list[bool]) -> None:
+        """Dynacast for the composite (RoomMedia.select_layers): only the sizes someone receives are encoded."""
+        if self.mcu is not None and s is self.video:
+            self.mcu.set_layers(active)
 
     def set_layout(self, layout: str) -> None:
         """From now on (and for a composite started later)."""

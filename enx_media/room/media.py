@@ -61,7 +61,9 @@ class RoomMedia:
         self.router = Router(server.worker)
         self.speaker = ActiveSpeaker()
         # a lecture composites its publishers once there are two (lecture.py)
-        self.lecture = (LectureMix(self, layout=room.room.settings.get("layout", "speaker"))
+        settings = room.room.settings
+        self.lecture = (LectureMix(self, layout=settings.get("layout", "speaker"),
+                                   codec=settings.get("composite_codec", "vp8"))
                         if room.room.mode == "lecture" else None)
 
     @property
@@ -368,6 +370,8 @@ class RoomMedia:
             owner = self.room.participants.get(producer.participant_id)
             if active is not None and owner is not None:
                 asyncio.ensure_future(self.room.notifier.layers(owner, producer, active))
+            elif active is not None and self.lecture is not None:
+                self.lecture.set_layers(producer, active)
 
     def _follow_speaker(self, now: float) -> None:
         """The active speaker from the publishers' audio levels; a change is told to everyone in the room."""

@@ -190,10 +190,13 @@ class Router:
 
     def create_direct_producer(self, producer: Producer) -> Producer:
         """A producer fed from Python (feed()), fanned out like any other: the MCU's output, a test
-        publisher. Its SSRC is the one its packets carry."""
+        publisher. Its SSRC is the one its packets carry (with encodings, each encoding's)."""
         if producer.ssrc is None:
             raise ValueError("a Python-fed producer needs the SSRC its packets carry")
-        producer.native = self.worker.create_direct_producer(producer.codec, producer.ssrc)
+        if producer.encodings:           # simulcast: [(rid, ssrc)] lowest first
+            producer.native = self.worker.create_direct_producer(producer.codec, encodings=list(producer.encodings))
+        else:
+            producer.native = self.worker.create_direct_producer(producer.codec, producer.ssrc)
         self.producers[producer.producer_id] = producer
         return producer
 

@@ -106,12 +106,12 @@ class Sources:
 class Watcher:
     """Decodes an MCU output producer from a tap: the latest picture (video) or the PCM (audio)."""
 
-    def __init__(self, worker, producer, kind):
+    def __init__(self, worker, producer, kind, codec="vp8"):
         self.worker, self.producer, self.kind = worker, producer, kind
         worker.tap(producer)
-        self.buffer = FrameBuffer("vp8")
+        self.buffer = FrameBuffer(codec)
         if kind == "video":
-            self.codec = av.CodecContext.create("libvpx", "r")
+            self.codec = av.CodecContext.create("libvpx" if codec == "vp8" else "h264", "r")
         else:
             self.codec = av.CodecContext.create("libopus", "r")
             self.codec.sample_rate, self.codec.layout, self.codec.format = 48000, "mono", "s16"

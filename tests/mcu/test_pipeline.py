@@ -23,11 +23,11 @@ def worker():
     w.stop()
 
 
-def make_mcu(worker, layout="grid", minus_for=()):
-    video = worker.create_direct_producer("vp8", ssrc=0x9001)
+def make_mcu(worker, layout="grid", codec="vp8", small_out=None):
+    video = worker.create_direct_producer(codec, ssrc=0x9001)
     audio = worker.create_direct_producer("opus", ssrc=0x9002)
     mcu = Mcu(worker, Output(video, 0x9001, 96), Output(audio, 0x9002, 111), width=W, height=H, fps=15,
-              layout=layout, bitrate=800_000, threads=1)
+              layout=layout, bitrate=800_000, threads=1, codec=codec, small_out=small_out, small_size=(W // 2, H // 2))
     return mcu, video, audio
 
 
@@ -154,3 +154,30 @@ def test_audio_and_video_of_the_output_stay_in_sync(worker):
     beep = (ts + where[0]) / 48000
     print(f"output A/V offset at the event: video {flash:.3f} s, audio {beep:.3f} s, {1e3 * (flash - beep):+.0f} ms")
     assert abs(flash - beep) < 0.08
+
+
+def test_h264_at_two_sizes_and_the_small_one_only_while_wanted(worker):
+    small = worker.create_direct_producer("h264", ssrc=0x9003)
+    mcu, video, _ = make_mcu(worker, codec="h264", small_out=Output(small, 0x9003, 102))
+    sources = [Source(worker, k) for k in range(2)]
+    add(mcu, worker, sources)
+    big, little = Watcher(worker, video, "video", "h264"), Watcher(worker, small, "video", "h264")
+    mcu.start()
+    try:
+        with Sources(sources):
+            assert wait_for(big, lambda p: tiles_show(p, sources), 8)
+            little.watch(1.0)
+            mcu.set_layers([False, True])    # nobody receives it: no longer encoded
+            time.sleep(0.5)
+            frames = mcu.stats["small_frames"]
+            time.sleep(1.0)
+            assert mcu.stats["small_frames"] == frames
+            mcu.set_layers([True, True])
+            time.sleep(1.0)
+            assert mcu.stats["small_frames"] > frames
+    finally:
+        mcu.stop()
+    assert big.sizes == {(W, H)} and little.sizes == {(W // 2, H // 2)}
+    x, y, w, h = tiles("grid", 2, W // 2, H // 2)[1]
+    assert near(colour_at(little.picture, W // 2, H // 2, x, y, w, h), sources[1].colour)
+    assert mcu.stats["decode_errors"] == 0

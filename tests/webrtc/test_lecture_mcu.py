@@ -4,7 +4,7 @@ moderator's colour in its tile, the full mix with both tones) on the same m-line
 picture; each moderator hears the other but not itself (mix-minus); when the second leaves, the audience
 is back on the first one's own stream, again without a gap. A headless
 Chromium in the audience, through the demo page, decodes the teacher's stream and then, on the same tile,
-the composite."""
+the composite at the size the tile asks for (simulcast out of the MCU: 1280x720 or 640x360)."""
 import asyncio
 import time
 
@@ -30,18 +30,19 @@ def close_to(rgb, want, tol=40):
     return all(abs(a - b) <= tol for a, b in zip(rgb, want))
 
 
-async def composite_shows(track, colours, timeout=30.0):
-    """Frames of the composite until one shows each colour in its grid tile; returns its size."""
+async def composite_shows(track, colours, size=(1280, 720), timeout=30.0):
+    """Frames of the composite until one of that size (the simulcast layer wanted: a subscriber starts on
+    the small one) shows each colour in its grid tile."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
         img = frame.to_ndarray(format="rgb24")
         h, w = img.shape[:2]
-        last = [tile_rgb(img, t).round() for t in tiles("grid", len(colours), w, h)]
-        if all(close_to(rgb, c) for rgb, c in zip(last, colours)):
-            return w, h
-    raise AssertionError(f"composite tiles {last}, wanted {colours}")
+        last = (w, h), [tile_rgb(img, t).round() for t in tiles("grid", len(colours), w, h)]
+        if (w, h) == size and all(close_to(rgb, c) for rgb, c in zip(last[1], colours)):
+            return
+    raise AssertionError(f"composite {last}, wanted {colours} at {size}")
 
 
 async def tones_in(track, seconds=1.5):
@@ -122,8 +123,10 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             assert len(audience[0].subscribe_pc.getTransceivers()) == mlines
             tracks = [await s.wait_track(await s.wait_stream(MCU_ID, "video", timeout=20, source="composite"))
                       for s in audience]
-            sizes = await asyncio.gather(*(composite_shows(t, COLORS[:2]) for t in tracks))
-            assert set(sizes) == {(1280, 720)}
+            await asyncio.gather(*(composite_shows(t, COLORS[:2]) for t in tracks))
+            # simulcast out of the MCU: a subscriber that asks for 360 lines gets the composite's small size
+            assert await audience[5].stream_settings(composite, max_height=360) == 0
+            await composite_shows(tracks[5], COLORS[:2], size=(640, 360))
             assert gap_in < 0.4, f"the switch to the composite left {gap_in:.3f} s without a frame"
             mix = await tones_in(await audience[1].wait_track(await audience[1].wait_stream(MCU_ID, "audio", source="mix")))
             assert min(mix) > 0.2, mix
@@ -143,8 +146,7 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
                 await audience[0].request("layout", layout="single")
             assert refused.value.code == 1403
             await teacher.request("layout", layout="single")
-            single = await composite_shows(tracks[0], COLORS[:1])
-            assert single == (1280, 720)
+            await composite_shows(tracks[0], COLORS[:1])
 
             # the cohost leaves: the same m-line carries the teacher's own stream again from its next key
             # frame, the composite showing until then; then the MCU's outputs go
@@ -164,6 +166,30 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             print(f"switch gaps: to the composite {gap_in * 1000:.0f} ms, back {gap_out * 1000:.0f} ms")
         finally:
             for c in [teacher, cohost, *audience]:
+                await c.leave()
+
+    asyncio.run(scenario())
+
+
+def test_the_composite_in_h264(node, creds):
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 5, "layout": "grid",
+                              "composite_codec": "h264"})
+
+    async def scenario():
+        mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
+        viewer = api.client(room["room_id"], "student", "participant")
+        try:
+            for i, m in enumerate(mods):
+                await m.join()
+                await m.publish([ColorTrack(COLORS[i]), ToneTrack(TONES[i])])
+            await viewer.join()
+            await viewer.subscribe()
+            composite = await viewer.wait_stream(MCU_ID, "video", timeout=20, source="composite")
+            assert viewer.stream_info[composite]["codec"] == "h264"
+            await composite_shows(await viewer.wait_track(composite), COLORS[:2])
+        finally:
+            for c in [*mods, viewer]:
                 await c.leave()
 
     asyncio.run(scenario())
@@ -203,7 +229,11 @@ def test_a_browser_in_the_audience_decodes_the_composite(node, creds):
                     """() => [...window.enxDemo.room.streams.values()].some(
                        (s) => s.participant_id === "mcu" && s.kind === "video")""", timeout=30000)
                 stream_id = await demo_video_stream(page, MCU_ID)
-                await decoded(page, stream_id, 60, 720)
+                # the tile reports its rendered height (adaptive stream, kept across the switch): the node
+                # sends the composite's size that fits it, 720 lines or its small 360
+                rendered = await page.evaluate(f"""() => Math.round(document.getElementById("tile-{stream_id}")
+                    .clientHeight * (window.devicePixelRatio || 1))""")
+                await decoded(page, stream_id, 60, 720 if rendered >= 720 else 360)
                 tiles = await page.evaluate("""() => [...document.querySelectorAll("#videos .tile")].map((t) => t.id)""")
                 assert tiles == ["tile-" + stream_id], tiles
         finally:
