@@ -36,6 +36,7 @@ class Frame:
     data: bytes               # the encoded frame, depayloaded
     keyframe: bool
     first_arrival: float
+    arrival: float            # of its last packet: when it was whole
 
 
 @dataclass
@@ -44,6 +45,7 @@ class _Pending:
     packets: dict[int, bytes] = field(default_factory=dict)     # extended seq -> payload
     marker_seq: int | None = None
     first_arrival: float = 0.0
+    last_arrival: float = 0.0
     keyframe: bool = False
 
 
@@ -101,6 +103,7 @@ class FrameBuffer:
         if f is None:
             f = self._pending[ts] = _Pending(ts, first_arrival=arrival)
         f.packets[seq] = rtp["payload"]
+        f.last_arrival = max(f.last_arrival, arrival)
         if rtp["marker"]:
             f.marker_seq = seq
         if min(f.packets) == seq:
@@ -154,7 +157,7 @@ class FrameBuffer:
                 self._waiting_key = self.keyframe_needed = True
                 continue
             self.frames_out += 1
-            out.append(Frame(ts, data, f.keyframe, f.first_arrival))
+            out.append(Frame(ts, data, f.keyframe, f.first_arrival, f.last_arrival))
         return out
 
     def _depayload(self, payloads: list[bytes]) -> bytes | None:

@@ -25,6 +25,7 @@ line up in the core's sender reports.
 """
 from __future__ import annotations
 
+import collections
 import fractions
 import logging
 import math
@@ -59,6 +60,7 @@ KEYFRAME_INTERVAL_S = 5.0
 SPEAKER_EVERY_S = 0.1
 VIDEO_CLOCK = 90000
 VIDEO_CODECS = ("vp8", "h264")
+LATENCY_KEPT = 3000                 # latency samples kept (100 s of output frames)
 SMALL_BITRATE = 400_000             # the composite's second, smaller size (simulcast out of the MCU)
 BACKGROUND_YUV = (16, 128, 128)     # black
 PLACEHOLDER_YUV = (60, 128, 128)    # dark grey
@@ -165,6 +167,7 @@ class Input:
     decoder: Any = None
     picture: np.ndarray | None = None
     picture_at: float = -math.inf
+    picture_arrival: float | None = None    # when the frame of the newest picture arrived whole, until composited
     sound: AudioBuffer | None = None
     audio_decoder: Any = None
     pcm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
@@ -211,6 +214,9 @@ class Mcu:
                       "keyframes_out": 0,
                       "input_frames": 0, "decode_errors": 0, "keyframe_requests_in": 0,
                       "keyframe_requests_out": 0, "busy_s": 0.0}
+        # seconds from an input frame's arrival (whole) to the last packet of the first composite showing it
+        # fanned out (feed returns once every consumer's copy is sent), the most recent LATENCY_KEPT
+        self.latency: collections.deque[float] = collections.deque(maxlen=LATENCY_KEPT)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._keys: set[str] = set()
         self._stop = threading.Event()
@@ -392,6 +398,7 @@ class Mcu:
                     pic = pic.reformat(width=pic.width & ~1, height=pic.height & ~1)
                 i.picture = pic.to_ndarray(format="yuv420p")
                 i.picture_at = now
+                i.picture_arrival = f.arrival
                 self.stats["input_frames"] += 1
         if i.frames.keyframe_needed:
             self._ask_keyframe(i)
@@ -489,6 +496,12 @@ class Mcu:
             packets, was_key = enc.encode(self.small_canvas if enc is self.small else c, pts, key)
             self.stats["keyframes_out"] += was_key
             self._feed(enc.output, packets)
+        # latency: the newest input frame in this composite, from its arrival to its last packet sent
+        arrivals = [i.picture_arrival for i in shown if i.picture_arrival is not None]
+        if arrivals:
+            self.latency.append(time.monotonic() - max(arrivals))
+            for i in shown:
+                i.picture_arrival = None
         self.stats["video_frames"] += 1
 
     _grey: np.ndarray | None = None

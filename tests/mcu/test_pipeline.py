@@ -76,6 +76,7 @@ def test_four_colours_in_their_tiles_four_tones_in_the_mix_and_mix_minus(worker)
     mine = tone_levels(own.recent_pcm(1.0), TONES)
     assert mine[TONES[0]] < 0.05 and all(mine[f] > 0.3 for f in TONES[1:]), mine
     assert mcu.stats["decode_errors"] == 0 and mcu.stats["video_frames"] >= 15
+    assert len(mcu.latency) >= 10 and min(mcu.latency) > 0      # input arrival -> composite sent (bench: figures)
 
 
 def test_the_layout_follows_a_publisher_who_leaves_and_the_louder_speaker(worker):
