@@ -15,6 +15,7 @@ from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtp
 from aiortc.mediastreams import AudioStreamTrack
 
 from enx_media.client import RoomClient, use_loopback_candidates
+from enx_media.mcu.layout import tiles
 
 # Every client a test makes through Api checks each message from the node against
 # api/signaling.schema.json; conftest fails the test if any broke it.
@@ -90,6 +91,31 @@ async def receive_video(track, rgb, count: int, timeout: float = 20.0) -> int:
         frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
         matched += colour_close(frame, rgb)
     return matched
+
+
+def tile_rgb(img, tile):
+    """The mean RGB of the middle third of a tile (x, y, w, h) of an RGB picture."""
+    x, y, w, h = tile
+    return img[y + h // 3:y + 2 * h // 3, x + w // 3:x + 2 * w // 3].reshape(-1, 3).mean(axis=0)
+
+
+def close_to(rgb, want, tol=40):
+    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
+
+
+async def composite_shows(track, colours, size=(1280, 720), timeout=30.0):
+    """Frames of the composite until one of that size (the simulcast layer wanted: a subscriber starts on
+    the small one) shows each colour in its grid tile."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
+        img = frame.to_ndarray(format="rgb24")
+        h, w = img.shape[:2]
+        last = (w, h), [tile_rgb(img, t).round() for t in tiles("grid", len(colours), w, h)]
+        if (w, h) == size and all(close_to(rgb, c) for rgb, c in zip(last[1], colours)):
+            return
+    raise AssertionError(f"composite {last}, wanted {colours} at {size}")
 
 
 async def shows_colours(track, colours, timeout: float = 30.0, share: float = 0.01) -> bool:

@@ -1,6 +1,10 @@
 """Lecture room: one moderator publishes to 20 subscribers (passed through); floor control lets a participant
-publish, and the two are composited by the MCU for everyone."""
+publish, and the two are composited by the MCU for everyone; a moderator and a floor holder composited for
+50 aiortc subscribers in processes of their own (tests/audience.py)."""
 import asyncio
+import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +13,7 @@ from enx_media.room.lecture import MCU_ID
 from media_util import COLORS, Api, ColorTrack, ToneTrack, receive_audio, receive_video, shows_colours
 
 SUBSCRIBERS = 20
+AUDIENCE = Path(__file__).resolve().parent.parent / "audience.py"
 
 
 def test_lecture_fanout_and_floor(node, creds):
@@ -116,5 +121,44 @@ def test_participant_hears_and_sees_two_moderators(node, creds, subscribed_first
         finally:
             for c in [student, *mods]:
                 await c.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_moderator_and_a_floor_holder_composited_for_fifty_subscribers(node, creds):
+    """The lecture end to end: 50 aiortc subscribers (two processes of 25, so their decoding has both cores)
+    receive the teacher passed through, then, once a student holds the floor and publishes, the composite
+    of both; each asks for it at 360 lines (the composite's small size: 50 decoders of 720p would not keep
+    up on this machine) and decodes a frame with both colours in their tiles, and hears the mix."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 1, "participants": 60, "layout": "grid"})
+
+    async def scenario():
+        teacher = await api.joined(room["room_id"], "teacher", "moderator")
+        await teacher.publish([ColorTrack(COLORS[2]), ToneTrack()])
+        holder = await api.joined(room["room_id"], "holder", "participant")
+        plan = {"url": api.ws_url, "seconds": 120, "height": 360, "size": [640, 360], "colours": [COLORS[2], COLORS[0]]}
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, str(AUDIENCE),
+            json.dumps({**plan, "tokens": [api.token(room["room_id"], f"s{k}-{i}", "participant") for i in range(25)]}),
+            stdout=asyncio.subprocess.PIPE) for k in range(2)]
+        try:
+            await asyncio.sleep(5)             # the audience joins while the teacher alone is passed through
+            await holder.request("floor-request")
+            await teacher.next_event("floor-requested")
+            await teacher.request("floor-grant", participant_id=holder.participant_id)
+            await holder.next_event("floor-granted")
+            await holder.publish([ColorTrack(COLORS[0]), ToneTrack(700.0)])
+            outs = [await asyncio.wait_for(p.communicate(), 180) for p in procs]
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+            await holder.leave()
+            await teacher.leave()
+        results = [r for out, _ in outs for r in json.loads(out.decode().strip().splitlines()[-1])]
+        failed = [r for r in results if not r["ok"] or r["protocol_errors"]]
+        assert len(results) == 50 and not failed, failed[:3]
+        assert all(r["audio_frames"] == 25 for r in results)
 
     asyncio.run(scenario())

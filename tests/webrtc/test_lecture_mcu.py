@@ -12,37 +12,12 @@ import numpy as np
 import pytest
 
 from enx_media.client import SignalingError
-from enx_media.mcu.layout import tiles
 from enx_media.room.lecture import MCU_ID
 from media_util import (CHROMIUM, FRAMES_DECODED, INBOUND_HEIGHT, COLORS, Api, ColorTrack, ToneTrack, chromium_page,
-                        demo_video_stream, receive_video)
+                        composite_shows, demo_video_stream, receive_video)
 
 AUDIENCE = 6
 TONES = (300.0, 700.0)
-
-
-def tile_rgb(img, tile):
-    x, y, w, h = tile
-    return img[y + h // 3:y + 2 * h // 3, x + w // 3:x + 2 * w // 3].reshape(-1, 3).mean(axis=0)
-
-
-def close_to(rgb, want, tol=40):
-    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
-
-
-async def composite_shows(track, colours, size=(1280, 720), timeout=30.0):
-    """Frames of the composite until one of that size (the simulcast layer wanted: a subscriber starts on
-    the small one) shows each colour in its grid tile."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
-        img = frame.to_ndarray(format="rgb24")
-        h, w = img.shape[:2]
-        last = (w, h), [tile_rgb(img, t).round() for t in tiles("grid", len(colours), w, h)]
-        if (w, h) == size and all(close_to(rgb, c) for rgb, c in zip(last[1], colours)):
-            return
-    raise AssertionError(f"composite {last}, wanted {colours} at {size}")
 
 
 async def tones_in(track, seconds=1.5):
