@@ -8,10 +8,12 @@ import time
 import numpy as np
 import pytest
 
+from enx_media._native import _core
 from enx_media.mcu.layout import tiles
 from enx_media.mcu.pipeline import Mcu, Output
 from enx_media.sfu import Worker
 from mcu_util import TONES, Source, Sources, Watcher, colour_at, near, tone_levels
+from rtp_util import PLAIN, Peer
 
 W, H = 640, 360
 
@@ -132,12 +134,17 @@ def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder
 def test_audio_and_video_of_the_output_stay_in_sync(worker):
     """A flash and a beep at the same instant at one input (white from video pts 2.0 s, a loud tone from
     sample 96000, silence before): in the output, the first composite showing the white tile and the first
-    loud mix sample are at RTP times (both on the MCU's one clock) within 80 ms of each other."""
+    loud mix sample are at RTP times (both on the MCU's one clock) within 80 ms of each other; and a
+    subscriber that lines its streams up by their sender reports (RFC 3550 §6.4.1: RTP time to NTP per
+    stream) finds them within 80 ms of each other too."""
     mcu, video, audio = make_mcu(worker)
     sources = [Source(worker, 0), Source(worker, 1)]
     sources[0].event_s = 2.0
     add(mcu, worker, sources)
     seen, heard = Watcher(worker, video, "video"), Watcher(worker, audio, "audio")
+    sub = Peer(worker, PLAIN)
+    worker.create_consumer(sub.transport, video, 0x9501, 96, 90000)     # numbering from its first packet:
+    worker.create_consumer(sub.transport, audio, 0x9502, 111, 48000)    # timestamps as the producer's
     tile = tiles("grid", 2, W, H)[0]
     mcu.start()
     try:
@@ -155,6 +162,19 @@ def test_audio_and_video_of_the_output_stay_in_sync(worker):
     beep = (ts + where[0]) / 48000
     print(f"output A/V offset at the event: video {flash:.3f} s, audio {beep:.3f} s, {1e3 * (flash - beep):+.0f} ms")
     assert abs(flash - beep) < 0.08
+    worker.native.send_sender_reports()
+    time.sleep(0.05)
+    reports = {r["ssrc"]: r for d in sub.take() if d[1] == 200 for r in _core.parse_rtcp(d) if r["type"] == "sr"}
+
+    def wall(ssrc, ts, clock):       # the NTP time (seconds) a receiver gives RTP time ts of that stream
+        sr = reports[ssrc]
+        return sr["ntp"] / 2 ** 32 + ((ts - sr["rtp_timestamp"] + 2 ** 31) % 2 ** 32 - 2 ** 31) / clock
+
+    flash_ts = next(ts for ts, pic in seen.timeline if colour_at(pic, W, H, *tile)[0] > 200)
+    by_reports = wall(0x9501, flash_ts, 90000) - wall(0x9502, ts + int(where[0]), 48000)
+    print(f"... as a subscriber lines them up by the sender reports: {1e3 * by_reports:+.0f} ms")
+    assert abs(by_reports) < 0.08
+    sub.close()
 
 
 def test_h264_at_two_sizes_and_the_small_one_only_while_wanted(worker):
