@@ -12,7 +12,8 @@ on a codec. Each pass of the thread:
 2. every 20 ms takes one frame of PCM per input (silence where short), mixes it (`_core.mix`: the full mix,
    and a mix-minus per input that has its own output), encodes Opus and feeds the packets;
 3. every 1/fps composites the pictures into the canvas by the layout (`layout.tiles`; the speaker layout's
-   large tile follows `ActiveSpeaker` fed from the decoded energy), an input without a new picture for
+   large tile follows `ActiveSpeaker` fed from the RFC 6464 levels the room reads in the core where an
+   input's packets carry them, else from the decoded energy), an input without a new picture for
    STALE_S shown as a placeholder, encodes VP8 (libvpx realtime) or H.264 (libx264) and, for simulcast
    out of the MCU, the same picture at a second smaller size (a key frame on request, at most one per
    KEYFRAME_MIN_S, and every KEYFRAME_INTERVAL_S) and feeds the packets. The first composite waits until
@@ -58,6 +59,7 @@ WARMUP_S = 1.5                      # the first composite waits this long at mos
 KEYFRAME_MIN_S = 0.5
 KEYFRAME_INTERVAL_S = 5.0
 SPEAKER_EVERY_S = 0.1
+EXT_LEVELS_FRESH_S = 1.5            # audio levels from the header extension older than this: decoded energy again
 VIDEO_CLOCK = 90000
 VIDEO_CODECS = ("vp8", "h264")
 LATENCY_KEPT = 3000                 # latency samples kept (100 s of output frames)
@@ -223,6 +225,7 @@ class Mcu:
         self._thread: threading.Thread | None = None
         self._want_key = True
         self._last_key = -math.inf
+        self._ext_levels: tuple[float, dict[str, float]] = (-math.inf, {})
         self._t0 = 0.0
         self._composing = False             # past the warm-up: video frames go out
 
@@ -244,6 +247,12 @@ class Mcu:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
         self.layout = layout
+
+    def set_levels(self, levels: dict[str, float]) -> None:
+        """The inputs' RFC 6464 audio levels (dBov, 0 loudest) as their packets' header extension carried
+        them (the room reads them in the core): the speaker follows these where an input has them, its
+        decoded energy where not."""
+        self._ext_levels = (time.monotonic(), dict(levels))
 
     def set_layers(self, active: list[bool]) -> None:
         """Which sizes are encoded, lowest first (dynacast for the MCU: a size nobody receives costs
@@ -453,8 +462,13 @@ class Mcu:
 
     def _follow_speaker(self, now: float) -> None:
         levels = {}
+        at, ext = self._ext_levels
+        fresh = now - at < EXT_LEVELS_FRESH_S
         for i in self.inputs:
-            if i.energy:
+            if fresh and i.key in ext:
+                levels[i.key] = ext[i.key]
+                i.energy.clear()
+            elif i.energy:
                 ms = sum(i.energy) / len(i.energy)
                 i.energy.clear()
                 # dBov of the mean square against a full-scale sine's (RFC 6464's reference)

@@ -220,6 +220,11 @@ class LectureMix:
                 await self.media.update_subscription(p)
         return switched
 
+    def set_levels(self, levels: dict[str, float]) -> None:
+        """The publishers' RFC 6464 levels (RoomMedia's speaker detection): the composite's speaker follows them."""
+        if self.mcu is not None:
+            self.mcu.set_levels(levels)
+
     def set_layers(self, s: Producer, active: list[bool]) -> None:
         """Dynacast for the composite (RoomMedia.select_layers): only the sizes someone receives are encoded."""
         if self.mcu is not None and s is self.video:

@@ -376,7 +376,10 @@ class RoomMedia:
     def _follow_speaker(self, now: float) -> None:
         """The active speaker from the publishers' audio levels; a change is told to everyone in the room."""
         levels = self.router.audio_levels()
-        who = self.speaker.update({k: level for k, (_, level) in levels.items()}, now)
+        by_participant = {k: level for k, (_, level) in levels.items()}
+        if self.lecture is not None:
+            self.lecture.set_levels(by_participant)
+        who = self.speaker.update(by_participant, now)
         if who is not None and who in levels:
             stream = levels[who][0]
             for p in list(self.room.participants.values()):

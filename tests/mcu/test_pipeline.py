@@ -100,9 +100,17 @@ def test_the_layout_follows_a_publisher_who_leaves_and_the_louder_speaker(worker
             sources[1].amplitude = 16000
             big = tiles("speaker", 3, W, H, speaker=1)[1]
             assert wait_for(seen, lambda p: near(colour_at(p, W, H, *big), sources[1].colour), 5), speakers
+            # where the publishers' packets carry RFC 6464 levels (the room reads them), those decide:
+            # publisher 2 is the loud one there, whatever its decoded energy says
+            big = tiles("speaker", 3, W, H, speaker=2)[2]
+            end = time.monotonic() + 5
+            while not near(colour_at(seen.picture, W, H, *big), sources[2].colour):
+                assert time.monotonic() < end, speakers
+                mcu.set_levels({"p0": 90.0, "p1": 90.0, "p2": 10.0})
+                seen.watch(0.2)
     finally:
         mcu.stop()
-    assert speakers[-1] == "p1"
+    assert speakers[-2:] == ["p1", "p2"]
 
 
 def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder(worker):
