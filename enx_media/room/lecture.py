@@ -68,6 +68,16 @@ class LectureMix:
         owner = self._owner.get(s.producer_id)
         return people if owner is None else [p for p in people if p.participant_id == owner]
 
+    def visible_to(self, p: "Participant", s: Producer) -> bool:
+        """Whether p may know of stream s: any publisher's; of the MCU's current outputs, those announced to
+        p (a mix-minus only to its publisher); a stopped MCU's outputs, going, to nobody."""
+        if not self.is_output(s):
+            return True
+        if s not in self.outputs():
+            return False
+        owner = self._owner.get(s.producer_id)
+        return owner is None or owner == p.participant_id
+
     def wants(self, p: "Participant", s: Producer) -> bool | None:
         """Whether p follows stream s while the MCU runs (None: the room's usual rule applies)."""
         if not self.running:

@@ -163,8 +163,12 @@ class LiveRoom:
             raise E.Conflict("this node runs without a media worker")
         return self.media
 
-    def live_streams(self) -> list[Producer]:
-        return self.media.live_producers() if self.media is not None else []
+    def live_streams(self, p: Participant) -> list[Producer]:
+        """The live streams p may know of (a lecture's MCU outputs only as they are announced to p)."""
+        if self.media is None:
+            return []
+        lecture = self.media.lecture
+        return [s for s in self.media.live_producers() if lecture is None or lecture.visible_to(p, s)]
 
     # -- membership ---------------------------------------------------------------------------------
     def admit(self, p: Participant) -> None:

@@ -89,7 +89,7 @@ def joined(live: "LiveRoom", p: "Participant", visible: list["Participant"]) -> 
     return {"type": "joined", "participant_id": p.participant_id, "session_id": live.session_id, "role": p.role,
             "room": {"room_id": room.room_id, "name": room.name, "mode": room.mode, "duration": room.duration_s},
             "participants": [participant_info(x) for x in visible],
-            "streams": [stream_info(s) for s in live.live_streams()]}
+            "streams": [stream_info(s) for s in live.live_streams(p)]}
 
 
 def participant_joined(p: "Participant") -> dict[str, Any]:

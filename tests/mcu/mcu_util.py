@@ -4,6 +4,7 @@ outputs (from a tap on its output producers) with PyAV."""
 from __future__ import annotations
 
 import fractions
+import os
 import threading
 import time
 
@@ -31,7 +32,8 @@ def solid(width, height, yuv):
 
 class Source:
     """One publisher: a solid colour at 320x180 and a sine tone, 30 fps / 20 ms, fed into its producers
-    (video and audio) of the worker. corrupt_video: its VP8 payloads are garbage from then on."""
+    (video and audio) of the worker. corrupt_video / corrupt_audio: its VP8 / Opus payloads are garbage from
+    then on."""
 
     def __init__(self, worker, index, amplitude=6000, ssrc_base=0x7000):
         self.worker = worker
@@ -43,7 +45,7 @@ class Source:
         self.venc, self.aenc = Vp8Encoder(), OpusEncoder()
         self.frame = solid(320, 180, self.colour)
         self.vpts = self.apts = 0
-        self.corrupt_video = False
+        self.corrupt_video = self.corrupt_audio = False
         self.keyframe = True
         self.event_s = None      # from this media time on (video pts / audio samples): white, and a loud beep
 
@@ -67,6 +69,8 @@ class Source:
         f = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         f.sample_rate, f.pts, f.time_base = 48000, self.apts, fractions.Fraction(1, 48000)
         payloads, ts = self.aenc.encode(f)
+        if self.corrupt_audio:
+            payloads = [os.urandom(len(p) * (self.apts // 960 % 3)) for p in payloads]   # garbage, some empty
         self.worker.feed(self.audio, self.aout.packets(payloads, ts))
         self.apts += 960
 

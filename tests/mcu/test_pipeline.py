@@ -113,11 +113,11 @@ def test_the_layout_follows_a_publisher_who_leaves_and_the_louder_speaker(worker
     assert speakers[-2:] == ["p1", "p2"]
 
 
-def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder(worker):
-    mcu, video, _ = make_mcu(worker)
+def test_corrupt_input_freezes_one_tile_and_a_silent_input_becomes_a_placeholder(worker):
+    mcu, video, audio = make_mcu(worker)
     sources = [Source(worker, k) for k in range(4)]
     add(mcu, worker, sources)
-    seen = Watcher(worker, video, "video")
+    seen, heard = Watcher(worker, video, "video"), Watcher(worker, audio, "audio")
     mcu.start()
     try:
         with Sources(sources) as feeding:
@@ -128,6 +128,12 @@ def test_corrupt_video_freezes_one_tile_and_a_silent_input_becomes_a_placeholder
             t1 = tiles("grid", 4, W, H)[1]
             assert wait_for(seen, lambda p: colour_at(p, W, H, *t1)[0] > 180, 4)
             assert mcu.stats["decode_errors"] > 0 or mcu.stats["keyframe_requests_out"] > 0
+            sources[3].corrupt_audio = True               # garbage Opus: the others are still heard
+            frames = mcu.stats["audio_frames"]
+            heard.watch(1.5)
+            levels = tone_levels(heard.recent_pcm(1.0), TONES)
+            assert all(levels[f] > 0.2 for f in TONES[:3]), levels
+            assert mcu.stats["audio_frames"] >= frames + 60
             feeding.sources.remove(sources[2])            # publisher 2 stops sending: last frame, then grey
             t2 = tiles("grid", 4, W, H)[2]
             assert wait_for(seen, lambda p: near(colour_at(p, W, H, *t2), (60, 128, 128)), 6)

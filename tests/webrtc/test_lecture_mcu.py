@@ -1,10 +1,11 @@
 """The lecture MCU with real aiortc peers through the node's signaling: one moderator is passed through;
-when a second moderator publishes, everyone moves to the MCU's output (composite video with each
-moderator's colour in its tile, the full mix with both tones) on the same m-lines, without a gap in the
-picture; each moderator hears the other but not itself (mix-minus); when the second leaves, the audience
-is back on the first one's own stream, again without a gap. A headless
-Chromium in the audience, through the demo page, decodes the teacher's stream and then, on the same tile,
-the composite at the size the tile asks for (simulcast out of the MCU: 1280x720 or 640x360)."""
+when a second moderator publishes, everyone moves to the MCU's output on the same m-lines, without a gap in
+the picture; with four, the composite shows each moderator's colour in its tile of the 2x2 grid and the full
+mix has the four tones (FFT), while each moderator's mix-minus lacks its own; when two leave the grid has
+two tiles, and when the last but one leaves the audience is back on the first one's own stream, again
+without a gap. A headless Chromium in the audience, through the demo page, decodes the teacher's stream and
+then, on the same tile, the composite at the size the tile asks for (simulcast out of the MCU: 1280x720 or
+640x360)."""
 import asyncio
 import time
 
@@ -14,10 +15,10 @@ import pytest
 from enx_media.client import SignalingError
 from enx_media.room.lecture import MCU_ID
 from media_util import (CHROMIUM, FRAMES_DECODED, INBOUND_HEIGHT, COLORS, Api, ColorTrack, ToneTrack, chromium_page,
-                        composite_shows, demo_video_stream, receive_video)
+                        close_to, composite_shows, demo_video_stream, receive_video, tile_rgb)
 
 AUDIENCE = 6
-TONES = (300.0, 700.0)
+TONES = (300.0, 700.0, 1100.0, 1500.0)
 
 
 async def tones_in(track, seconds=1.5):
@@ -64,13 +65,13 @@ class FrameLog:
         self.task.cancel()
 
 
-def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_through(node, creds):
+def test_four_moderators_are_composited_for_the_audience_and_one_is_passed_through(node, creds):
     api = Api(node, creds)
-    room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 50, "layout": "grid"})
+    room = api.room(settings={"mode": "lecture", "moderators": 4, "participants": 50, "layout": "grid"})
 
     async def scenario():
         teacher = api.client(room["room_id"], "teacher", "moderator")
-        cohost = api.client(room["room_id"], "cohost", "moderator")
+        cohosts = [api.client(room["room_id"], f"cohost{k}", "moderator") for k in range(1, 4)]
         audience = [api.client(room["room_id"], f"student{i}", "participant") for i in range(AUDIENCE)]
         try:
             await teacher.join()
@@ -83,31 +84,39 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             passed_through = await audience[0].wait_track(sid)
             assert await receive_video(passed_through, COLORS[0], 8, timeout=30) >= 7
             mlines = len(audience[0].subscribe_pc.getTransceivers())
+            await teacher.subscribe()
 
             # a second video publisher: the audience's m-lines switch to the MCU's outputs at the composite's
             # first key frame, the teacher's stream showing until then (no renegotiation, no gap)
             seen = FrameLog(passed_through)
-            await cohost.join()
-            await teacher.subscribe()
-            await cohost.subscribe()
-            await cohost.publish([ColorTrack(COLORS[1]), ToneTrack(TONES[1])])
-            gap_in = await seen.until((1280, 720))
-            seen.stop()
+            for k, c in enumerate(cohosts, start=1):
+                await c.join()
+                await c.subscribe()
+                await c.publish([ColorTrack(COLORS[k]), ToneTrack(TONES[k])])
+                if k == 1:
+                    gap_in = await seen.until((1280, 720))
+                    seen.stop()
             composite = await audience[0].wait_stream(MCU_ID, "video", timeout=20, source="composite")
             assert audience[0].received[composite] is passed_through and sid not in audience[0].received
             assert len(audience[0].subscribe_pc.getTransceivers()) == mlines
             tracks = [await s.wait_track(await s.wait_stream(MCU_ID, "video", timeout=20, source="composite"))
                       for s in audience]
-            await asyncio.gather(*(composite_shows(t, COLORS[:2]) for t in tracks))
+            # four colours in their tiles of the 2x2 grid, for everyone
+            await asyncio.gather(*(composite_shows(t, COLORS[:4]) for t in tracks))
             # simulcast out of the MCU: a subscriber that asks for 360 lines gets the composite's small size
             assert await audience[5].stream_settings(composite, max_height=360) == 0
-            await composite_shows(tracks[5], COLORS[:2], size=(640, 360))
+            await composite_shows(tracks[5], COLORS[:4], size=(640, 360))
             assert gap_in < 0.4, f"the switch to the composite left {gap_in:.3f} s without a frame"
+            # the four tones in the mix; each moderator's mix-minus without its own
             mix = await tones_in(await audience[1].wait_track(await audience[1].wait_stream(MCU_ID, "audio", source="mix")))
             assert min(mix) > 0.2, mix
             minus = await teacher.wait_stream(MCU_ID, "audio", source="mix-minus")
             own = await tones_in(await teacher.wait_track(minus))
-            assert own[0] < 0.05 and own[1] > 0.5, own       # the cohost, not itself
+            assert own[0] < 0.05 and min(own[1:]) > 0.2, own
+            last = await tones_in(await cohosts[2].wait_track(await cohosts[2].wait_stream(MCU_ID, "audio", source="mix-minus")))
+            assert last[3] < 0.05 and min(last[:3]) > 0.2, last
+            # it joined while the MCU ran: its join reply named no one else's mix-minus either
+            assert [i["source"] for i in cohosts[2].stream_info.values()].count("mix-minus") == 1
             # a mix-minus is its publisher's alone: asked for by id, nobody else gets it
             await audience[2].subscribe([minus])
             await asyncio.sleep(1.0)
@@ -121,12 +130,18 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
                 await audience[0].request("layout", layout="single")
             assert refused.value.code == 1403
             await teacher.request("layout", layout="single")
-            await composite_shows(tracks[0], COLORS[:1])
+            assert await shows_one_of(tracks[0], COLORS[:4])
+            await teacher.request("layout", layout="grid")
 
-            # the cohost leaves: the same m-line carries the teacher's own stream again from its next key
+            # two leave: a grid of two
+            for c in cohosts[1:]:
+                await c.leave()
+            await composite_shows(tracks[0], COLORS[:2])
+
+            # the last cohost leaves: the same m-line carries the teacher's own stream again from its next key
             # frame, the composite showing until then; then the MCU's outputs go
             seen = FrameLog(passed_through)
-            await cohost.leave()
+            await cohosts[0].leave()
             gap_out = await seen.until(ColorTrack(COLORS[0]).img.shape[1::-1])
             seen.stop()
             deadline = time.monotonic() + 20
@@ -140,10 +155,22 @@ def test_two_moderators_are_composited_for_the_audience_and_one_is_passed_throug
             assert gap_out < 0.4, f"the switch back left {gap_out:.3f} s without a frame"
             print(f"switch gaps: to the composite {gap_in * 1000:.0f} ms, back {gap_out * 1000:.0f} ms")
         finally:
-            for c in [teacher, cohost, *audience]:
+            for c in [teacher, *cohosts, *audience]:
                 await c.leave()
 
     asyncio.run(scenario())
+
+
+async def shows_one_of(track, colours, timeout=20.0):
+    """A frame (1280x720) whose middle shows one of the colours: the single layout's one tile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = await asyncio.wait_for(track.recv(), max(deadline - time.monotonic(), 0.01))
+        img = frame.to_ndarray(format="rgb24")
+        h, w = img.shape[:2]
+        if (w, h) == (1280, 720) and any(close_to(tile_rgb(img, (0, 0, w, h)), c) for c in colours):
+            return True
+    return False
 
 
 def test_the_composite_in_h264(node, creds):
