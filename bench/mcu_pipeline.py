@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.mcu_kernels import cpu  # noqa: E402
 from enx_media._native import _core  # noqa: E402
 from enx_media.mcu.layout import tiles  # noqa: E402
-from enx_media.mcu.pipeline import FRAME_SAMPLES, AudioEncoder, Output, VideoEncoder  # noqa: E402
+from enx_media.mcu.pipeline import ENCODER_THREADS, FRAME_SAMPLES, AudioEncoder, Output, VideoEncoder  # noqa: E402
 
 W, H, FPS = 1280, 720, 30
 IW, IH = 640, 360
@@ -52,7 +52,8 @@ def encoded_inputs(n_frames: int) -> list[bytes]:
     return out
 
 
-def video_pass(n: int, frames: list[bytes], count: int, threads: int = 2, wall: list[float] | None = None) -> float:
+def video_pass(n: int, frames: list[bytes], count: int, threads: int = ENCODER_THREADS,
+               wall: list[float] | None = None) -> float:
     decoders = [av.CodecContext.create("libvpx", "r") for _ in range(n)]
     encoder = VideoEncoder(Output(None, 0x1234, 96), W, H, FPS, 1_500_000, threads)   # packets made, not fed
     canvas = np.zeros((H * 3 // 2, W), np.uint8)
@@ -122,7 +123,7 @@ def main() -> None:
         result["video_core_share_at_30fps"][n] = round(med * FPS, 3)
         print(f"video, {n} input(s): {med * 1e3:.2f} ms CPU per output frame = {med * FPS:.2f} of a core at {FPS} fps",
               flush=True)
-    # the encoder's threads (the MCU's default: 2), 4 inputs: CPU and the wall time a frame takes
+    # the encoder's threads (the MCU's default: ENCODER_THREADS), 4 inputs: CPU and the wall time a frame takes
     result["encoder_threads"] = {}
     for threads in (1, 2):
         walls: list[float] = []

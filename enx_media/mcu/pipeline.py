@@ -63,6 +63,9 @@ EXT_LEVELS_FRESH_S = 1.5            # audio levels from the header extension old
 VIDEO_CLOCK = 90000
 VIDEO_CODECS = ("vp8", "h264")
 LATENCY_KEPT = 3000                 # latency samples kept (100 s of output frames)
+# libvpx threads for the large size: measured (bench/mcu_pipeline.py, 4 inputs to 720p) 2 threads cost 15 %
+# more CPU per frame for 10 % less wall time (~1 ms); the node's cores are the fan-out's too, so one
+ENCODER_THREADS = 1
 SMALL_BITRATE = 400_000             # the composite's second, smaller size (simulcast out of the MCU)
 BACKGROUND_YUV = (16, 128, 128)     # black
 PLACEHOLDER_YUV = (60, 128, 128)    # dark grey
@@ -183,7 +186,7 @@ class Mcu:
     direct producers made by the caller (the room fans them out). Inputs come and go from any thread."""
 
     def __init__(self, worker: Any, video_out: Output, audio_out: Output, *, width: int = 1280, height: int = 720,
-                 fps: int = 30, layout: str = "grid", bitrate: int = 1_500_000, threads: int = 2,
+                 fps: int = 30, layout: str = "grid", bitrate: int = 1_500_000, threads: int = ENCODER_THREADS,
                  codec: str = "vp8", small_out: Output | None = None, small_size: tuple[int, int] = (640, 360),
                  on_speaker: Callable[[str], None] | None = None) -> None:
         """small_out: the composite again at small_size (simulcast out of the MCU: the node's layer
