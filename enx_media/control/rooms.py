@@ -34,6 +34,8 @@ QUALITIES = ("SD", "HD", "FHD")
 # a lecture's composite (the MCU's layouts, enx_media/mcu/layout.py; the control plane imports no media code)
 MCU_LAYOUTS = ("speaker", "grid", "single")
 MCU_CODECS = ("vp8", "h264")
+MCU_SIZES = ("640x360", "960x540", "1280x720", "1920x1080")
+MCU_MAX_FPS = 30
 MIN_DURATION_MIN, MAX_DURATION_MIN = 1, 1440
 DEFAULT_SCHEDULED_DURATION_MIN = 60
 MAX_SCHEDULE_AHEAD_S = 366 * 86400
@@ -45,7 +47,7 @@ BOOL_SETTINGS = ("scheduled", "adhoc", "auto_recording", "canvas", "screen_share
 STR_SETTINGS = {"description": 1000, "billing_code": 100, "media_zone": 32}
 SETTINGS_KEYS = set(BOOL_SETTINGS) | set(STR_SETTINGS) | {
     "mode", "type", "scheduled_time", "duration", "moderators", "participants", "quality",
-    "max_active_talkers", "auto_record", "layout", "composite_codec"}
+    "max_active_talkers", "auto_record", "layout", "composite_codec", "composite_size", "composite_fps"}
 
 
 # --- coercion: EnableX apps send numbers and booleans as strings ------------------------------------
@@ -304,6 +306,12 @@ def normalize_room_request(body: Any, *, at: float, previous: Room | None = None
     settings["layout"] = _choice(settings_in.get("layout", "speaker"), "settings.layout", MCU_LAYOUTS)
     settings["composite_codec"] = _choice(settings_in.get("composite_codec", "vp8"), "settings.composite_codec",
                                           MCU_CODECS)
+    settings["composite_size"] = _choice(settings_in.get("composite_size", "1280x720"), "settings.composite_size",
+                                         MCU_SIZES)
+    fps = _int(settings_in.get("composite_fps", MCU_MAX_FPS), "settings.composite_fps")
+    if not 1 <= fps <= MCU_MAX_FPS:
+        raise ValidationFailed(f"settings.composite_fps must be 1..{MCU_MAX_FPS}")
+    settings["composite_fps"] = fps
 
     rec = {k: _bool(settings_in[k], f"settings.{k}") for k in ("auto_recording", "auto_record") if k in settings_in}
     if len(set(rec.values())) > 1:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MCU_ID = "mcu"
 AUDIO_PT = 111                        # what the outputs' packets carry; consumers rewrite to the subscriber's
 SWITCH_WAIT_S = 3.0                   # a stopping MCU feeds the consumers moving off it this long at most
-SMALL_SIZE = (640, 360)               # the composite's second size, for subscribers on slow links
+SMALL_SIZE = (640, 360)               # the composite's second size, for subscribers on slow links (default)
 VIDEO_PTS = {"vp8": 96, "h264": 102}
 
 

@@ -62,8 +62,10 @@ class RoomMedia:
         self.speaker = ActiveSpeaker()
         # a lecture composites its publishers once there are two (lecture.py)
         settings = room.room.settings
-        self.lecture = (LectureMix(self, layout=settings.get("layout", "speaker"),
-                                   codec=settings.get("composite_codec", "vp8"))
+        width, height = (int(x) for x in settings.get("composite_size", "1280x720").split("x"))
+        self.lecture = (LectureMix(self, width=width, height=height, fps=settings.get("composite_fps", 30),
+                                   layout=settings.get("layout", "speaker"), codec=settings.get("composite_codec", "vp8"),
+                                   small=(width // 2, height // 2) if height > 360 else None)
                         if room.room.mode == "lecture" else None)
 
     @property

@@ -32,6 +32,7 @@ def test_create_enablex_shape_with_strings(api):
     assert s["auto_recording"] is True and s["quality"] == "HD" and s["max_active_talkers"] == 4
     assert s["billing_code"] == "b-1" and s["description"] == "Algebra"
     assert room["duration"] == 45 * 60
+    assert (s["layout"], s["composite_codec"], s["composite_size"], s["composite_fps"]) == ("speaker", "vp8", "1280x720", 30)
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -60,6 +61,10 @@ def test_create_enablex_shape_with_strings(api):
     ({"name": "x", "settings": {"quality": "8K"}}, "quality must be one of"),
     ({"name": "x", "settings": {"auto_recording": "maybe"}}, "must be a boolean"),
     ({"name": "x", "settings": {"max_active_talkers": 13}}, "max_active_talkers must be"),
+    ({"name": "x", "settings": {"layout": "mosaic"}}, "settings.layout must be one of"),
+    ({"name": "x", "settings": {"composite_codec": "av1"}}, "settings.composite_codec must be one of"),
+    ({"name": "x", "settings": {"composite_size": "4000x3000"}}, "settings.composite_size must be one of"),
+    ({"name": "x", "settings": {"composite_fps": 60}}, "settings.composite_fps must be 1..30"),
     ({"name": 5}, "name must be a string"),
     ({"name": "x", "settings": []}, "settings must be an object"),
     ({"name": "x", "data": "str"}, "data must be an object"),

@@ -173,10 +173,10 @@ async def shows_one_of(track, colours, timeout=20.0):
     return False
 
 
-def test_the_composite_in_h264(node, creds):
+def test_the_composite_in_h264_at_the_size_and_rate_the_room_asks_for(node, creds):
     api = Api(node, creds)
     room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 5, "layout": "grid",
-                              "composite_codec": "h264"})
+                              "composite_codec": "h264", "composite_size": "960x540", "composite_fps": 15})
 
     async def scenario():
         mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
@@ -189,7 +189,7 @@ def test_the_composite_in_h264(node, creds):
             await viewer.subscribe()
             composite = await viewer.wait_stream(MCU_ID, "video", timeout=20, source="composite")
             assert viewer.stream_info[composite]["codec"] == "h264"
-            await composite_shows(await viewer.wait_track(composite), COLORS[:2])
+            await composite_shows(await viewer.wait_track(composite), COLORS[:2], size=(960, 540))
         finally:
             for c in [*mods, viewer]:
                 await c.leave()
