@@ -83,6 +83,15 @@ class Settings:
                                             "tracks one participant may publish, all its transports together")
     mlines_per_offer: int = _setting(16, "ENX_MLINES_PER_OFFER", "m-lines a publish offer may carry")
     max_transports: int = _setting(10000, "ENX_MAX_TRANSPORTS", "WebRTC transports the node holds open at once")
+    webhook_allow_loopback: str = _setting("off", "ENX_WEBHOOK_ALLOW_LOOPBACK",
+                                           "webhook URLs may point at loopback addresses (on: local development "
+                                           "and tests); private and link-local ones are refused either way")
+    webhook_retry_ms: int = _setting(1000, "ENX_WEBHOOK_RETRY_MS",
+                                     "first retry of a failed webhook delivery after about this long; each next "
+                                     "one waits twice as long (with jitter), at most 10 minutes")
+    webhook_give_up_s: int = _setting(86400, "ENX_WEBHOOK_GIVE_UP_S",
+                                      "a webhook event not acknowledged this long after it happened is kept as "
+                                      "failed")
     # Where the values came from; set by load_settings, not a setting itself.
     config_file: str | None = field(default=None)
 
@@ -122,6 +131,12 @@ class Settings:
             raise ValueError("outbox_per_sender must not exceed outbox_limit")
         if self.media_thread not in ("on", "off"):
             raise ValueError("media_thread must be on or off")
+        if self.webhook_allow_loopback not in ("on", "off"):
+            raise ValueError("webhook_allow_loopback must be on or off")
+        if not 10 <= self.webhook_retry_ms <= 600_000:
+            raise ValueError("webhook_retry_ms must be 10..600000")
+        if self.webhook_give_up_s < 1:
+            raise ValueError("webhook_give_up_s must be at least 1")
         return self
 
 

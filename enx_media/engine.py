@@ -20,6 +20,7 @@ from .control.apps import AppCredentials, AppRegistry
 from .control.rooms import RoomService
 from .control.sessions import SessionRecorder, SessionService
 from .control.tokens import IssuedToken, TokenService
+from .control.webhooks import WebhookDispatcher, WebhookService
 from .events import EventBus
 from .store import SqliteStore, Store
 
@@ -41,10 +42,16 @@ class Engine:
                                    max_ttl=self.settings.token_max_ttl,
                                    scheduled_lead=self.settings.scheduled_token_lead)
         self.sessions = SessionService(self.store)
-        # What happens in live rooms; the session record is its first subscriber (CDR, webhooks and
-        # recordings subscribe the same way).
+        self.webhooks = WebhookService(self.store, allow_loopback=self.settings.webhook_allow_loopback == "on")
+        self.dispatcher: WebhookDispatcher | None = None     # delivers the webhook outbox while media runs
+        # What happens in live rooms; the session record is its first subscriber (it writes the webhook
+        # events with the changes they report; CDR and recordings subscribe the same way).
         self.events = EventBus()
-        self.events.subscribe(SessionRecorder(self.store))
+        self.events.subscribe(SessionRecorder(self.store, on_outbox=self._wake_dispatcher))
+
+    def _wake_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
 
     # -- media plane ----------------------------------------------------------------------------------
     webrtc: "WebRtcServer | None" = None     # the media UDP port (ICE-lite, DTLS) and its native worker
@@ -82,6 +89,9 @@ class Engine:
         self.webrtc.start()
         self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits)
         self._signaling = SignalingHub(self.live, limits)
+        self.dispatcher = WebhookDispatcher(self.store, allow_loopback=s.webhook_allow_loopback == "on",
+                                            retry_s=s.webhook_retry_ms / 1000, give_up_s=s.webhook_give_up_s)
+        self.dispatcher.start()         # what a previous run left pending goes out too
         log.info("media worker on udp %s:%d announced as %s (%s)", s.media_host, self.webrtc.port, s.announced_ip,
                  "own thread" if s.media_thread == "on" else "asyncio loop")
 
@@ -93,6 +103,9 @@ class Engine:
         if self._signaling is not None:
             await self._signaling.flushed()
         self.live = self._signaling = None
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()    # what is pending stays in the outbox for the next start
+            self.dispatcher = None
         if self.webrtc is not None:
             await self.webrtc.stop()
             self.webrtc = None
@@ -115,6 +128,8 @@ class Engine:
             out["signaling"] = self._signaling.stats()
         if self.webrtc is not None:
             out["media"] = self.webrtc.stats()
+        if self.dispatcher is not None:
+            out["webhooks"] = dict(self.dispatcher.counts)
         return out
 
     def issue_token(self, app_id: str, room_id: str, *, user_id: str, role: str, name: str | None = None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import events as ev
 from ..store import NODE_RESTART, ChatMessageRecord, ParticipantRecord, Store
 from .rooms import iso
+from .webhooks import outbox_events
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,20 @@ class SessionService:
                 for m in self.store.sessions.chat_messages(session_id)]
 
     def close_dangling(self) -> int:
-        """Sessions left open by a node that stopped without ending them: end them now."""
+        """Sessions left open by a node that stopped without ending them: end them now, and tell their
+        webhooks (each participant still in left, then the session ended, reason node-restart)."""
         ids = self.store.sessions.open_session_ids()
+        now = time.time()
         for session_id in ids:
-            self.store.sessions.end(session_id, NODE_RESTART, time.time())
+            s = self.store.sessions.get(session_id)
+            outbox = []
+            if s is not None:
+                for p in self.store.sessions.participants(session_id):
+                    if p.left is None:
+                        outbox += outbox_events(ev.ParticipantLeft(session_id, s.room_id, s.app_id, p.participant_id,
+                                                                   f"session-ended:{NODE_RESTART}", at=now))
+                outbox += outbox_events(ev.SessionEnded(session_id, s.room_id, s.app_id, NODE_RESTART, at=now))
+            self.store.sessions.end(session_id, NODE_RESTART, now, outbox)
         return len(ids)
 
 
@@ -47,26 +58,32 @@ class SessionRecorder:
     started and ended, participants joining and leaving, chat) is written as it happens, so the REST
     API's live users, the post-session data and a restarted node all read the same record."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_outbox: Callable[[], None] | None = None):
+        """on_outbox: called after webhook events were written (the dispatcher's wake)."""
         self.sessions = store.sessions
+        self.on_outbox = on_outbox
 
     def __call__(self, event: ev.Event) -> None:
+        # the webhook events that report the change go into the same transaction (control/webhooks.py)
+        outbox = outbox_events(event)
         if isinstance(event, ev.SessionStarted):
-            stale = self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
+            stale = self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox)
             if stale != event.session_id:
                 # The record still holds a session of this room that this node no longer runs (its end
                 # was not written): end it, or this one's participants would be written nowhere.
                 log.warning("ending stale session=%s room=%s", stale, event.room_id)
                 self.sessions.end(stale, "superseded", event.at)
-                self.sessions.start(event.app_id, event.room_id, event.session_id, event.at)
+                self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox)
         elif isinstance(event, ev.SessionEnded):
-            self.sessions.end(event.session_id, event.reason, event.at)
+            self.sessions.end(event.session_id, event.reason, event.at, outbox)
         elif isinstance(event, ev.ParticipantJoined):
             self.sessions.add_participant(ParticipantRecord(event.session_id, event.participant_id, event.user_ref,
-                                                            event.name, event.role, event.token_id, event.at))
+                                                            event.name, event.role, event.token_id, event.at), outbox)
         elif isinstance(event, ev.ParticipantLeft):
-            self.sessions.participant_left(event.session_id, event.participant_id, event.reason, event.at)
+            self.sessions.participant_left(event.session_id, event.participant_id, event.reason, event.at, outbox)
         elif isinstance(event, ev.ChatMessage):
             self.sessions.add_chat_message(ChatMessageRecord(
                 event.session_id, event.room_id, event.sender_id, event.sender_ref, event.sender_name,
                 list(event.to) if event.to else None, event.text, event.at))
+        if outbox and self.on_outbox is not None:
+            self.on_outbox()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -94,6 +94,44 @@ class ChatMessageRecord:
     message_id: int | None = None  # given by the backend, increasing in the order messages were added
 
 
+@dataclass(frozen=True)
+class WebhookRecord:
+    hook_id: str
+    app_id: str
+    url: str
+    events: list[str] | None    # the event types it receives; None: all
+    secret: str                 # the HMAC-SHA256 key of its signatures
+    created: float
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A webhook event, written with the state change it reports (SessionRepository's outbox arguments)."""
+    event_id: str
+    app_id: str
+    room_id: str
+    type: str                   # session.started, participant.joined, ...
+    body: dict[str, Any]        # the JSON the receiver gets
+    created: float
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One event on its way to one webhook."""
+    event_id: str
+    hook_id: str
+    url: str
+    secret: str
+    type: str
+    body: str                   # serialized once: every attempt sends (and signs) the same bytes
+    created: float              # when the event happened
+    state: str                  # pending, delivered, failed
+    attempts: int
+    next_at: float
+    last_error: str | None
+    updated: float
+
+
 class RoomDeletion(enum.Enum):
     """What deleting a room did."""
     DELETED = "deleted"
@@ -170,12 +208,49 @@ class TokenRepository(Protocol):
 
 
 @runtime_checkable
+class WebhookRepository(Protocol):
+    def add(self, hook: WebhookRecord) -> None: ...
+
+    def of_app(self, app_id: str) -> list[WebhookRecord]: ...
+
+    def get(self, app_id: str, hook_id: str) -> WebhookRecord | None: ...
+
+    def delete(self, app_id: str, hook_id: str) -> bool:
+        """Remove it and its pending deliveries; False if it is not the app's."""
+        ...
+
+    def set_secret(self, app_id: str, hook_id: str, secret: str) -> bool: ...
+
+    def hooks_with_pending(self) -> list[str]:
+        """Webhooks with deliveries still to make."""
+        ...
+
+    def next_pending(self, hook_id: str) -> DeliveryRecord | None:
+        """The hook's oldest pending delivery (events go out in the order they happened)."""
+        ...
+
+    def deliveries(self, app_id: str, hook_id: str, limit: int) -> list[DeliveryRecord]:
+        """The hook's latest deliveries, newest first."""
+        ...
+
+    def settle(self, event_id: str, hook_id: str, state: str, attempts: int, next_at: float, error: str | None,
+               at: float) -> None:
+        """Record an attempt: delivered, failed (given up), or pending again from next_at."""
+        ...
+
+
+@runtime_checkable
 class SessionRepository(Protocol):
-    def start(self, app_id: str, room_id: str, session_id: str, at: float) -> str:
+    """start / end / add_participant / participant_left take the webhook events (``outbox``) that report
+    the change: they are written in the same transaction, with one delivery per webhook of the app that
+    wants the event's type, so no change is ever reported twice or lost."""
+
+    def start(self, app_id: str, room_id: str, session_id: str, at: float,
+              outbox: Sequence[OutboxEvent] = ()) -> str:
         """The room's live session id; if it has none, start one with ``session_id`` and return that."""
         ...
 
-    def end(self, session_id: str, reason: str, at: float) -> str | None:
+    def end(self, session_id: str, reason: str, at: float, outbox: Sequence[OutboxEvent] = ()) -> str | None:
         """End the session and mark its present participants left ("session-ended"); if its room is ad hoc,
         delete the room and revoke its tokens. One transaction. Returns the deleted room's id, if any."""
         ...
@@ -188,9 +263,10 @@ class SessionRepository(Protocol):
 
     def live_session(self, room_id: str) -> str | None: ...
 
-    def add_participant(self, participant: ParticipantRecord) -> None: ...
+    def add_participant(self, participant: ParticipantRecord, outbox: Sequence[OutboxEvent] = ()) -> None: ...
 
-    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float) -> None:
+    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float,
+                         outbox: Sequence[OutboxEvent] = ()) -> None:
         """Mark the participant left, if it has not left already."""
         ...
 
@@ -213,7 +289,7 @@ class SessionRepository(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    """One backend: its four repositories over one database, and closing it."""
+    """One backend: its repositories over one database, and closing it."""
 
     # read-only members: a backend's own repository classes satisfy them
     @property
@@ -227,5 +303,8 @@ class Store(Protocol):
 
     @property
     def sessions(self) -> SessionRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
 
     def close(self) -> None: ...

@@ -10,10 +10,11 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from .repositories import (NODE_RESTART, AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RoomChange,
-                           RoomDeletion, RoomRecord, SessionRecord, TokenRecord)
+from .repositories import (NODE_RESTART, AppRecord, ChatMessageRecord, ClaimOutcome, DeliveryRecord, OutboxEvent,
+                           ParticipantRecord, RoomChange, RoomDeletion, RoomRecord, SessionRecord, TokenRecord,
+                           WebhookRecord)
 
 # Each entry moves the schema one version forward. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -86,6 +87,37 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX chat_by_session ON chat_messages(session_id, message_id);
     ALTER TABLE participants ADD COLUMN leave_reason TEXT;
+    """,
+    """
+    CREATE TABLE webhooks (
+        hook_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL REFERENCES apps(app_id),
+        url TEXT NOT NULL,
+        events TEXT,
+        secret TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX webhooks_by_app ON webhooks(app_id, created);
+    CREATE TABLE webhook_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        app_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        seq INTEGER NOT NULL REFERENCES webhook_events(seq),
+        hook_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        last_error TEXT,
+        updated REAL NOT NULL,
+        PRIMARY KEY (hook_id, seq)
+    );
+    CREATE INDEX deliveries_pending ON webhook_deliveries(state, hook_id, seq);
     """,
 )
 
@@ -309,21 +341,47 @@ def _chat(r: sqlite3.Row) -> ChatMessageRecord:
                              r["message_id"])
 
 
+def _enqueue(db: sqlite3.Connection, events: Sequence[OutboxEvent]) -> None:
+    """The events, and a pending delivery of each to every webhook of its app that wants its type; inside
+    the caller's transaction (the state change they report)."""
+    for e in events:
+        cur = db.execute("INSERT INTO webhook_events(event_id, app_id, room_id, type, body, created)"
+                         " VALUES (?,?,?,?,?,?)", (e.event_id, e.app_id, e.room_id, e.type, _dumps(e.body), e.created))
+        for h in db.execute("SELECT hook_id, events FROM webhooks WHERE app_id=?", (e.app_id,)).fetchall():
+            if h["events"] is None or e.type in json.loads(h["events"]):
+                db.execute("INSERT INTO webhook_deliveries(seq, hook_id, state, attempts, next_at, updated)"
+                           " VALUES (?,?,'pending',0,?,?)", (cur.lastrowid, h["hook_id"], e.created, e.created))
+
+
+@contextlib.contextmanager
+def _maybe_transaction(database: "_Database", outbox: Sequence[OutboxEvent]) -> Iterator[Any]:
+    """A transaction when events go with the change; a single statement needs none."""
+    if outbox:
+        with database.transaction() as db:
+            yield db
+            _enqueue(db, outbox)
+    else:
+        yield database
+
+
 class SqliteSessions:
     def __init__(self, db: _Database):
         self._db = db
 
-    def start(self, app_id: str, room_id: str, session_id: str, at: float) -> str:
+    def start(self, app_id: str, room_id: str, session_id: str, at: float,
+              outbox: Sequence[OutboxEvent] = ()) -> str:
         with self._db.transaction() as db:
             live = _live_session(db, room_id)
             if live:
                 return live
             db.execute("INSERT INTO sessions(session_id, app_id, room_id, started) VALUES (?,?,?,?)",
                        (session_id, app_id, room_id, at))
+            _enqueue(db, outbox)
             return session_id
 
-    def end(self, session_id: str, reason: str, at: float) -> str | None:
+    def end(self, session_id: str, reason: str, at: float, outbox: Sequence[OutboxEvent] = ()) -> str | None:
         with self._db.transaction() as db:
+            _enqueue(db, outbox)
             db.execute("UPDATE participants SET left=?, leave_reason=? WHERE session_id=? AND left IS NULL",
                        (at, "session-ended", session_id))
             db.execute("UPDATE sessions SET ended=?, end_reason=? WHERE session_id=? AND ended IS NULL",
@@ -348,17 +406,20 @@ class SqliteSessions:
         r = self._db.one("SELECT session_id FROM sessions WHERE room_id=? AND ended IS NULL", (room_id,))
         return r["session_id"] if r else None
 
-    def add_participant(self, participant: ParticipantRecord) -> None:
+    def add_participant(self, participant: ParticipantRecord, outbox: Sequence[OutboxEvent] = ()) -> None:
         p = participant
-        self._db.execute(
-            "INSERT INTO participants(session_id, participant_id, user_ref, name, role, token_id, joined, left,"
-            " leave_reason) VALUES (?,?,?,?,?,?,?,?,?)",
-            (p.session_id, p.participant_id, p.user_ref, p.name, p.role, p.token_id, p.joined, p.left,
-             p.leave_reason))
+        with _maybe_transaction(self._db, outbox) as db:
+            db.execute(
+                "INSERT INTO participants(session_id, participant_id, user_ref, name, role, token_id, joined, left,"
+                " leave_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                (p.session_id, p.participant_id, p.user_ref, p.name, p.role, p.token_id, p.joined, p.left,
+                 p.leave_reason))
 
-    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float) -> None:
-        self._db.execute("UPDATE participants SET left=?, leave_reason=? WHERE session_id=? AND participant_id=?"
-                         " AND left IS NULL", (at, reason, session_id, participant_id))
+    def participant_left(self, session_id: str, participant_id: str, reason: str, at: float,
+                         outbox: Sequence[OutboxEvent] = ()) -> None:
+        with _maybe_transaction(self._db, outbox) as db:
+            db.execute("UPDATE participants SET left=?, leave_reason=? WHERE session_id=? AND participant_id=?"
+                       " AND left IS NULL", (at, reason, session_id, participant_id))
 
     def participants(self, session_id: str) -> list[ParticipantRecord]:
         return [_participant(r) for r in
@@ -385,6 +446,68 @@ class SqliteSessions:
 
 
 # --- the store -------------------------------------------------------------------------------------------
+# --- webhooks ----------------------------------------------------------------------------------------
+def _hook(r: sqlite3.Row) -> WebhookRecord:
+    return WebhookRecord(r["hook_id"], r["app_id"], r["url"], json.loads(r["events"]) if r["events"] else None,
+                         r["secret"], r["created"])
+
+
+_DELIVERY = ("SELECT e.event_id, d.hook_id, h.url, h.secret, e.type, e.body, e.created, d.state, d.attempts,"
+             " d.next_at, d.last_error, d.updated FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.seq"
+             " JOIN webhooks h ON h.hook_id = d.hook_id")
+
+
+def _delivery(r: sqlite3.Row) -> DeliveryRecord:
+    return DeliveryRecord(r["event_id"], r["hook_id"], r["url"], r["secret"], r["type"], r["body"], r["created"],
+                          r["state"], r["attempts"], r["next_at"], r["last_error"], r["updated"])
+
+
+class SqliteWebhooks:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def add(self, hook: WebhookRecord) -> None:
+        self._db.execute("INSERT INTO webhooks(hook_id, app_id, url, events, secret, created) VALUES (?,?,?,?,?,?)",
+                         (hook.hook_id, hook.app_id, hook.url, None if hook.events is None else _dumps(hook.events),
+                          hook.secret, hook.created))
+
+    def of_app(self, app_id: str) -> list[WebhookRecord]:
+        return [_hook(r) for r in self._db.all("SELECT * FROM webhooks WHERE app_id=? ORDER BY created", (app_id,))]
+
+    def get(self, app_id: str, hook_id: str) -> WebhookRecord | None:
+        r = self._db.one("SELECT * FROM webhooks WHERE app_id=? AND hook_id=?", (app_id, hook_id))
+        return _hook(r) if r else None
+
+    def delete(self, app_id: str, hook_id: str) -> bool:
+        with self._db.transaction() as db:
+            if db.execute("DELETE FROM webhooks WHERE app_id=? AND hook_id=?", (app_id, hook_id)).rowcount == 0:
+                return False
+            db.execute("DELETE FROM webhook_deliveries WHERE hook_id=?", (hook_id,))
+            return True
+
+    def set_secret(self, app_id: str, hook_id: str, secret: str) -> bool:
+        cur = self._db.execute("UPDATE webhooks SET secret=? WHERE app_id=? AND hook_id=?", (secret, app_id, hook_id))
+        return cur.rowcount > 0
+
+    def hooks_with_pending(self) -> list[str]:
+        return [r["hook_id"] for r in
+                self._db.all("SELECT DISTINCT hook_id FROM webhook_deliveries WHERE state='pending'")]
+
+    def next_pending(self, hook_id: str) -> DeliveryRecord | None:
+        r = self._db.one(_DELIVERY + " WHERE d.hook_id=? AND d.state='pending' ORDER BY d.seq LIMIT 1", (hook_id,))
+        return _delivery(r) if r else None
+
+    def deliveries(self, app_id: str, hook_id: str, limit: int) -> list[DeliveryRecord]:
+        return [_delivery(r) for r in self._db.all(
+            _DELIVERY + " WHERE d.hook_id=? AND h.app_id=? ORDER BY d.seq DESC LIMIT ?", (hook_id, app_id, limit))]
+
+    def settle(self, event_id: str, hook_id: str, state: str, attempts: int, next_at: float, error: str | None,
+               at: float) -> None:
+        self._db.execute("UPDATE webhook_deliveries SET state=?, attempts=?, next_at=?, last_error=?, updated=?"
+                         " WHERE hook_id=? AND seq=(SELECT seq FROM webhook_events WHERE event_id=?)",
+                         (state, attempts, next_at, error, at, hook_id, event_id))
+
+
 class SqliteStore:
     """The default backend: one SQLite file (created, and migrated to the current schema, on open)."""
 
@@ -397,6 +520,7 @@ class SqliteStore:
         self.rooms = SqliteRooms(self._db)
         self.tokens = SqliteTokens(self._db)
         self.sessions = SqliteSessions(self._db)
+        self.webhooks = SqliteWebhooks(self._db)
 
     @property
     def schema_version(self) -> int:

@@ -411,6 +411,32 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     signaling_ws = signaling_endpoint(engine)
 
+    async def create_webhook(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        hook = await off_loop(engine.webhooks.create, app.app_id, await read_json(request))
+        return ok({"webhook": hook}, 201)
+
+    async def list_webhooks(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        return ok({"webhooks": await off_loop(engine.webhooks.of_app, app.app_id)})
+
+    async def delete_webhook(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        hook_id = request.path_params["webhook_id"]
+        await off_loop(engine.webhooks.delete, app.app_id, hook_id)
+        return ok({"webhook_id": hook_id})
+
+    async def rotate_webhook_secret(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        hook_id = request.path_params["webhook_id"]
+        return ok({"webhook_id": hook_id, "secret": await off_loop(engine.webhooks.rotate_secret, app.app_id, hook_id)})
+
+    async def webhook_deliveries(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        limit = query_int(request, "limit", 50, 1, 500)
+        deliveries = await off_loop(engine.webhooks.deliveries, app.app_id, request.path_params["webhook_id"], limit)
+        return ok({"deliveries": deliveries})
+
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
@@ -472,6 +498,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/rooms/{room_id}/users/{user_id}/readmit", readmit_user, methods=["POST"]),
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+        Route("/webhooks", create_webhook, methods=["POST"]),
+        Route("/webhooks", list_webhooks, methods=["GET"]),
+        Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+        Route("/webhooks/{webhook_id}/secret", rotate_webhook_secret, methods=["POST"]),
+        Route("/webhooks/{webhook_id}/deliveries", webhook_deliveries, methods=["GET"]),
     ]
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"]),
               WebSocketRoute("/signaling", signaling_ws), Route("/demo", demo_page, methods=["GET"]),

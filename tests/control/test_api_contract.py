@@ -49,7 +49,7 @@ def test_every_documented_operation_is_served(node, creds):
         r = httpx.request(method, url, auth=creds, json={"name": "x", "role": "viewer", "user_id": "u"})
         assert r.status_code != 405, (method, path)
         if r.status_code == 404:
-            assert r.json()["error"] in ("room not found", "token not found"), (method, path, r.text)
+            assert r.json()["error"] in ("room not found", "token not found", "webhook not found"), (method, path, r.text)
 
 
 def test_aliases_serve_same_operations(node, creds):
@@ -68,7 +68,10 @@ def test_schemathesis_finds_no_server_errors(node, creds):
            "--phases", "examples,fuzzing", "--no-color",
            # /healthz and /metrics live at the root, outside the API base URL; tested on their own.
            "--exclude-path", "/healthz", "--exclude-path", "/metrics",
-           "--exclude-path", "/demo", "--exclude-path", "/demo/token"]
+           "--exclude-path", "/demo", "--exclude-path", "/demo/token",
+           # a webhook URL's host is resolved when it is configured: generated URLs would send DNS queries off
+           # this machine (tests stay on loopback); tests/control/test_webhooks.py covers these operations
+           "--exclude-path-regex", "^/webhooks"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 

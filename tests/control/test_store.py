@@ -291,7 +291,7 @@ def test_v1_database_is_migrated(path):
     db.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 2
+        assert store.schema_version == len(MIGRATIONS) == 3
         assert store.apps.get("a1").name == "old app"
         assert store.rooms.get("r1").owner_ref == ""  # NULL owner_ref of old rows reads as empty
         assert store.tokens.get("t1").used_session == "s1"
@@ -299,11 +299,12 @@ def test_v1_database_is_migrated(path):
         store.sessions.add_chat_message(ChatMessageRecord("s1", "r1", "p1", "u1", "Alice", None, "hi", 4.0))
         store.sessions.end("s1", "node-restart", 5.0)
         assert store.sessions.participants("s1")[0].leave_reason == "session-ended"
+        assert store.webhooks.of_app("a1") == []                      # tables added by v3
     finally:
         store.close()
     again = SqliteStore(path)  # a current file opens without migrating anything
     try:
-        assert again.schema_version == 2 and len(again.sessions.chat_messages("s1")) == 1
+        assert again.schema_version == 3 and len(again.sessions.chat_messages("s1")) == 1
     finally:
         again.close()
 
@@ -358,7 +359,7 @@ def _repository_calls():
 
 def test_services_call_only_declared_repository_methods():
     calls = list(_repository_calls())
-    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions"}
+    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions", "webhooks"}
     for module, line, repo, method in calls:
         assert repo in REPOSITORIES, f"{module}:{line} uses store.{repo}, which Store does not declare"
         assert method in _members(REPOSITORIES[repo]), \

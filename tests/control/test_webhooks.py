@@ -1,0 +1,237 @@
+"""Webhooks (issue 12, first part): configured per app over REST, written to the outbox with the session
+changes they report, POSTed signed to real receivers (HTTP servers in the test on 127.0.0.1), retried until
+acknowledged, in order, one slow receiver delaying no other app; bad URLs refused; the receiver helper."""
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from enx_media.control.webhooks import address_allowed
+from enx_media.webhook import WebhookError, headers, sign, verify
+from media_util import Api
+from node_util import Node
+
+LIFECYCLE = ["session.started", "participant.joined", "participant.left", "session.ended"]
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that keeps every request and answers 500 to the first `fail` of them,
+    after `delay` seconds each."""
+
+    def __init__(self, fail=0, delay=0.0):
+        self.requests: list[tuple[float, dict, bytes, int]] = []     # (time, headers, body, status sent)
+        self.fail, self.delay = fail, delay
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                time.sleep(outer.delay)
+                status = 500 if len(outer.requests) < outer.fail else 200
+                outer.requests.append((time.monotonic(), dict(self.headers), body, status))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def acknowledged(self, secret, since=0):
+        """The events it acknowledged (from its since-th request on), verified with the secret, in arrival
+        order."""
+        return [verify(body, h, secret) for _, h, body, status in self.requests[since:] if status == 200]
+
+    def wait(self, n, secret, timeout=20.0, since=0):
+        end = time.monotonic() + timeout
+        while len(self.acknowledged(secret, since)) < n:
+            assert time.monotonic() < end, f"{len(self.acknowledged(secret, since))} of {n} events acknowledged"
+            time.sleep(0.05)
+        return self.acknowledged(secret, since)
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hook_node(tmp_path_factory):
+    """A node that may POST to loopback (the receivers here), retrying quickly."""
+    n = Node(tmp_path_factory.mktemp("hooks"), ENX_WEBHOOK_ALLOW_LOOPBACK="on", ENX_WEBHOOK_RETRY_MS="100")
+    n.main_creds = n.create_app("hooks")
+    n.start()
+    yield n
+    n.stop()
+
+
+def one_session(api, room_id):
+    """A participant joins the room and leaves: the session starts and ends."""
+    async def run():
+        c = await api.joined(room_id, "alice", "moderator")
+        await asyncio.sleep(0.2)
+        await c.leave()
+    asyncio.run(run())
+
+
+def add_hook(api, url, **extra):
+    r = api.http.post("/webhooks", json={"url": url, **extra})
+    assert r.status_code == 201, r.text
+    return r.json()["webhook"]
+
+
+def test_a_session_is_told_in_order_with_valid_signatures(hook_node):
+    api = Api(hook_node, hook_node.main_creds)
+    receiver = Receiver()
+    try:
+        hook = add_hook(api, receiver.url)
+        assert hook["secret"] and set(hook["events"]) == set(LIFECYCLE)
+        listed = api.http.get("/webhooks").json()["webhooks"]
+        assert [h["webhook_id"] for h in listed] == [hook["webhook_id"]] and "secret" not in listed[0]
+        room = api.room(settings={"mode": "group"})
+        one_session(api, room["room_id"])
+        events = receiver.wait(4, hook["secret"])
+        assert [e["type"] for e in events] == LIFECYCLE
+        assert len({e["event_id"] for e in events}) == 4
+        assert all(e["data"]["room_id"] == room["room_id"] for e in events)
+        assert events[1]["data"]["user_ref"] == "alice" and events[3]["data"]["reason"] == "last-left"
+        for _, h, body, _ in receiver.requests:
+            assert h["X-Enx-Event-Id"] == json.loads(body)["event_id"]
+            with pytest.raises(WebhookError):
+                verify(body, h, "another secret")
+        deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
+        assert [d["state"] for d in deliveries] == ["delivered"] * 4
+        # a rotated secret signs what comes next
+        secret = api.http.post(f"/webhooks/{hook['webhook_id']}/secret").json()["secret"]
+        before = len(receiver.requests)
+        one_session(api, room["room_id"])
+        assert [e["type"] for e in receiver.wait(4, secret, since=before)] == LIFECYCLE
+        assert api.http.delete(f"/webhooks/{hook['webhook_id']}").status_code == 200
+    finally:
+        receiver.close()
+
+
+def test_a_failing_receiver_gets_every_event_once_it_recovers_in_order(hook_node):
+    api = Api(hook_node, hook_node.main_creds)
+    receiver = Receiver(fail=5)
+    try:
+        hook = add_hook(api, receiver.url, events=["participant.joined", "participant.left"])
+        room = api.room(settings={"mode": "group"})
+        one_session(api, room["room_id"])
+        one_session(api, room["room_id"])
+        events = receiver.wait(4, hook["secret"])
+        time.sleep(0.5)                                    # nothing more comes: each event acknowledged once
+        events = receiver.acknowledged(hook["secret"])
+        assert [e["type"] for e in events] == ["participant.joined", "participant.left"] * 2
+        assert len({e["event_id"] for e in events}) == 4
+        assert sum(1 for r in receiver.requests if r[3] == 500) == 5
+        deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
+        assert deliveries[-1]["attempts"] == 6 and deliveries[-1]["last_error"] == "HTTP 500"
+        api.http.delete(f"/webhooks/{hook['webhook_id']}")
+    finally:
+        receiver.close()
+
+
+def test_events_pending_when_the_node_is_killed_go_out_after_its_restart(hook_node):
+    """SIGKILL mid-session while the receiver fails: after the restart the pending events are delivered,
+    then the participant's leave and the session's end that the restart records (reason node-restart)."""
+    api = Api(hook_node, hook_node.main_creds)
+    receiver = Receiver(fail=10 ** 9)
+    try:
+        hook = add_hook(api, receiver.url)
+        room = api.room(settings={"mode": "group"})
+
+        async def run():
+            c = await api.joined(room["room_id"], "bob", "moderator")
+            end = time.monotonic() + 10
+            while len(receiver.requests) < 2:            # the node has tried (and failed) already
+                assert time.monotonic() < end
+                await asyncio.sleep(0.05)
+            hook_node.proc.kill()                          # SIGKILL: no shutdown of any kind
+            hook_node.proc.wait()
+            await c.close()
+        asyncio.run(run())
+        hook_node.log.close()
+        receiver.fail = 0
+        hook_node.start()
+        events = receiver.wait(4, hook["secret"])
+        assert [e["type"] for e in events] == LIFECYCLE
+        assert events[2]["data"]["reason"] == "session-ended:node-restart"
+        assert events[3]["data"]["reason"] == "node-restart"
+        time.sleep(0.5)
+        assert len(receiver.acknowledged(hook["secret"])) == 4         # each once
+        api.http.delete(f"/webhooks/{hook['webhook_id']}")
+    finally:
+        receiver.close()
+
+
+def test_a_slow_receiver_delays_no_other_apps_events(hook_node):
+    slow, fast = Receiver(delay=2.0), Receiver()
+    try:
+        apis = [Api(hook_node, hook_node.main_creds), Api(hook_node, hook_node.create_app("other"))]
+        hooks = [add_hook(apis[0], slow.url), add_hook(apis[1], fast.url)]
+        rooms = [a.room(settings={"mode": "group"}) for a in apis]
+        for a, r in zip(apis, rooms):
+            one_session(a, r["room_id"])
+        fast.wait(4, hooks[1]["secret"], timeout=10)
+        assert len(slow.acknowledged(hooks[0]["secret"])) <= 2      # still working through its first ones
+        assert [e["type"] for e in slow.wait(4, hooks[0]["secret"], timeout=30)] == LIFECYCLE
+        for a, h in zip(apis, hooks):
+            a.http.delete(f"/webhooks/{h['webhook_id']}")
+    finally:
+        slow.close()
+        fast.close()
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("ftp://example.com/x", "http or https"),
+    ("javascript:alert(1)", "http or https"),
+    ("http://10.1.2.3/hook", "private, link-local or loopback"),
+    ("http://169.254.169.254/latest/meta-data", "private, link-local or loopback"),
+    ("http://[fd00::1]/hook", "private, link-local or loopback"),
+    ("http://127.0.0.1:9/hook", "private, link-local or loopback"),   # loopback is off on this node
+    ("http://localhost:9/hook", "resolves to a private, link-local or loopback"),
+    ("http://user:pw@example.com/", "credentials"),
+])
+def test_urls_the_node_must_not_post_to_are_refused(api, url, needle):
+    r = api.post("/webhooks", json={"url": url})
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["desc"]
+
+
+def test_bad_webhook_requests(api):
+    assert api.post("/webhooks", json={"url": "https://example.invalid/", "events": ["room.exploded"]}).status_code == 422
+    assert api.post("/webhooks", json={"url": "https://example.invalid/", "colour": "red"}).status_code == 422
+    assert api.post("/webhooks", json=["x"]).status_code == 422
+    assert api.delete("/webhooks/wh_nope").status_code == 404
+    assert api.get("/webhooks/wh_nope/deliveries").status_code == 404
+    assert api.post("/webhooks/wh_nope/secret").status_code == 404
+
+
+def test_the_receiver_helper_refuses_what_it_must():
+    body = b'{"event_id": "evt_1", "type": "session.started"}'
+    h = headers("evt_1", "s3cret", body, now=1_000_000)
+    assert verify(body, h, "s3cret", now=1_000_010)["type"] == "session.started"
+    with pytest.raises(WebhookError, match="does not match"):
+        verify(body + b" ", h, "s3cret", now=1_000_010)
+    with pytest.raises(WebhookError, match="stale"):
+        verify(body, h, "s3cret", now=1_000_000 + 301)
+    with pytest.raises(WebhookError, match="required"):
+        verify(body, {}, "s3cret")
+    with pytest.raises(WebhookError, match="Unix time"):
+        verify(body, {**h, "X-Enx-Timestamp": "soon"}, "s3cret")
+    assert sign("k", 1, b"x") == sign("k", 1, b"x") != sign("k", 2, b"x")
+
+
+@pytest.mark.parametrize("address, loopback_ok, allowed", [
+    ("93.184.216.34", False, True), ("127.0.0.1", False, False), ("127.0.0.1", True, True),
+    ("10.0.0.1", True, False), ("192.168.1.1", True, False), ("172.16.0.1", True, False),
+    ("169.254.169.254", True, False), ("::1", True, True), ("::ffff:10.0.0.1", True, False),
+    ("fe80::1", True, False), ("0.0.0.0", True, False), ("224.0.0.1", True, False),
+])
+def test_address_rules(address, loopback_ok, allowed):
+    assert address_allowed(address, loopback_ok) is allowed
