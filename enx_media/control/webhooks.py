@@ -34,6 +34,7 @@ MAX_HOOKS_PER_APP = 10
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_CAP_S = 600.0
 ERROR_CHARS = 200
+PENDING_BATCH = 100
 
 
 def outbox_events(event: ev.Event) -> list[OutboxEvent]:
@@ -203,14 +204,20 @@ class WebhookDispatcher:
     async def _drain(self, hook_id: str) -> None:
         """This webhook's pending deliveries in order; a retry that is not due yet waits (head of line:
         the receiver gets its events in the order they happened)."""
+        batch: list[DeliveryRecord] = []
         while True:
-            d = await asyncio.to_thread(self.store.webhooks.next_pending, hook_id)
-            if d is None:
-                return
+            if not batch:
+                # read ahead: one query per PENDING_BATCH deliveries, not per delivery
+                batch = await asyncio.to_thread(self.store.webhooks.pending, hook_id, PENDING_BATCH)
+                if not batch:
+                    return
+            d = batch[0]
             wait = d.next_at - time.time()
             if wait > 0:
                 await asyncio.sleep(min(wait, self.POLL_S))
+                batch = []                  # read again: the hook may have been deleted meanwhile
                 continue
+            batch.pop(0)
             error = await self._attempt(d)
             now = time.time()
             attempts = d.attempts + 1
@@ -230,6 +237,7 @@ class WebhookDispatcher:
             delay = min(RETRY_CAP_S, self.retry_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
             await asyncio.to_thread(self.store.webhooks.settle, d.event_id, hook_id, "pending", attempts,
                                     now + delay, error, now)
+            batch = []                      # it stays at the head of the line: read it again with its retry time
 
     async def _attempt(self, d: DeliveryRecord) -> str | None:
         """One signed POST; None when acknowledged (2xx), else what went wrong."""

@@ -225,8 +225,8 @@ class WebhookRepository(Protocol):
         """Webhooks with deliveries still to make."""
         ...
 
-    def next_pending(self, hook_id: str) -> DeliveryRecord | None:
-        """The hook's oldest pending delivery (events go out in the order they happened)."""
+    def pending(self, hook_id: str, limit: int) -> list[DeliveryRecord]:
+        """The hook's oldest pending deliveries, oldest first (events go out in the order they happened)."""
         ...
 
     def deliveries(self, app_id: str, hook_id: str, limit: int) -> list[DeliveryRecord]:

@@ -493,9 +493,9 @@ class SqliteWebhooks:
         return [r["hook_id"] for r in
                 self._db.all("SELECT DISTINCT hook_id FROM webhook_deliveries WHERE state='pending'")]
 
-    def next_pending(self, hook_id: str) -> DeliveryRecord | None:
-        r = self._db.one(_DELIVERY + " WHERE d.hook_id=? AND d.state='pending' ORDER BY d.seq LIMIT 1", (hook_id,))
-        return _delivery(r) if r else None
+    def pending(self, hook_id: str, limit: int) -> list[DeliveryRecord]:
+        return [_delivery(r) for r in self._db.all(
+            _DELIVERY + " WHERE d.hook_id=? AND d.state='pending' ORDER BY d.seq LIMIT ?", (hook_id, limit))]
 
     def deliveries(self, app_id: str, hook_id: str, limit: int) -> list[DeliveryRecord]:
         return [_delivery(r) for r in self._db.all(
