@@ -47,9 +47,10 @@ class Engine:
         # What happens in live rooms; the session record is its first subscriber (it writes the webhook
         # events with the changes they report; CDR and recordings subscribe the same way).
         self.events = EventBus()
-        self.events.subscribe(SessionRecorder(self.store, on_outbox=self._wake_dispatcher))
+        self.events.subscribe(SessionRecorder(self.store, on_outbox=self.wake_webhooks))
 
-    def _wake_dispatcher(self) -> None:
+    def wake_webhooks(self) -> None:
+        """Deliveries were queued (events written, a redelivery or replay asked for): deliver now."""
         if self.dispatcher is not None:
             self.dispatcher.wake()
 

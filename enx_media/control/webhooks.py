@@ -25,7 +25,7 @@ from .. import errors as E
 from .. import events as ev
 from .. import webhook
 from ..store import DeliveryRecord, OutboxEvent, Store, WebhookRecord
-from .rooms import iso
+from .rooms import iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,22 @@ class WebhookService:
         return [{"event_id": d.event_id, "type": d.type, "created": iso(d.created), "state": d.state,
                  "attempts": d.attempts, "last_error": d.last_error, "updated": iso(d.updated)}
                 for d in self.store.webhooks.deliveries(app_id, hook_id, limit)]
+
+    def redeliver(self, app_id: str, hook_id: str, event_id: str) -> None:
+        """Send one event again (whatever its state); the receiver sees the same event ID."""
+        if self.store.webhooks.requeue(app_id, hook_id, event_id, 0.0, 0.0, time.time()) == 0:
+            raise E.NotFound(f"webhook {hook_id} has no delivery of {event_id}", reason="webhook not found")
+
+    def replay(self, app_id: str, hook_id: str, body: Any) -> int:
+        """Send again every event of the hook created in [from, to); returns how many."""
+        if not isinstance(body, dict) or "from" not in body or "to" not in body or set(body) - {"from", "to"}:
+            raise E.ValidationFailed("the body must be {\"from\": ..., \"to\": ...} (times: ISO 8601 or epoch seconds)")
+        start, end = parse_time(body["from"], "from"), parse_time(body["to"], "to")
+        if end <= start:
+            raise E.ValidationFailed("to must be after from")
+        if self.store.webhooks.get(app_id, hook_id) is None:
+            raise E.NotFound(f"no webhook {hook_id}", reason="webhook not found")
+        return self.store.webhooks.requeue(app_id, hook_id, None, start, end, time.time())
 
     @staticmethod
     def to_json(h: WebhookRecord) -> dict[str, Any]:

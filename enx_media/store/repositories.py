@@ -238,6 +238,11 @@ class WebhookRepository(Protocol):
         """Record an attempt: delivered, failed (given up), or pending again from next_at."""
         ...
 
+    def requeue(self, app_id: str, hook_id: str, event_id: str | None, start: float, end: float, at: float) -> int:
+        """Make the hook's deliveries pending again, due now: the one of event_id, or (event_id None) those
+        of the events created in [start, end). Returns how many."""
+        ...
+
 
 @runtime_checkable
 class SessionRepository(Protocol):

@@ -508,6 +508,16 @@ class SqliteWebhooks:
                          (state, attempts, next_at, error, at, hook_id, event_id))
 
 
+    def requeue(self, app_id: str, hook_id: str, event_id: str | None, start: float, end: float, at: float) -> int:
+        which = "e.event_id=?" if event_id is not None else "e.created >= ? AND e.created < ?"
+        args: tuple[Any, ...] = (event_id,) if event_id is not None else (start, end)
+        cur = self._db.execute(
+            "UPDATE webhook_deliveries SET state='pending', next_at=?, updated=? WHERE hook_id=?"
+            " AND hook_id IN (SELECT hook_id FROM webhooks WHERE app_id=?)"
+            f" AND seq IN (SELECT e.seq FROM webhook_events e WHERE {which})", (at, at, hook_id, app_id, *args))
+        return cur.rowcount
+
+
 class SqliteStore:
     """The default backend: one SQLite file (created, and migrated to the current schema, on open)."""
 

@@ -437,6 +437,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         deliveries = await off_loop(engine.webhooks.deliveries, app.app_id, request.path_params["webhook_id"], limit)
         return ok({"deliveries": deliveries})
 
+    async def redeliver_webhook(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        hook_id, event_id = request.path_params["webhook_id"], request.path_params["event_id"]
+        await off_loop(engine.webhooks.redeliver, app.app_id, hook_id, event_id)
+        engine.wake_webhooks()
+        return ok({"webhook_id": hook_id, "event_id": event_id, "state": "pending"})
+
+    async def replay_webhook(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        hook_id = request.path_params["webhook_id"]
+        count = await off_loop(engine.webhooks.replay, app.app_id, hook_id, await read_json(request))
+        engine.wake_webhooks()
+        return ok({"webhook_id": hook_id, "requeued": count})
+
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
@@ -503,6 +517,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/webhooks/{webhook_id}/secret", rotate_webhook_secret, methods=["POST"]),
         Route("/webhooks/{webhook_id}/deliveries", webhook_deliveries, methods=["GET"]),
+        Route("/webhooks/{webhook_id}/deliveries/{event_id}/redeliver", redeliver_webhook, methods=["POST"]),
+        Route("/webhooks/{webhook_id}/replay", replay_webhook, methods=["POST"]),
     ]
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"]),
               WebSocketRoute("/signaling", signaling_ws), Route("/demo", demo_page, methods=["GET"]),

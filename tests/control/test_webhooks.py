@@ -131,6 +131,20 @@ def test_a_failing_receiver_gets_every_event_once_it_recovers_in_order(hook_node
         assert sum(1 for r in receiver.requests if r[3] == 500) == 5
         deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
         assert deliveries[-1]["attempts"] == 6 and deliveries[-1]["last_error"] == "HTTP 500"
+        # redeliver one, then replay the lot: the same event IDs again (a receiver de-duplicates by them)
+        base = f"/webhooks/{hook['webhook_id']}"
+        before = len(receiver.requests)
+        assert api.http.post(f"{base}/deliveries/{events[1]['event_id']}/redeliver").status_code == 200
+        assert [e["event_id"] for e in receiver.wait(1, hook["secret"], since=before)] == [events[1]["event_id"]]
+        time.sleep(0.3)
+        assert len(receiver.requests) == before + 1                     # that one, nothing else
+        again = len(receiver.requests)
+        replay = api.http.post(f"{base}/replay", json={"from": time.time() - 3600, "to": time.time() + 1})
+        assert replay.status_code == 200 and replay.json()["requeued"] == 4
+        assert [e["event_id"] for e in receiver.wait(4, hook["secret"], since=again)] == [e["event_id"] for e in events]
+        assert api.http.post(f"{base}/deliveries/evt_nope/redeliver").status_code == 404
+        assert api.http.post(f"{base}/replay", json={"from": "yesterday", "to": 5}).status_code == 422
+        assert api.http.post(f"{base}/replay", json={"from": 10, "to": 5}).status_code == 422
         api.http.delete(f"/webhooks/{hook['webhook_id']}")
     finally:
         receiver.close()
