@@ -154,6 +154,14 @@ class Engine:
         self.rooms.get(app_id, room_id)          # NotFound for another app's room
         self.tokens.revoke(app_id, room_id, token_id)
 
+    async def live_users(self, app_id: str, room_id: str) -> list[dict[str, Any]]:
+        """Who is in the room's live session, each with its current media quality while this node runs
+        the room (`LiveRoom.current_quality`; null before its media counts anything)."""
+        users = await asyncio.to_thread(self.rooms.live_users, app_id, room_id)
+        room = self.live.live.get(room_id) if self.live is not None else None
+        quality = room.current_quality() if room is not None else {}
+        return [{**u, "quality": quality.get(u["participant_id"])} for u in users]
+
     async def remove_user(self, app_id: str, room_id: str, user_ref: str, reason: str = "") -> list[str]:
         """Remove every participant of a user from the room's live session (they are told and
         disconnected; the user cannot rejoin that session). Returns the participant ids removed."""

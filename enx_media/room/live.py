@@ -118,6 +118,10 @@ class LiveRoom:
         self.media = RoomMedia(self, manager.server) if manager.server is not None else None
         self._timer: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        # the core's totals per participant at the last quality sample (monotonic time, totals), and the
+        # rates computed then: what current_quality() measures against
+        self._quality_seen: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._quality_rates: dict[str, dict[str, float]] = {}
         # A scheduled room's session ends with its window; any other ends `duration` after it started.
         limit = room.window[1] - time.time() if room.window else room.duration_s
         if limit:
@@ -250,6 +254,48 @@ class LiveRoom:
         for pid in self.participants:
             if pid in quality:
                 self._event(ev.QualitySample, participant_id=pid, **quality[pid])
+        now = time.monotonic()
+        self._quality_rates = self._rates(quality, now)
+        self._quality_seen = (now, quality)
+
+    def _rates(self, quality: dict[str, dict[str, Any]], now: float) -> dict[str, dict[str, float]]:
+        """Bits per second each participant sent to the node and received from it since the last sample."""
+        if self._quality_seen is None:
+            return {}
+        at, seen = self._quality_seen
+        dt = now - at
+        out = {}
+        for pid, q in quality.items():
+            before = seen.get(pid)
+            if before is not None and dt > 0:
+                out[pid] = {"bitrate_sent_bps": max(0.0, (q["bytes_in"] - before["bytes_in"]) * 8 / dt),
+                            "bitrate_received_bps": max(0.0, (q["bytes_out"] - before["bytes_out"]) * 8 / dt)}
+        return out
+
+    def current_quality(self) -> dict[str, dict[str, Any]]:
+        """Per participant, its media as the core counts it now (the REST API's live view): stream counts,
+        the worst loss / jitter / RTT of the latest receiver reports about what the node sends it, key-frame
+        requests, and its bitrates since the last quality sample (a second at least; the sample's own
+        before that)."""
+        if self.media is None:
+            return {}
+        now = time.monotonic()
+        quality = self.media.router.quality()
+        if self._quality_seen is None:
+            self._quality_seen = (now, quality)          # the first look: rates from the next one on
+        fresh = now - self._quality_seen[0] >= 1.0
+        rates = self._rates(quality, now) if fresh else self._quality_rates
+        out = {}
+        for pid in self.participants:
+            q = quality.get(pid)
+            if q is None:
+                continue
+            out[pid] = {"streams_sent": q["streams_sent"], "streams_received": q["streams_received"],
+                        "fraction_lost": q["fraction_lost"], "jitter": q["jitter"], "rtt_ms": q["rtt_ms"],
+                        "keyframe_requests": q["keyframe_requests"],
+                        "bitrate_sent_bps": round(rates.get(pid, {}).get("bitrate_sent_bps", 0.0)),
+                        "bitrate_received_bps": round(rates.get(pid, {}).get("bitrate_received_bps", 0.0))}
+        return out
 
     # -- streams ------------------------------------------------------------------------------------
     async def publish(self, p: Participant, offer_sdp: str, source: str = "camera") -> str:

@@ -382,7 +382,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     async def room_users(request: Request) -> JSONResponse:
         app = await off_loop(authenticate, request)
-        users = await off_loop(engine.rooms.live_users, app.app_id, request.path_params["room_id"])
+        users = await engine.live_users(app.app_id, request.path_params["room_id"])
         return ok({"total": len(users), "users": users})
 
     async def create_token(request: Request) -> JSONResponse:

@@ -6,7 +6,7 @@ import pytest
 
 from enx_media.client import SignalingError
 from media_util import (COLORS, Api, ColorTrack, ToneTrack, publish_offer, receive_audio, receive_video,
-                        sendonly_offer, without_lines)
+                        sendonly_offer, video_pair, without_lines)
 
 
 def test_three_publishers_see_and_hear_each_other(node, creds):
@@ -173,5 +173,33 @@ def test_the_active_speaker_is_announced_and_follows_the_louder_talker(node, cre
         finally:
             for c in (a, b, listener):
                 await c.leave()
+
+    asyncio.run(scenario())
+
+
+def test_the_rest_api_shows_each_participants_media_quality_while_it_flows(node, creds):
+    """GET /rooms/{id}/users: each participant's current bitrates (what it sends to the node, what it
+    receives), stream counts and receiver-report figures, from the core's counters."""
+    api = Api(node, creds)
+    room = api.room(settings={"mode": "group"})
+
+    async def scenario():
+        async with video_pair(api.ws_url, api.token(room["room_id"], "pub", "moderator"),
+                              api.token(room["room_id"], "sub", "participant"), COLORS[1]) as (_, _, track):
+            deadline = time.monotonic() + 20
+            while True:
+                users = {u["user_ref"]: u["quality"] for u in api.http.get(f"/rooms/{room['room_id']}/users")
+                         .json()["users"]}
+                pub, sub = users["pub"], users["sub"]
+                if pub and sub and pub["bitrate_sent_bps"] > 0 and sub["bitrate_received_bps"] > 0:
+                    break
+                assert time.monotonic() < deadline, users
+                for _ in range(15):                                          # keep decoding meanwhile
+                    await track.recv()
+            assert (pub["streams_sent"], sub["streams_received"]) == (1, 1), (pub, sub)
+            assert pub["bitrate_received_bps"] == 0 and sub["bitrate_sent_bps"] == 0
+            # what reaches the subscriber is what the publisher sends (SRTP and header rewrite aside)
+            assert 0.5 < sub["bitrate_received_bps"] / pub["bitrate_sent_bps"] < 2, (pub, sub)
+            assert 0.0 <= sub["fraction_lost"] <= 1.0 and sub["rtt_ms"] >= 0
 
     asyncio.run(scenario())
