@@ -78,17 +78,26 @@ def check_url(url: object, allow_loopback: bool) -> urllib.parse.SplitResult:
         raise E.ValidationFailed("url must be an http or https URL with a host")
     if parts.username or parts.password:
         raise E.ValidationFailed("url must not carry credentials")
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
+    if not is_literal(parts.hostname):
         return parts
-    if not address_allowed(str(literal), allow_loopback):
+    if not address_allowed(str(parts.hostname), allow_loopback):
         raise E.ValidationFailed("url points at a private, link-local or loopback address")
     return parts
 
 
+def is_literal(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+        return True
+    except ValueError:
+        return False
+
+
 def resolve_allowed(parts: urllib.parse.SplitResult, allow_loopback: bool) -> None:
-    """Every address the host resolves to is allowed (ValidationFailed otherwise)."""
+    """Every address the host resolves to is allowed (ValidationFailed otherwise); an address literal was
+    checked by check_url already."""
+    if is_literal(parts.hostname):
+        return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
@@ -261,7 +270,8 @@ class WebhookDispatcher:
         body = d.body.encode()
         try:
             parts = check_url(d.url, self.allow_loopback)
-            await asyncio.to_thread(resolve_allowed, parts, self.allow_loopback)
+            if not is_literal(parts.hostname):         # a name: resolved off the loop, every attempt
+                await asyncio.to_thread(resolve_allowed, parts, self.allow_loopback)
             async with self._client.stream("POST", d.url, content=body,
                                            headers=webhook.headers(d.event_id, d.secret, body)) as r:
                 # the answer's body is not read: a receiver sending a huge one costs nothing

@@ -403,7 +403,7 @@ class Router:
             self.worker.set_target_encoding(c.native, target)      # sends a PLI for the target
             c.switches += 1
             self.counts["layer_switches"] += 1
-        elif c.native.encoding != c.native.target_encoding:
+        elif not c.native.switching and c.native.encoding != c.native.target_encoding:
             # Still waiting for the target's key frame: ask again (the core keeps one PLI per encoding
             # per 500 ms). Chromium leaves some requests for a simulcast layer unanswered.
             self.worker.request_keyframe(p.native, c.native.target_encoding)
