@@ -92,6 +92,9 @@ class Settings:
     webhook_give_up_s: int = _setting(86400, "ENX_WEBHOOK_GIVE_UP_S",
                                       "a webhook event not acknowledged this long after it happened is kept as "
                                       "failed")
+    quality_interval_s: int = _setting(10, "ENX_QUALITY_INTERVAL_S",
+                                       "seconds between the quality samples of each participant's media (the "
+                                       "CDR's quality windows)")
     # Where the values came from; set by load_settings, not a setting itself.
     config_file: str | None = field(default=None)
 
@@ -137,6 +140,8 @@ class Settings:
             raise ValueError("webhook_retry_ms must be 10..600000")
         if self.webhook_give_up_s < 1:
             raise ValueError("webhook_give_up_s must be at least 1")
+        if not 1 <= self.quality_interval_s <= 300:
+            raise ValueError("quality_interval_s must be 1..300")
         return self
 
 

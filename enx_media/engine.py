@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from . import errors as E
 from .config import Settings
 from .control.apps import AppCredentials, AppRegistry
+from .control.cdr import CdrRecorder, CdrService
 from .control.rooms import RoomService
 from .control.sessions import SessionRecorder, SessionService
 from .control.tokens import IssuedToken, TokenService
@@ -42,12 +43,14 @@ class Engine:
                                    max_ttl=self.settings.token_max_ttl,
                                    scheduled_lead=self.settings.scheduled_token_lead)
         self.sessions = SessionService(self.store)
+        self.cdr = CdrService(self.store)
         self.webhooks = WebhookService(self.store, allow_loopback=self.settings.webhook_allow_loopback == "on")
         self.dispatcher: WebhookDispatcher | None = None     # delivers the webhook outbox while media runs
         # What happens in live rooms; the session record is its first subscriber (it writes the webhook
-        # events with the changes they report; CDR and recordings subscribe the same way).
+        # events with the changes they report), the CDR the next (its cdr.ready follows session.ended).
         self.events = EventBus()
         self.events.subscribe(SessionRecorder(self.store, on_outbox=self.wake_webhooks))
+        self.events.subscribe(CdrRecorder(self.store, on_outbox=self.wake_webhooks))
 
     def wake_webhooks(self) -> None:
         """Deliveries were queued (events written, a redelivery or replay asked for): deliver now."""
@@ -88,7 +91,8 @@ class Engine:
         self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout,
                                    threaded=s.media_thread == "on", max_transports=limits.max_transports)
         self.webrtc.start()
-        self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits)
+        self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits,
+                                quality_interval=s.quality_interval_s)
         self._signaling = SignalingHub(self.live, limits)
         self.dispatcher = WebhookDispatcher(self.store, allow_loopback=s.webhook_allow_loopback == "on",
                                             retry_s=s.webhook_retry_ms / 1000, give_up_s=s.webhook_give_up_s)

@@ -26,7 +26,7 @@ class Event:
 
 @dataclass(frozen=True)
 class SessionStarted(Event):
-    pass
+    room_details: dict[str, Any] = field(default_factory=dict)    # the room as it is now (the API's shape)
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class StreamPublished(Event):
     stream_id: str
     kind: str
     codec: str
+    source: str = "camera"      # or "screen"
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ class ModeratorAction(Event):
 
 @dataclass(frozen=True)
 class QualitySample(Event):
-    """One participant's media as the core counted it, every QUALITY_INTERVAL_S: totals since its
-    streams opened (a CDR takes the last sample, a dashboard the difference of two), and the worst of
-    the latest receiver reports about what the node sends it."""
+    """One participant's media as the core counted it, every quality interval: totals since its streams
+    opened (a CDR takes the difference of two samples), the worst of the latest receiver reports about
+    what the node sends it, and how many of its simulcast video consumers are on each layer (rid, or
+    "paused") now."""
     participant_id: str
     streams_sent: int
     streams_received: int
@@ -100,10 +102,13 @@ class QualitySample(Event):
     bytes_in: int
     packets_out: int
     bytes_out: int
+    packets_lost: int          # of packets_out, as its receiver reports counted them
     keyframe_requests: int     # PLIs sent to this participant's encoders
+    freezes: int               # key frames its decoders asked for (a frozen or broken picture)
     fraction_lost: float       # worst receiver report of what the node sends this participant
-    jitter: int
+    jitter_ms: float
     rtt_ms: float
+    layers: dict[str, int] = field(default_factory=dict)
 
 
 E = TypeVar("E", bound=Event)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .. import events as ev
 from ..store import NODE_RESTART, ChatMessageRecord, ParticipantRecord, Store
+from . import cdr
 from .rooms import iso
 from .webhooks import outbox_events
 
@@ -39,17 +40,20 @@ class SessionService:
         """Sessions left open by a node that stopped without ending them: end them now, and tell their
         webhooks (each participant still in left, then the session ended, reason node-restart)."""
         ids = self.store.sessions.open_session_ids()
-        now = time.time()
         for session_id in ids:
             s = self.store.sessions.get(session_id)
+            # The session ended, as far as anyone can tell, when the record last shows it alive (its last
+            # quality save, join or leave): the CDR does not bill the time the node was down.
+            at = self.store.sessions.last_activity(session_id) or time.time()
             outbox = []
             if s is not None:
                 for p in self.store.sessions.participants(session_id):
                     if p.left is None:
                         outbox += outbox_events(ev.ParticipantLeft(session_id, s.room_id, s.app_id, p.participant_id,
-                                                                   f"session-ended:{NODE_RESTART}", at=now))
-                outbox += outbox_events(ev.SessionEnded(session_id, s.room_id, s.app_id, NODE_RESTART, at=now))
-            self.store.sessions.end(session_id, NODE_RESTART, now, outbox)
+                                                                   f"session-ended:{NODE_RESTART}", at=at))
+                outbox += outbox_events(ev.SessionEnded(session_id, s.room_id, s.app_id, NODE_RESTART, at=at))
+                outbox.append(cdr.ready_event(s.app_id, s.room_id, session_id, at))
+            self.store.sessions.end(session_id, NODE_RESTART, at, outbox)
         return len(ids)
 
 
@@ -67,13 +71,15 @@ class SessionRecorder:
         # the webhook events that report the change go into the same transaction (control/webhooks.py)
         outbox = outbox_events(event)
         if isinstance(event, ev.SessionStarted):
-            stale = self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox)
+            stale = self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox,
+                                        event.room_details)
             if stale != event.session_id:
                 # The record still holds a session of this room that this node no longer runs (its end
                 # was not written): end it, or this one's participants would be written nowhere.
                 log.warning("ending stale session=%s room=%s", stale, event.room_id)
                 self.sessions.end(stale, "superseded", event.at)
-                self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox)
+                self.sessions.start(event.app_id, event.room_id, event.session_id, event.at, outbox,
+                                    event.room_details)
         elif isinstance(event, ev.SessionEnded):
             self.sessions.end(event.session_id, event.reason, event.at, outbox)
         elif isinstance(event, ev.ParticipantJoined):

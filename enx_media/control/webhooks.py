@@ -29,7 +29,8 @@ from .rooms import iso, parse_time
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("session.started", "session.ended", "participant.joined", "participant.left")
+EVENT_TYPES = ("session.started", "session.ended", "participant.joined", "participant.left", "cdr.ready",
+               "roomdrop")
 MAX_HOOKS_PER_APP = 10
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_CAP_S = 600.0
@@ -54,9 +55,29 @@ def outbox_events(event: ev.Event) -> list[OutboxEvent]:
         data.update(participant_id=event.participant_id, reason=event.reason, left=iso(event.at))
     else:
         return []
+    out = [outbox_event(kind, event.app_id, event.room_id, data, event.at)]
+    if isinstance(event, ev.SessionEnded):
+        # EnableX's notification of the same (apps written against EnableX read its `type` key)
+        out.append(enablex_event("roomdrop", event.app_id, event.room_id, event.session_id, event.at,
+                                 {"reason": event.reason}))
+    return out
+
+
+def outbox_event(kind: str, app_id: str, room_id: str, data: dict[str, Any], at: float) -> OutboxEvent:
+    """One of our events: {event_id, type, created, app_id, data (room_id and the event's own fields)}."""
     event_id = "evt_" + secrets.token_hex(12)
-    body = {"event_id": event_id, "type": kind, "created": iso(event.at), "app_id": event.app_id, "data": data}
-    return [OutboxEvent(event_id, event.app_id, event.room_id, kind, body, event.at)]
+    body = {"event_id": event_id, "type": kind, "created": iso(at), "app_id": app_id,
+            "data": {"room_id": room_id, **data}}
+    return OutboxEvent(event_id, app_id, room_id, kind, body, at)
+
+
+def enablex_event(kind: str, app_id: str, room_id: str, conf_num: str, at: float,
+                  extra: dict[str, Any]) -> OutboxEvent:
+    """One of EnableX's notifications, in its flat shape: {type, app_id, room_id, conf_num, trans_date, ...}."""
+    event_id = "evt_" + secrets.token_hex(12)
+    body = {"type": kind, "event_id": event_id, "app_id": app_id, "room_id": room_id, "conf_num": conf_num,
+            "trans_date": iso(at), **extra}
+    return OutboxEvent(event_id, app_id, room_id, kind, body, at)
 
 
 def address_allowed(address: str, allow_loopback: bool) -> bool:

@@ -24,7 +24,7 @@ from .media import ParticipantMedia, RoomMedia, Subscription
 
 log = logging.getLogger(__name__)
 
-QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often
+QUALITY_INTERVAL_S = 10.0   # one QualitySample per participant this often (settings.quality_interval_s)
 LAYER_INTERVAL_S = 0.5      # simulcast consumers are pointed at their layer again this often (sizes change)
 APP = "app"                 # who acted, when the application did (REST) rather than a moderator
 
@@ -235,13 +235,13 @@ class LiveRoom:
 
     async def _sample_quality(self) -> None:
         try:
-            next_sample = time.monotonic() + QUALITY_INTERVAL_S
+            next_sample = time.monotonic() + self.manager.quality_interval
             while not self.ended:
                 await asyncio.sleep(LAYER_INTERVAL_S)
                 if self.media is not None:
                     self.media.select_layers()
                 if time.monotonic() >= next_sample:
-                    next_sample += QUALITY_INTERVAL_S
+                    next_sample += self.manager.quality_interval
                     self.sample_quality()
         except asyncio.CancelledError:
             pass
@@ -291,8 +291,9 @@ class LiveRoom:
             if q is None:
                 continue
             out[pid] = {"streams_sent": q["streams_sent"], "streams_received": q["streams_received"],
-                        "fraction_lost": q["fraction_lost"], "jitter": q["jitter"], "rtt_ms": q["rtt_ms"],
-                        "keyframe_requests": q["keyframe_requests"],
+                        "fraction_lost": q["fraction_lost"], "jitter_ms": q["jitter_ms"],
+                        "rtt_ms": q["rtt_ms"], "keyframe_requests": q["keyframe_requests"], "freezes": q["freezes"],
+                        "layers": q["layers"],
                         "bitrate_sent_bps": round(rates.get(pid, {}).get("bitrate_sent_bps", 0.0)),
                         "bitrate_received_bps": round(rates.get(pid, {}).get("bitrate_received_bps", 0.0))}
         return out
@@ -309,7 +310,7 @@ class LiveRoom:
         if publisher is None or self.media is None:
             return
         self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
-                    codec=s.codec)
+                    codec=s.codec, source=s.source)
         await self.notifier.stream_added(self.everyone(), s)
         if self.media.lecture is not None:
             await self.media.lecture.update()      # first: a second video publisher moves everyone to the MCU
@@ -460,8 +461,10 @@ class RoomManager:
     the room they belong to."""
 
     def __init__(self, rooms: RoomService, tokens: TokenService, server: WebRtcServer | None,
-                 bus: ev.EventBus, notifier: Notifier, limits: Limits | None = None):
+                 bus: ev.EventBus, notifier: Notifier, limits: Limits | None = None, *,
+                 quality_interval: float = QUALITY_INTERVAL_S):
         self.limits = limits or Limits()
+        self.quality_interval = quality_interval
         self.rooms_service = rooms
         self.tokens = tokens
         self.server = server
@@ -502,7 +505,7 @@ class RoomManager:
         if live is None:
             live = LiveRoom(self, room, session_id)
             self.live[room.room_id] = live
-            self.bus.publish(ev.SessionStarted(session_id, room.room_id, room.app_id))
+            self.bus.publish(ev.SessionStarted(session_id, room.room_id, room.app_id, room_details=room.to_json()))
         p = Participant(secrets.token_hex(6), claims.user_ref, claims.name or claims.user_ref, claims.role,
                         claims.token_id, channel)
         live.admit(p)

@@ -500,14 +500,16 @@ class Router:
     # -- stats --------------------------------------------------------------------------------------
     def quality(self) -> dict[str, dict[str, Any]]:
         """Per participant, what the core counted for its producers and consumers so far (totals since
-        they opened), and the worst loss, jitter and RTT the last receiver reports gave. One pass over
-        the room's producers and consumers, however many participants."""
+        they opened: packets and bytes each way, the losses receiver reports counted, key-frame requests
+        to its encoders and from its decoders), the worst loss, jitter and RTT the last receiver reports
+        gave, and how many of its video consumers of simulcast producers are on each encoding now. One
+        pass over the room's producers and consumers, however many participants."""
         out: dict[str, dict[str, Any]] = {}
 
         def entry(pid: str) -> dict[str, Any]:
             return out.setdefault(pid, dict(streams_sent=0, streams_received=0, packets_in=0, bytes_in=0,
-                                            packets_out=0, bytes_out=0, keyframe_requests=0,
-                                            fraction_lost=0.0, jitter=0, rtt_ms=0.0))
+                                            packets_out=0, bytes_out=0, packets_lost=0, keyframe_requests=0,
+                                            freezes=0, fraction_lost=0.0, jitter_ms=0.0, rtt_ms=0.0, layers={}))
         for p in self.producers.values():
             if p.native is not None:
                 s, q = p.native.stats, entry(p.participant_id)
@@ -521,9 +523,15 @@ class Router:
                 q["streams_received"] += 1
                 q["packets_out"] += s["packets_out"]
                 q["bytes_out"] += s["bytes_out"]
+                q["packets_lost"] += max(0, s["packets_lost"])     # cumulative, as its receiver reports it
+                q["freezes"] += s["plis"]          # the subscriber's decoder lost its picture and asked again
                 q["fraction_lost"] = max(q["fraction_lost"], s["fraction_lost"])
-                q["jitter"] = max(q["jitter"], s["jitter"])
+                q["jitter_ms"] = max(q["jitter_ms"], round(s["jitter"] * 1000 / (c.clock_rate or 90000), 2))
                 q["rtt_ms"] = max(q["rtt_ms"], s["rtt_ms"])
+                if c.producer.kind == "video" and len(c.producer.encodings) > 1 and s["encoding"] >= 0:
+                    rid = ("paused" if c.bandwidth_paused
+                           else c.producer.encodings[min(s["encoding"], len(c.producer.encodings) - 1)][0])
+                    q["layers"][rid] = q["layers"].get(rid, 0) + 1
         return out
 
     def close(self) -> None:

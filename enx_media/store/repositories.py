@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -66,6 +66,7 @@ class SessionRecord:
     started: float
     ended: float | None = None
     end_reason: str | None = None
+    room_details: dict[str, Any] | None = None    # the room as it was when the session started
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ class ChatMessageRecord:
     text: str
     sent: float
     message_id: int | None = None  # given by the backend, increasing in the order messages were added
+
+
+@dataclass(frozen=True)
+class CdrRow:
+    """One participant leg (a join until its leave) of a session, with its usage and quality aggregate."""
+    session: SessionRecord
+    participant: ParticipantRecord
+    leg: int                            # 1 for the user's first join of the session, 2 after a reconnect, ...
+    usage: dict[str, Any] | None        # what control.cdr last saved for it (None: nothing yet)
 
 
 @dataclass(frozen=True)
@@ -251,8 +261,9 @@ class SessionRepository(Protocol):
     wants the event's type, so no change is ever reported twice or lost."""
 
     def start(self, app_id: str, room_id: str, session_id: str, at: float,
-              outbox: Sequence[OutboxEvent] = ()) -> str:
-        """The room's live session id; if it has none, start one with ``session_id`` and return that."""
+              outbox: Sequence[OutboxEvent] = (), room_details: dict[str, Any] | None = None) -> str:
+        """The room's live session id; if it has none, start one with ``session_id`` (and a copy of the room
+        as it is now, which the CDR keeps after the room is gone) and return that."""
         ...
 
     def end(self, session_id: str, reason: str, at: float, outbox: Sequence[OutboxEvent] = ()) -> str | None:
@@ -289,6 +300,22 @@ class SessionRepository(Protocol):
 
     def chat_messages(self, session_id: str) -> list[ChatMessageRecord]:
         """The session's chat in the order it was sent."""
+        ...
+
+    def save_usage(self, session_id: str, usage: Mapping[str, dict[str, Any]], at: float,
+                   outbox: Sequence[OutboxEvent] = ()) -> None:
+        """Replace the usage aggregates of these participants (by participant_id), with the events."""
+        ...
+
+    def last_activity(self, session_id: str) -> float | None:
+        """The last moment the record shows the session alive: its latest usage save, join or leave."""
+        ...
+
+    def cdr(self, app_id: str, *, room_id: str | None = None, session_id: str | None = None,
+            joined_from: float | None = None, joined_to: float | None = None, offset: int = 0,
+            limit: int = 100) -> tuple[int, list[CdrRow]]:
+        """The app's participant legs that match (joined in [joined_from, joined_to)), oldest join first:
+        (how many match, one page)."""
         ...
 
 

@@ -10,9 +10,9 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .repositories import (NODE_RESTART, AppRecord, ChatMessageRecord, ClaimOutcome, DeliveryRecord, OutboxEvent,
+from .repositories import (NODE_RESTART, AppRecord, CdrRow, ChatMessageRecord, ClaimOutcome, DeliveryRecord, OutboxEvent,
                            ParticipantRecord, RoomChange, RoomDeletion, RoomRecord, SessionRecord, TokenRecord,
                            WebhookRecord)
 
@@ -118,6 +118,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (hook_id, seq)
     );
     CREATE INDEX deliveries_pending ON webhook_deliveries(state, hook_id, seq);
+    """,
+    """
+    ALTER TABLE sessions ADD COLUMN room_details TEXT;
+    CREATE INDEX sessions_by_app ON sessions(app_id, started);
+    CREATE INDEX participants_by_joined ON participants(joined);
+    CREATE TABLE participant_usage (
+        session_id TEXT NOT NULL,
+        participant_id TEXT NOT NULL,
+        usage TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (session_id, participant_id)
+    );
     """,
 )
 
@@ -327,7 +339,8 @@ class SqliteTokens:
 
 # --- sessions, participants, chat ----------------------------------------------------------------------
 def _session(r: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(r["session_id"], r["app_id"], r["room_id"], r["started"], r["ended"], r["end_reason"])
+    return SessionRecord(r["session_id"], r["app_id"], r["room_id"], r["started"], r["ended"], r["end_reason"],
+                         json.loads(r["room_details"]) if r["room_details"] else None)
 
 
 def _participant(r: sqlite3.Row) -> ParticipantRecord:
@@ -369,13 +382,13 @@ class SqliteSessions:
         self._db = db
 
     def start(self, app_id: str, room_id: str, session_id: str, at: float,
-              outbox: Sequence[OutboxEvent] = ()) -> str:
+              outbox: Sequence[OutboxEvent] = (), room_details: dict[str, Any] | None = None) -> str:
         with self._db.transaction() as db:
             live = _live_session(db, room_id)
             if live:
                 return live
-            db.execute("INSERT INTO sessions(session_id, app_id, room_id, started) VALUES (?,?,?,?)",
-                       (session_id, app_id, room_id, at))
+            db.execute("INSERT INTO sessions(session_id, app_id, room_id, started, room_details) VALUES (?,?,?,?,?)",
+                       (session_id, app_id, room_id, at, None if room_details is None else _dumps(room_details)))
             _enqueue(db, outbox)
             return session_id
 
@@ -443,6 +456,47 @@ class SqliteSessions:
     def chat_messages(self, session_id: str) -> list[ChatMessageRecord]:
         return [_chat(r) for r in
                 self._db.all("SELECT * FROM chat_messages WHERE session_id=? ORDER BY message_id", (session_id,))]
+
+    def save_usage(self, session_id: str, usage: Mapping[str, dict[str, Any]], at: float,
+                   outbox: Sequence[OutboxEvent] = ()) -> None:
+        with self._db.transaction() as db:
+            db.executemany("INSERT INTO participant_usage(session_id, participant_id, usage, updated) VALUES (?,?,?,?)"
+                           " ON CONFLICT(session_id, participant_id) DO UPDATE SET usage=excluded.usage,"
+                           " updated=excluded.updated",
+                           [(session_id, pid, _dumps(u), at) for pid, u in usage.items()])
+            _enqueue(db, outbox)
+
+    def last_activity(self, session_id: str) -> float | None:
+        r = self._db.one("SELECT max(t) FROM (SELECT max(updated) AS t FROM participant_usage WHERE session_id=?"
+                         " UNION ALL SELECT max(max(joined), coalesce(max(left), 0)) FROM participants"
+                         " WHERE session_id=? UNION ALL SELECT started FROM sessions WHERE session_id=?)",
+                         (session_id, session_id, session_id))
+        return None if r is None or r[0] is None else float(r[0])
+
+    def cdr(self, app_id: str, *, room_id: str | None = None, session_id: str | None = None,
+            joined_from: float | None = None, joined_to: float | None = None, offset: int = 0,
+            limit: int = 100) -> tuple[int, list[CdrRow]]:
+        where: list[str] = ["s.app_id=?"]
+        params: list[Any] = [app_id]
+        for clause, value in (("s.room_id=?", room_id), ("s.session_id=?", session_id),
+                              ("p.joined>=?", joined_from), ("p.joined<?", joined_to)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        cond = " AND ".join(where)
+        base = " FROM participants p JOIN sessions s ON s.session_id = p.session_id WHERE " + cond
+        with self._db.transaction() as db:     # the count and the page agree
+            total = int(db.execute("SELECT count(*)" + base, params).fetchone()[0])
+            rows = db.execute(
+                "SELECT p.*, s.app_id, s.room_id, s.started, s.ended, s.end_reason, s.room_details, u.usage,"
+                " (SELECT count(*) FROM participants q WHERE q.session_id = p.session_id AND q.user_ref = p.user_ref"
+                "  AND (q.joined < p.joined OR (q.joined = p.joined AND q.participant_id <= p.participant_id))) AS leg"
+                " FROM participants p JOIN sessions s ON s.session_id = p.session_id"
+                " LEFT JOIN participant_usage u ON u.session_id = p.session_id AND u.participant_id = p.participant_id"
+                " WHERE " + cond + " ORDER BY p.joined, p.participant_id LIMIT ? OFFSET ?",
+                [*params, limit, offset]).fetchall()
+        return total, [CdrRow(_session(r), _participant(r), int(r["leg"]),
+                              json.loads(r["usage"]) if r["usage"] else None) for r in rows]
 
 
 # --- the store -------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import errors as E
 from ..config import Settings
+from ..control import cdr
 from ..control.apps import App
 from ..control.rooms import iso
 from ..control.tokens import IssuedToken
@@ -451,6 +452,33 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         engine.wake_webhooks()
         return ok({"webhook_id": hook_id, "requeued": count})
 
+    async def cdr_page(request: Request, **where: str) -> Response:
+        app = await off_loop(authenticate, request)
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise E.ValidationFailed("format must be json or csv")
+        offset = query_int(request, "offset", 0, 0, 10**9)
+        limit = query_int(request, "limit", 100, 1, 1000)
+        total, entries = await off_loop(lambda: engine.cdr.query(app.app_id, offset=offset, limit=limit, **where))
+        if fmt == "csv":
+            return Response(cdr.to_csv(entries), media_type="text/csv; charset=utf-8",
+                            headers={"X-Total-Count": str(total)})
+        return ok({"total": total, "offset": offset, "limit": limit, "cdr": entries})
+
+    async def cdr_period(request: Request) -> Response:
+        return await cdr_page(request, from_date=request.path_params["from_date"],
+                              to_date=request.path_params["to_date"])
+
+    async def cdr_room(request: Request) -> Response:
+        return await cdr_page(request, room_id=request.path_params["room_id"])
+
+    async def cdr_room_period(request: Request) -> Response:
+        return await cdr_page(request, room_id=request.path_params["room_id"],
+                              from_date=request.path_params["from_date"], to_date=request.path_params["to_date"])
+
+    async def cdr_conf(request: Request) -> Response:
+        return await cdr_page(request, session_id=request.path_params["conf_num"])
+
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
@@ -512,6 +540,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/rooms/{room_id}/users/{user_id}/readmit", readmit_user, methods=["POST"]),
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+        Route("/cdr/period/{from_date}/{to_date}", cdr_period, methods=["GET"]),
+        Route("/cdr/room/{room_id}", cdr_room, methods=["GET"]),
+        Route("/cdr/room-period/{room_id}/{from_date}/{to_date}", cdr_room_period, methods=["GET"]),
+        Route("/cdr/conf/{conf_num}", cdr_conf, methods=["GET"]),
         Route("/webhooks", create_webhook, methods=["POST"]),
         Route("/webhooks", list_webhooks, methods=["GET"]),
         Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),

@@ -220,6 +220,28 @@ def test_sessions_and_participants(store):
     assert store.sessions.open_session_ids() == []
 
 
+def test_cdr_rows_legs_usage_and_filters(store):
+    store.apps.add(app())
+    store.rooms.add(room())
+    store.sessions.start("a1", "r1", "s1", 100.0, room_details={"name": "standup"})
+    store.sessions.add_participant(participant("s1", "p1", joined=100.0))
+    store.sessions.add_participant(ParticipantRecord("s1", "p2", "u2", "Bob", "participant", None, 101.0))
+    store.sessions.participant_left("s1", "p1", "disconnected", 150.0)
+    store.sessions.add_participant(ParticipantRecord("s1", "p3", "u-p1", "Name p1", "participant", None, 160.0))
+    store.sessions.save_usage("s1", {"p1": {"samples": 1}, "p2": {"samples": 2}}, 170.0)
+    store.sessions.save_usage("s1", {"p2": {"samples": 3}}, 180.0)            # replaces p2's
+    assert store.sessions.last_activity("s1") == 180.0
+    total, rows = store.sessions.cdr("a1")
+    assert total == 3 and [(r.participant.participant_id, r.leg, r.usage) for r in rows] == [
+        ("p1", 1, {"samples": 1}), ("p2", 1, {"samples": 3}), ("p3", 2, None)]       # p3: p1's user again
+    assert rows[0].session.room_details == {"name": "standup"}
+    assert store.sessions.cdr("a1", offset=1, limit=1)[0] == 3
+    assert [r.participant.participant_id for r in store.sessions.cdr("a1", offset=1, limit=1)[1]] == ["p2"]
+    assert store.sessions.cdr("a1", joined_from=101.0, joined_to=160.0)[0] == 1
+    assert store.sessions.cdr("a1", session_id="s2")[0] == 0 and store.sessions.cdr("other")[0] == 0
+    assert store.sessions.cdr("a1", room_id="r1")[0] == 3 and store.sessions.last_activity("nope") is None
+
+
 def test_chat_messages(store):
     first = store.sessions.add_chat_message(ChatMessageRecord("s1", "r1", "p1", "u1", "Alice", None, "hi", 1.0))
     second = store.sessions.add_chat_message(
@@ -291,7 +313,7 @@ def test_v1_database_is_migrated(path):
     db.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
         assert store.apps.get("a1").name == "old app"
         assert store.rooms.get("r1").owner_ref == ""  # NULL owner_ref of old rows reads as empty
         assert store.tokens.get("t1").used_session == "s1"
@@ -300,11 +322,13 @@ def test_v1_database_is_migrated(path):
         store.sessions.end("s1", "node-restart", 5.0)
         assert store.sessions.participants("s1")[0].leave_reason == "session-ended"
         assert store.webhooks.of_app("a1") == []                      # tables added by v3
+        assert store.sessions.get("s1").room_details is None          # column added by v4
+        assert store.sessions.cdr("a1")[0] == 1
     finally:
         store.close()
     again = SqliteStore(path)  # a current file opens without migrating anything
     try:
-        assert again.schema_version == 3 and len(again.sessions.chat_messages("s1")) == 1
+        assert again.schema_version == 4 and len(again.sessions.chat_messages("s1")) == 1
     finally:
         again.close()
 

@@ -3,9 +3,7 @@ changes they report, POSTed signed to real receivers (HTTP servers in the test o
 acknowledged, in order, one slow receiver delaying no other app; bad URLs refused; the receiver helper."""
 import asyncio
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -13,50 +11,15 @@ from enx_media.control.webhooks import address_allowed
 from enx_media.webhook import WebhookError, headers, sign, verify
 from media_util import Api
 from node_util import Node
+from webhook_receiver import Receiver
 
-LIFECYCLE = ["session.started", "participant.joined", "participant.left", "session.ended"]
+# a session's events to a webhook that takes them all: ours, EnableX's roomdrop with the end, the CDR's
+LIFECYCLE = ["session.started", "participant.joined", "participant.left", "session.ended", "roomdrop", "cdr.ready"]
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 that keeps every request and answers 500 to the first `fail` of them,
-    after `delay` seconds each."""
-
-    def __init__(self, fail=0, delay=0.0):
-        self.requests: list[tuple[float, dict, bytes, int]] = []     # (time, headers, body, status sent)
-        self.fail, self.delay = fail, delay
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                time.sleep(outer.delay)
-                status = 500 if len(outer.requests) < outer.fail else 200
-                outer.requests.append((time.monotonic(), dict(self.headers), body, status))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def acknowledged(self, secret, since=0):
-        """The events it acknowledged (from its since-th request on), verified with the secret, in arrival
-        order."""
-        return [verify(body, h, secret) for _, h, body, status in self.requests[since:] if status == 200]
-
-    def wait(self, n, secret, timeout=20.0, since=0):
-        end = time.monotonic() + timeout
-        while len(self.acknowledged(secret, since)) < n:
-            assert time.monotonic() < end, f"{len(self.acknowledged(secret, since))} of {n} events acknowledged"
-            time.sleep(0.05)
-        return self.acknowledged(secret, since)
-
-    def close(self):
-        self.server.shutdown()
+def room_of(event):
+    """Our events carry their fields in data; EnableX's are flat."""
+    return event.get("data", event)["room_id"]
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +57,26 @@ def test_a_session_is_told_in_order_with_valid_signatures(hook_node):
         assert [h["webhook_id"] for h in listed] == [hook["webhook_id"]] and "secret" not in listed[0]
         room = api.room(settings={"mode": "group"})
         one_session(api, room["room_id"])
-        events = receiver.wait(4, hook["secret"])
+        events = receiver.wait(6, hook["secret"])
         assert [e["type"] for e in events] == LIFECYCLE
-        assert len({e["event_id"] for e in events}) == 4
-        assert all(e["data"]["room_id"] == room["room_id"] for e in events)
+        assert len({e["event_id"] for e in events}) == 6
+        assert all(room_of(e) == room["room_id"] for e in events)
         assert events[1]["data"]["user_ref"] == "alice" and events[3]["data"]["reason"] == "last-left"
+        session_id = events[0]["data"]["session_id"]
+        assert events[4]["conf_num"] == session_id and events[4]["reason"] == "last-left"     # EnableX's shape
+        assert events[5]["data"]["path"] == f"/cdr/conf/{session_id}"
+        assert api.http.get(events[5]["data"]["path"]).json()["total"] == 1
         for _, h, body, _ in receiver.requests:
             assert h["X-Enx-Event-Id"] == json.loads(body)["event_id"]
             with pytest.raises(WebhookError):
                 verify(body, h, "another secret")
         deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
-        assert [d["state"] for d in deliveries] == ["delivered"] * 4
+        assert [d["state"] for d in deliveries] == ["delivered"] * 6
         # a rotated secret signs what comes next
         secret = api.http.post(f"/webhooks/{hook['webhook_id']}/secret").json()["secret"]
         before = len(receiver.requests)
         one_session(api, room["room_id"])
-        assert [e["type"] for e in receiver.wait(4, secret, since=before)] == LIFECYCLE
+        assert [e["type"] for e in receiver.wait(6, secret, since=before)] == LIFECYCLE
         assert api.http.delete(f"/webhooks/{hook['webhook_id']}").status_code == 200
     finally:
         receiver.close()
@@ -172,12 +139,12 @@ def test_events_pending_when_the_node_is_killed_go_out_after_its_restart(hook_no
         hook_node.log.close()
         receiver.fail = 0
         hook_node.start()
-        events = receiver.wait(4, hook["secret"])
+        events = receiver.wait(6, hook["secret"])
         assert [e["type"] for e in events] == LIFECYCLE
         assert events[2]["data"]["reason"] == "session-ended:node-restart"
-        assert events[3]["data"]["reason"] == "node-restart"
+        assert events[3]["data"]["reason"] == "node-restart" and events[4]["reason"] == "node-restart"
         time.sleep(0.5)
-        assert len(receiver.acknowledged(hook["secret"])) == 4         # each once
+        assert len(receiver.acknowledged(hook["secret"])) == 6         # each once
         api.http.delete(f"/webhooks/{hook['webhook_id']}")
     finally:
         receiver.close()
@@ -193,7 +160,7 @@ def test_a_slow_receiver_delays_no_other_apps_events(hook_node):
             one_session(a, r["room_id"])
         fast.wait(4, hooks[1]["secret"], timeout=10)
         assert len(slow.acknowledged(hooks[0]["secret"])) <= 2      # still working through its first ones
-        assert [e["type"] for e in slow.wait(4, hooks[0]["secret"], timeout=30)] == LIFECYCLE
+        assert [e["type"] for e in slow.wait(6, hooks[0]["secret"], timeout=30)] == LIFECYCLE
         for a, h in zip(apis, hooks):
             a.http.delete(f"/webhooks/{h['webhook_id']}")
     finally:
