@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from . import errors as E
 from .config import Settings
 from .control.apps import AppCredentials, AppRegistry
+from .control.archive import ArchiveService
 from .control.cdr import CdrRecorder, CdrService
 from .control.rooms import RoomService
 from .control.sessions import SessionRecorder, SessionService
@@ -26,6 +28,7 @@ from .events import EventBus
 from .store import SqliteStore, Store
 
 if TYPE_CHECKING:
+    from .recording.recorder import Recorder
     from .room import RoomManager
     from .signaling import SignalingHub
     from .webrtc.server import WebRtcServer
@@ -44,6 +47,7 @@ class Engine:
                                    scheduled_lead=self.settings.scheduled_token_lead)
         self.sessions = SessionService(self.store)
         self.cdr = CdrService(self.store)
+        self.archive = ArchiveService(self.store, self.recordings_dir)
         self.webhooks = WebhookService(self.store, allow_loopback=self.settings.webhook_allow_loopback == "on")
         self.dispatcher: WebhookDispatcher | None = None     # delivers the webhook outbox while media runs
         # What happens in live rooms; the session record is its first subscriber (it writes the webhook
@@ -52,6 +56,10 @@ class Engine:
         self.events.subscribe(SessionRecorder(self.store, on_outbox=self.wake_webhooks))
         self.events.subscribe(CdrRecorder(self.store, on_outbox=self.wake_webhooks))
 
+    @property
+    def recordings_dir(self) -> Path:
+        return Path(self.settings.data_dir) / "recordings"
+
     def wake_webhooks(self) -> None:
         """Deliveries were queued (events written, a redelivery or replay asked for): deliver now."""
         if self.dispatcher is not None:
@@ -59,6 +67,7 @@ class Engine:
 
     # -- media plane ----------------------------------------------------------------------------------
     webrtc: "WebRtcServer | None" = None     # the media UDP port (ICE-lite, DTLS) and its native worker
+    recorder: "Recorder | None" = None       # the recording thread (recording/recorder.py)
     live: "RoomManager | None" = None        # the rooms with a live session on this node
     _signaling: "SignalingHub | None" = None
 
@@ -77,6 +86,7 @@ class Engine:
     async def start_media(self) -> None:
         """Open the media UDP port and the signaling hub (needs a running asyncio loop). Media is forwarded
         on a thread of its own unless settings.media_thread is off."""
+        from .recording.recorder import Recorder, recover
         from .room import RoomManager
         from .signaling import MessageNotifier, SignalingHub
         from .webrtc.server import WebRtcServer
@@ -87,12 +97,17 @@ class Engine:
         closed = self.sessions.close_dangling()
         if closed:
             log.info("ended %d session(s) left open by a previous run", closed)
+        repaired = await asyncio.to_thread(recover, self.store)
+        if repaired:
+            log.info("repaired %d recorded file(s) a previous run left unfinished", repaired)
         limits = s.limits
         self.webrtc = WebRtcServer(s.media_host, s.media_port, s.announced_ip, consent_timeout=s.consent_timeout,
                                    threaded=s.media_thread == "on", max_transports=limits.max_transports)
         self.webrtc.start()
+        self.recorder = Recorder(self.webrtc.worker, self.store, self.recordings_dir, self.wake_webhooks)
+        self.recorder.start()
         self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits,
-                                quality_interval=s.quality_interval_s)
+                                quality_interval=s.quality_interval_s, recorder=self.recorder)
         self._signaling = SignalingHub(self.live, limits)
         self.dispatcher = WebhookDispatcher(self.store, allow_loopback=s.webhook_allow_loopback == "on",
                                             retry_s=s.webhook_retry_ms / 1000, give_up_s=s.webhook_give_up_s)
@@ -108,6 +123,9 @@ class Engine:
         if self._signaling is not None:
             await self._signaling.flushed()
         self.live = self._signaling = None
+        if self.recorder is not None:
+            await self.recorder.stop()      # after the rooms: their takes are finished; this closes the files
+            self.recorder = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()    # what is pending stays in the outbox for the next start
             self.dispatcher = None
@@ -135,6 +153,8 @@ class Engine:
             out["media"] = self.webrtc.stats()
         if self.dispatcher is not None:
             out["webhooks"] = dict(self.dispatcher.counts)
+        if self.recorder is not None:
+            out["recording"] = dict(self.recorder.counts)
         return out
 
     def issue_token(self, app_id: str, room_id: str, *, user_id: str, role: str, name: str | None = None,
@@ -165,6 +185,14 @@ class Engine:
         room = self.live.live.get(room_id) if self.live is not None else None
         quality = room.current_quality() if room is not None else {}
         return [{**u, "quality": quality.get(u["participant_id"])} for u in users]
+
+    async def record(self, app_id: str, room_id: str, action: str) -> str:
+        """Start or stop recording the room's live session (REST); the recording id."""
+        await asyncio.to_thread(self.rooms.get, app_id, room_id)
+        live = self.live.live.get(room_id) if self.live is not None else None
+        if live is None:
+            raise E.Conflict("the room has no live session on this node", reason="no live session")
+        return live.start_recording("app") if action == "start" else live.stop_recording("app")
 
     async def remove_user(self, app_id: str, room_id: str, user_ref: str, reason: str = "") -> list[str]:
         """Remove every participant of a user from the room's live session (they are told and

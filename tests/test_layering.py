@@ -11,11 +11,12 @@ PKG = Path(__file__).resolve().parent.parent / "enx_media"
 ALLOWED = {
     "cli": {"web", "engine", "config", "control", "store", "errors", "__init__"},  # assembles the node
     "web": {"engine", "config", "control", "signaling", "errors"},
-    "engine": {"config", "control", "store", "events", "errors", "room", "signaling", "webrtc"},
+    "engine": {"config", "control", "store", "events", "errors", "room", "signaling", "webrtc", "recording"},
     "signaling": {"room", "sfu", "webrtc", "errors", "limits"},
-    "room": {"sfu", "webrtc", "mcu", "control", "events", "errors", "limits"},
+    "room": {"sfu", "webrtc", "mcu", "recording", "control", "events", "errors", "limits"},
     "sfu": {"_native"},
     "mcu": {"_native"},
+    "recording": {"mcu", "control", "store", "events", "errors"},   # the recorder: taps (via room), jitter buffers, muxing
     "webrtc": {"sfu", "errors"},
     "control": {"store", "events", "errors", "webhook"},
     "store": set(),

@@ -185,7 +185,7 @@ class AudioBuffer:
         self.clock_rate = clock_rate
         self.jitter = 0.0
         self.packets_out = self.lost = self.duplicates = self.late = self.malformed = 0
-        self._waiting: dict[int, tuple[float, bytes]] = {}     # extended seq -> (arrival, payload)
+        self._waiting: dict[int, tuple[float, int, bytes]] = {}     # extended seq -> (arrival, RTP ts, payload)
         self._next: int | None = None
         self._high: int | None = None
         self._transit: float | None = None
@@ -217,7 +217,7 @@ class AudioBuffer:
         self._high = seq if high is None else max(high, seq)
         if self._next is None:
             self._next = seq
-        self._waiting[seq] = (arrival, rtp["payload"])
+        self._waiting[seq] = (arrival, rtp["timestamp"], rtp["payload"])
         if len(self._waiting) > WINDOW:              # a reader far behind: the oldest go
             for s in sorted(self._waiting)[:len(self._waiting) - WINDOW]:
                 del self._waiting[s]
@@ -225,11 +225,15 @@ class AudioBuffer:
 
     def pop(self, now: float) -> list[bytes]:
         """The payloads ready now, in order."""
-        out: list[bytes] = []
+        return [payload for _, payload in self.pop_timed(now)]
+
+    def pop_timed(self, now: float) -> list[tuple[int, bytes]]:
+        """The same with their RTP timestamps: (timestamp, payload)."""
+        out: list[tuple[int, bytes]] = []
         while self._waiting and self._next is not None:
             got = self._waiting.pop(self._next, None)
             if got is not None:
-                out.append(got[1])
+                out.append((got[1], got[2]))
                 self.packets_out += 1
                 self._next += 1
                 continue

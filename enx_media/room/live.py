@@ -16,6 +16,7 @@ from .. import errors as E
 from .. import events as ev
 from ..limits import Limits
 from ..control.rooms import Room, RoomService
+from ..recording.recorder import Recorder, StreamInfo, Take
 from ..control.tokens import TokenService
 from ..sfu.router import Producer
 from ..webrtc.server import WebRtcServer
@@ -122,12 +123,15 @@ class LiveRoom:
         # rates computed then: what current_quality() measures against
         self._quality_seen: tuple[float, dict[str, dict[str, Any]]] | None = None
         self._quality_rates: dict[str, dict[str, float]] = {}
+        self.recording: Take | None = None       # the recording running now (recording/recorder.py)
         # A scheduled room's session ends with its window; any other ends `duration` after it started.
         limit = room.window[1] - time.time() if room.window else room.duration_s
         if limit:
             self.limit_duration(max(1, int(limit)))
         if self.media is not None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_quality())
+        if room.settings.get("auto_recording") and self.media is not None and manager.recorder is not None:
+            self.start_recording("auto")
 
     def limit_duration(self, seconds: int) -> None:
         """End the session `seconds` from now (with a warning before), replacing any earlier limit."""
@@ -213,6 +217,8 @@ class LiveRoom:
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         await self.notifier.session_ended(self.everyone(), reason)
+        if self.recording is not None:
+            self.stop_recording("session-ended")
         for p in list(self.participants.values()):
             await self._drop(p, f"session-ended:{reason}", announce=False)
             await self.notifier.disconnect(p, "session-ended")
@@ -298,6 +304,41 @@ class LiveRoom:
                         "bitrate_received_bps": round(rates.get(pid, {}).get("bitrate_received_bps", 0.0))}
         return out
 
+    # -- recording ----------------------------------------------------------------------------------
+    def start_recording(self, by: str) -> str:
+        """Record every published track (and those published later) until stop_recording or the end;
+        by: the moderator's participant id, "app" (REST) or "auto" (the room's auto_recording).
+        Returns the recording id."""
+        if self.media is None or self.manager.recorder is None:
+            raise E.Conflict("this node does not record", reason="recording unavailable")
+        if self.recording is not None:
+            raise E.Conflict("the room is being recorded already", reason="already recording")
+        lecture = self.media.lecture
+        streams = [self._stream_info(s) for s in self.media.router.producers.values()
+                   if s.live and s.participant_id in self.participants and not (lecture and lecture.is_output(s))]
+        self.recording = self.manager.recorder.begin(self.room.app_id, self.room.room_id, self.session_id, by,
+                                                     streams)
+        log.info("recording room=%s recording=%s by=%s", self.room.room_id, self.recording.recording_id, by)
+        return self.recording.recording_id
+
+    def stop_recording(self, by: str) -> str:
+        if self.recording is None or self.manager.recorder is None:
+            raise E.Conflict("the room is not being recorded", reason="not recording")
+        take, self.recording = self.recording, None
+        self.manager.recorder.end(take)
+        log.info("recording stopped room=%s recording=%s by=%s", self.room.room_id, take.recording_id, by)
+        return take.recording_id
+
+    def record(self, p: Participant, action: str) -> str:
+        """A moderator starts or stops the room's recording over signaling."""
+        policy.check_moderator(p, "start or stop recording")
+        return self.start_recording(p.participant_id) if action == "start" else self.stop_recording(p.participant_id)
+
+    def _stream_info(self, s: Producer) -> StreamInfo:
+        publisher = self.participants.get(s.participant_id)
+        return StreamInfo(s.native, s.producer_id, s.participant_id, publisher.user_ref if publisher else "",
+                          s.kind, s.source, s.codec)
+
     # -- streams ------------------------------------------------------------------------------------
     async def publish(self, p: Participant, offer_sdp: str, source: str = "camera") -> str:
         policy.check_publish(self.room, p)
@@ -311,6 +352,8 @@ class LiveRoom:
             return
         self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
                     codec=s.codec, source=s.source)
+        if self.recording is not None and self.manager.recorder is not None:
+            self.manager.recorder.add_stream(self.recording, self._stream_info(s))
         await self.notifier.stream_added(self.everyone(), s)
         if self.media.lecture is not None:
             await self.media.lecture.update()      # first: a second video publisher moves everyone to the MCU
@@ -325,6 +368,8 @@ class LiveRoom:
                 await self.notifier.stream_removed(lecture.announce_to(s), s)
             return
         self._event(ev.StreamUnpublished, participant_id=s.participant_id, stream_id=s.producer_id, reason=reason)
+        if self.recording is not None and self.manager.recorder is not None:
+            self.manager.recorder.end_stream(self.recording, s.producer_id)
         if announce:
             await self.notifier.stream_removed(self.everyone(), s)
 
@@ -462,9 +507,10 @@ class RoomManager:
 
     def __init__(self, rooms: RoomService, tokens: TokenService, server: WebRtcServer | None,
                  bus: ev.EventBus, notifier: Notifier, limits: Limits | None = None, *,
-                 quality_interval: float = QUALITY_INTERVAL_S):
+                 quality_interval: float = QUALITY_INTERVAL_S, recorder: Recorder | None = None):
         self.limits = limits or Limits()
         self.quality_interval = quality_interval
+        self.recorder = recorder
         self.rooms_service = rooms
         self.tokens = tokens
         self.server = server

@@ -19,6 +19,8 @@ from enx_media._native import _core
 
 log = logging.getLogger(__name__)
 
+TAP_BACKLOG = 4096          # packets a tap reader may leave unread (~20 s of a 1.5 Mbit/s video)
+
 # NACK retries to publishers (max(20 ms, RTT) apart), transport-cc feedback and the pacers need a clock when
 # nothing arrives; the drain handles them too while packets flow (and the pacers ask for pace_tick_ms)
 TIMER_INTERVAL_S = 0.02
@@ -41,6 +43,9 @@ class Worker:
                  on_control: Optional[ControlHandler] = None, on_event: Optional[EventHandler] = None,
                  fanout_threads: int = 1) -> None:
         self.native = _core.NativeWorker(host, port, buffer_bytes, fanout_threads=fanout_threads)
+        self._tap_lock = threading.Lock()
+        self._taps: dict[_core.Producer, dict[str, list[tuple[int, bytes]]]] = {}   # producer -> reader -> backlog
+        self.tap_overflow = 0           # packets a reader lost by not reading (its backlog was full)
         self.on_control = on_control
         self.on_event = on_event
         self._thread: Optional[threading.Thread] = None
@@ -97,15 +102,43 @@ class Worker:
         the core fans out. Returns how many packets were valid RTP."""
         return self.native.feed(producer, packets)
 
-    def tap(self, producer: _core.Producer, on: bool = True) -> None:
-        """Keep the producer's packets for tap_read() (the MCU's inputs), or stop."""
-        self.native.tap(producer, on)
+    # The core keeps one tap ring per producer with one reader; several Python readers (the MCU, the
+    # recorder) share it here: whoever reads drains the ring into every reader's backlog (each bounded).
+    def tap(self, producer: _core.Producer, on: bool = True, reader: str = "mcu") -> None:
+        """Keep the producer's packets for reader's tap_read() (the MCU's inputs, a recording), or stop."""
+        with self._tap_lock:
+            readers = self._taps.get(producer)
+            if on:
+                if readers is None:
+                    self.native.tap(producer, True)
+                    readers = self._taps[producer] = {}
+                readers.setdefault(reader, [])
+            elif readers is not None:
+                readers.pop(reader, None)
+                if not readers:
+                    del self._taps[producer]
+                    self.native.tap(producer, False)
 
-    def tap_read(self, producer: _core.Producer) -> list[tuple[int, bytes]]:
-        """The tapped producer's packets since the last call: (arrival time.monotonic_ns(), RTP packet)."""
-        return self.native.tap_read(producer)
+    def tap_read(self, producer: _core.Producer, reader: str = "mcu") -> list[tuple[int, bytes]]:
+        """The packets of a tapped producer since reader's last call: (arrival time.monotonic_ns(), RTP
+        packet). ValueError if reader does not tap it or it closed."""
+        with self._tap_lock:
+            readers = self._taps.get(producer)
+            if readers is None or reader not in readers:
+                raise ValueError("the producer is not tapped by " + reader)
+            batch = self.native.tap_read(producer)
+            for name, backlog in readers.items():
+                backlog.extend(batch)
+                if len(backlog) > TAP_BACKLOG:
+                    self.tap_overflow += len(backlog) - TAP_BACKLOG
+                    del backlog[:len(backlog) - TAP_BACKLOG]
+            out, readers[reader] = readers[reader], []
+            return out
 
     def close_producer(self, producer: _core.Producer | None) -> None:
+        if producer is not None:
+            with self._tap_lock:
+                self._taps.pop(producer, None)
         self.native.close_producer(producer)
 
     def create_consumer(self, transport: _core.Transport, producer: _core.Producer, ssrc: int, payload_type: int,

@@ -288,6 +288,10 @@ async def _readmit(conn: Connection, live: "LiveRoom", p: "Participant", msg: di
     return M.ok("readmit")
 
 
+async def _record(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
+    return M.ok("record", recording_id=live.record(p, msg["action"]))
+
+
 async def _layout(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict[str, Any]) -> dict[str, Any]:
     live.set_layout(p, msg["layout"])
     return M.ok("layout")
@@ -301,6 +305,6 @@ async def _relay(conn: Connection, live: "LiveRoom", p: "Participant", msg: dict
 HANDLERS: dict[str, Handler] = {
     "leave": _leave, "publish": _publish, "subscribe": _subscribe, "answer": _answer, "unpublish": _unpublish,
     "chat": _chat, "mute": _mute, "remove": _remove, "readmit": _readmit, "relay": _relay,
-    "stream-settings": _stream_settings, "layout": _layout,
+    "stream-settings": _stream_settings, "layout": _layout, "record": _record,
     **{f"floor-{a}": _floor(a) for a in ("request", "grant", "revoke", "release")},
 }

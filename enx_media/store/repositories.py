@@ -105,6 +105,28 @@ class CdrRow:
 
 
 @dataclass(frozen=True)
+class RecordingRecord:
+    """One recorded track: a file of one participant's stream during one recording (start .. stop)."""
+    file_id: str
+    recording_id: str           # the start .. stop it belongs to
+    app_id: str
+    room_id: str
+    session_id: str
+    participant_id: str
+    user_ref: str
+    kind: str                   # audio, video
+    source: str                 # camera, screen, composite, mix
+    codec: str
+    path: str                   # the file, under the node's data directory
+    started: float
+    ended: float | None = None
+    bytes: int | None = None
+    duration: float | None = None   # seconds of media in the file
+    state: str = "recording"    # recording, ready, recovered (a crash cut it; repaired at the next start), failed
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class WebhookRecord:
     hook_id: str
     app_id: str
@@ -255,6 +277,33 @@ class WebhookRepository(Protocol):
 
 
 @runtime_checkable
+class RecordingRepository(Protocol):
+    def add(self, files: Sequence[RecordingRecord], outbox: Sequence[OutboxEvent] = ()) -> None:
+        """Files that start being written (none: only the events, e.g. a recording started before any
+        stream), with the events."""
+        ...
+
+    def finish(self, file_id: str, state: str, ended: float, size: int, duration: float, error: str | None,
+               outbox: Sequence[OutboxEvent] = ()) -> None: ...
+
+    def get(self, file_id: str, app_id: str | None = None) -> RecordingRecord | None: ...
+
+    def find(self, app_id: str, *, room_id: str | None = None, session_id: str | None = None,
+             recording_id: str | None = None, started_from: float | None = None,
+             started_to: float | None = None) -> list[RecordingRecord]:
+        """The app's files that match, oldest first."""
+        ...
+
+    def unfinished(self) -> list[RecordingRecord]:
+        """Files still being written (after a restart: the ones a crash cut)."""
+        ...
+
+    def delete(self, app_id: str, file_id: str) -> RecordingRecord | None:
+        """Forget the app's file (the caller removes it from disk); what it was, or None."""
+        ...
+
+
+@runtime_checkable
 class SessionRepository(Protocol):
     """start / end / add_participant / participant_left take the webhook events (``outbox``) that report
     the change: they are written in the same transaction, with one delivery per webhook of the app that
@@ -338,5 +387,8 @@ class Store(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def recordings(self) -> RecordingRepository: ...
 
     def close(self) -> None: ...

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .repositories import (NODE_RESTART, AppRecord, CdrRow, ChatMessageRecord, ClaimOutcome, DeliveryRecord, OutboxEvent,
-                           ParticipantRecord, RoomChange, RoomDeletion, RoomRecord, SessionRecord, TokenRecord,
-                           WebhookRecord)
+from .repositories import (NODE_RESTART, AppRecord, CdrRow, ChatMessageRecord, ClaimOutcome, DeliveryRecord,
+                           OutboxEvent, ParticipantRecord, RecordingRecord, RoomChange, RoomDeletion, RoomRecord,
+                           SessionRecord, TokenRecord, WebhookRecord)
 
 # Each entry moves the schema one version forward. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -130,6 +130,30 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL,
         PRIMARY KEY (session_id, participant_id)
     );
+    """,
+    """
+    CREATE TABLE recordings (
+        file_id TEXT PRIMARY KEY,
+        recording_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        participant_id TEXT NOT NULL,
+        user_ref TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        codec TEXT NOT NULL,
+        path TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        bytes INTEGER,
+        duration REAL,
+        state TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX recordings_by_room ON recordings(app_id, room_id, started);
+    CREATE INDEX recordings_by_session ON recordings(session_id, started);
+    CREATE INDEX recordings_by_state ON recordings(state);
     """,
 )
 
@@ -572,6 +596,62 @@ class SqliteWebhooks:
         return cur.rowcount
 
 
+# --- recordings --------------------------------------------------------------------------------------
+def _recording(r: sqlite3.Row) -> RecordingRecord:
+    return RecordingRecord(r["file_id"], r["recording_id"], r["app_id"], r["room_id"], r["session_id"],
+                           r["participant_id"], r["user_ref"], r["kind"], r["source"], r["codec"], r["path"],
+                           r["started"], r["ended"], r["bytes"], r["duration"], r["state"], r["error"])
+
+
+class SqliteRecordings:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def add(self, files: Sequence[RecordingRecord], outbox: Sequence[OutboxEvent] = ()) -> None:
+        with self._db.transaction() as db:
+            db.executemany("INSERT INTO recordings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           [(f.file_id, f.recording_id, f.app_id, f.room_id, f.session_id, f.participant_id,
+                             f.user_ref, f.kind, f.source, f.codec, f.path, f.started, f.ended, f.bytes, f.duration,
+                             f.state, f.error) for f in files])
+            _enqueue(db, outbox)
+
+    def finish(self, file_id: str, state: str, ended: float, size: int, duration: float, error: str | None,
+               outbox: Sequence[OutboxEvent] = ()) -> None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE recordings SET state=?, ended=?, bytes=?, duration=?, error=? WHERE file_id=?",
+                       (state, ended, size, duration, error, file_id))
+            _enqueue(db, outbox)
+
+    def get(self, file_id: str, app_id: str | None = None) -> RecordingRecord | None:
+        r = self._db.one("SELECT * FROM recordings WHERE file_id=?" + (" AND app_id=?" if app_id else ""),
+                         (file_id, app_id) if app_id else (file_id,))
+        return _recording(r) if r else None
+
+    def find(self, app_id: str, *, room_id: str | None = None, session_id: str | None = None,
+             recording_id: str | None = None, started_from: float | None = None,
+             started_to: float | None = None) -> list[RecordingRecord]:
+        where: list[str] = ["app_id=?"]
+        params: list[Any] = [app_id]
+        for clause, value in (("room_id=?", room_id), ("session_id=?", session_id), ("recording_id=?", recording_id),
+                              ("started>=?", started_from), ("started<?", started_to)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        return [_recording(r) for r in self._db.all(
+            "SELECT * FROM recordings WHERE " + " AND ".join(where) + " ORDER BY started, file_id", params)]
+
+    def unfinished(self) -> list[RecordingRecord]:
+        return [_recording(r) for r in self._db.all("SELECT * FROM recordings WHERE state='recording'")]
+
+    def delete(self, app_id: str, file_id: str) -> RecordingRecord | None:
+        with self._db.transaction() as db:
+            r = db.execute("SELECT * FROM recordings WHERE file_id=? AND app_id=?", (file_id, app_id)).fetchone()
+            if r is None:
+                return None
+            db.execute("DELETE FROM recordings WHERE file_id=?", (file_id,))
+            return _recording(r)
+
+
 class SqliteStore:
     """The default backend: one SQLite file (created, and migrated to the current schema, on open)."""
 
@@ -585,6 +665,7 @@ class SqliteStore:
         self.tokens = SqliteTokens(self._db)
         self.sessions = SqliteSessions(self._db)
         self.webhooks = SqliteWebhooks(self._db)
+        self.recordings = SqliteRecordings(self._db)
 
     @property
     def schema_version(self) -> int:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool as off_loop
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -479,6 +479,43 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def cdr_conf(request: Request) -> Response:
         return await cdr_page(request, session_id=request.path_params["conf_num"])
 
+    async def recording_action(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        action = request.path_params["action"]
+        if action not in ("start", "stop"):
+            raise E.NotFound("the recording actions are start and stop", reason="action not found")
+        room_id = request.path_params["room_id"]
+        recording_id = await engine.record(app.app_id, room_id, action)
+        return ok({"room_id": room_id, "recording_id": recording_id, "recording": action == "start"})
+
+    async def archive_page(request: Request, **where: str) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        entries = await off_loop(lambda: engine.archive.query(app.app_id, **where))
+        return ok({"total": len(entries), "archive": entries})
+
+    async def archive_room(request: Request) -> JSONResponse:
+        return await archive_page(request, room_id=request.path_params["room_id"])
+
+    async def archive_room_period(request: Request) -> JSONResponse:
+        return await archive_page(request, room_id=request.path_params["room_id"],
+                                  from_date=request.path_params["from_date"], to_date=request.path_params["to_date"])
+
+    async def archive_conf(request: Request) -> JSONResponse:
+        return await archive_page(request, session_id=request.path_params["conf_num"])
+
+    async def archive_file(request: Request) -> Response:
+        app = await off_loop(authenticate, request)
+        f, path = await off_loop(engine.archive.file, app.app_id, request.path_params["file_id"])
+        media_type = ("video/mp4" if path.suffix == ".mp4" else
+                      "audio/webm" if f.kind == "audio" else "video/webm")
+        # Starlette's FileResponse answers Range requests (206, multipart for several ranges)
+        return FileResponse(path, media_type=media_type, filename=path.name)
+
+    async def delete_archive_file(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        await off_loop(engine.archive.delete, app.app_id, request.path_params["file_id"])
+        return ok({"file_id": request.path_params["file_id"], "deleted": True})
+
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
@@ -540,6 +577,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/rooms/{room_id}/users/{user_id}/readmit", readmit_user, methods=["POST"]),
         Route("/rooms/{room_id}/tokens", create_token, methods=["POST"]),
         Route("/rooms/{room_id}/tokens/{token_id}", revoke_token, methods=["DELETE"]),
+        Route("/rooms/{room_id}/recording/{action}", recording_action, methods=["POST"]),
+        Route("/archive/room/{room_id}", archive_room, methods=["GET"]),
+        Route("/archive/room-period/{room_id}/{from_date}/{to_date}", archive_room_period, methods=["GET"]),
+        Route("/archive/conf/{conf_num}", archive_conf, methods=["GET"]),
+        Route("/archive/file/{file_id}", archive_file, methods=["GET"]),
+        Route("/archive/file/{file_id}", delete_archive_file, methods=["DELETE"]),
         Route("/cdr/period/{from_date}/{to_date}", cdr_period, methods=["GET"]),
         Route("/cdr/room/{room_id}", cdr_room, methods=["GET"]),
         Route("/cdr/room-period/{room_id}/{from_date}/{to_date}", cdr_room_period, methods=["GET"]),

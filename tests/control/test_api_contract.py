@@ -50,7 +50,7 @@ def test_every_documented_operation_is_served(node, creds):
         assert r.status_code != 405, (method, path)
         if r.status_code == 404:
             assert r.json()["error"] in ("room not found", "token not found", "webhook not found",
-                                           "session not found"), (method, path, r.text)
+                                           "session not found", "file not found", "action not found"), (method, path, r.text)
 
 
 def test_aliases_serve_same_operations(node, creds):

@@ -1,6 +1,7 @@
 """The SQLite repositories on a real database file: each repository's operations, the atomicity of the
 multi-statement ones, migration of a v1 file, and the contract a new backend has to implement."""
 import ast
+import dataclasses
 import inspect
 import sqlite3
 import threading
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from enx_media.store import (AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RoomDeletion,
+from enx_media.store import (AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RecordingRecord, RoomDeletion,
                              RoomRecord, SqliteStore, Store, TokenRecord)
 from enx_media.store import repositories
 from enx_media.store.sqlite import MIGRATIONS
 
 CONTROL = Path(__file__).resolve().parents[2] / "enx_media" / "control"
+RECORDING = CONTROL.parent / "recording"
 
 
 @pytest.fixture
@@ -242,6 +244,22 @@ def test_cdr_rows_legs_usage_and_filters(store):
     assert store.sessions.cdr("a1", room_id="r1")[0] == 3 and store.sessions.last_activity("nope") is None
 
 
+def test_recordings(store):
+    rec = RecordingRecord("f1", "rec1", "a1", "r1", "s1", "p1", "u1", "video", "camera", "vp8", "/x/f1.webm", 10.0)
+    store.recordings.add([rec, dataclasses.replace(rec, file_id="f2", kind="audio", codec="opus", started=11.0)])
+    store.recordings.add([dataclasses.replace(rec, file_id="f3", app_id="a2")])
+    assert [f.file_id for f in store.recordings.unfinished()] == ["f1", "f2", "f3"]
+    store.recordings.finish("f1", "ready", 20.0, 1234, 9.9, None)
+    assert store.recordings.get("f1") == dataclasses.replace(rec, ended=20.0, bytes=1234, duration=9.9, state="ready")
+    assert store.recordings.get("f1", "a2") is None and store.recordings.get("f3", "a2") is not None
+    assert [f.file_id for f in store.recordings.find("a1")] == ["f1", "f2"]
+    assert [f.file_id for f in store.recordings.find("a1", started_from=10.5, started_to=12.0)] == ["f2"]
+    assert store.recordings.find("a1", room_id="r2") == [] and len(store.recordings.find("a1", session_id="s1")) == 2
+    assert len(store.recordings.find("a1", recording_id="rec1")) == 2
+    assert store.recordings.delete("a2", "f1") is None and store.recordings.delete("a1", "f1").file_id == "f1"
+    assert [f.file_id for f in store.recordings.find("a1")] == ["f2"]
+
+
 def test_chat_messages(store):
     first = store.sessions.add_chat_message(ChatMessageRecord("s1", "r1", "p1", "u1", "Alice", None, "hi", 1.0))
     second = store.sessions.add_chat_message(
@@ -313,7 +331,7 @@ def test_v1_database_is_migrated(path):
     db.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 4
+        assert store.schema_version == len(MIGRATIONS) == 5
         assert store.apps.get("a1").name == "old app"
         assert store.rooms.get("r1").owner_ref == ""  # NULL owner_ref of old rows reads as empty
         assert store.tokens.get("t1").used_session == "s1"
@@ -324,11 +342,12 @@ def test_v1_database_is_migrated(path):
         assert store.webhooks.of_app("a1") == []                      # tables added by v3
         assert store.sessions.get("s1").room_details is None          # column added by v4
         assert store.sessions.cdr("a1")[0] == 1
+        assert store.recordings.unfinished() == []                    # table added by v5
     finally:
         store.close()
     again = SqliteStore(path)  # a current file opens without migrating anything
     try:
-        assert again.schema_version == 4 and len(again.sessions.chat_messages("s1")) == 1
+        assert again.schema_version == 5 and len(again.sessions.chat_messages("s1")) == 1
     finally:
         again.close()
 
@@ -358,12 +377,13 @@ def _is_store(node) -> bool:
 
 
 def _repository_calls():
-    """(module, line, repository attribute, method) for every ``self.store.<repo>.<method>`` in control, and
-    every ``self.<alias>.<method>`` where a class keeps ``self.<alias> = store.<repo>``."""
-    for path in sorted(CONTROL.glob("*.py")):
-        for cls in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(cls, ast.ClassDef):
-                continue
+    """(module, line, repository attribute, method) for every ``self.store.<repo>.<method>`` (or ``store.`` in a
+    module function) in control and recording, and every ``self.<alias>.<method>`` where a class keeps
+    ``self.<alias> = store.<repo>``."""
+    for path in sorted([*CONTROL.glob("*.py"), *RECORDING.glob("*.py")]):
+        tree = ast.parse(path.read_text())
+        for cls in [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)] + [
+                n for n in tree.body if isinstance(n, ast.FunctionDef)]:
             aliases = {}
             for node in ast.walk(cls):
                 if (isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -383,7 +403,7 @@ def _repository_calls():
 
 def test_services_call_only_declared_repository_methods():
     calls = list(_repository_calls())
-    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions", "webhooks"}
+    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions", "webhooks", "recordings"}
     for module, line, repo, method in calls:
         assert repo in REPOSITORIES, f"{module}:{line} uses store.{repo}, which Store does not declare"
         assert method in _members(REPOSITORIES[repo]), \
@@ -399,7 +419,7 @@ def test_every_declared_method_has_a_caller():
 
 
 def test_services_reach_the_store_only_through_repositories():
-    for path in sorted(CONTROL.glob("*.py")):
+    for path in sorted([*CONTROL.glob("*.py"), *RECORDING.glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and _is_store(node.value):
                 assert node.attr in _members(Store), f"{path.name}:{node.lineno} uses store.{node.attr}"

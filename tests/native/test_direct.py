@@ -121,3 +121,31 @@ def test_a_tap_hands_a_producers_packets_to_python_in_batches(worker):
     worker.tap(p, False)
     assert worker.native.tap_stats(p) == {}
     pub.close()
+
+
+def test_two_readers_of_a_tap_each_get_every_packet(worker):
+    """The MCU and a recording tap the same producer: each reads all of its packets, whoever reads first;
+    the ring is freed when the last stops."""
+    pub = Peer(worker, GCM)
+    p = worker.create_producer(pub.transport, 0x5002, "vp8")
+    worker.tap(p, reader="mcu")
+    worker.tap(p, reader="recording")
+    sent = [rtp(200 + i, 3000 * i, 0x5002, payload=vp8(b"t%d" % i, 0, key=i == 0)) for i in range(4)]
+    for pkt in sent[:2]:
+        pub.send_rtp(pkt)
+    for _ in range(10):
+        worker.poll_once(5)
+    assert [pkt for _, pkt in worker.tap_read(p, "mcu")] == sent[:2]
+    for pkt in sent[2:]:
+        pub.send_rtp(pkt)
+    for _ in range(10):
+        worker.poll_once(5)
+    assert [pkt for _, pkt in worker.tap_read(p, "recording")] == sent
+    assert [pkt for _, pkt in worker.tap_read(p, "mcu")] == sent[2:]
+    worker.tap(p, False, reader="mcu")
+    assert worker.native.tap_stats(p) != {}
+    with pytest.raises(ValueError):
+        worker.tap_read(p, "mcu")
+    worker.tap(p, False, reader="recording")
+    assert worker.native.tap_stats(p) == {}
+    pub.close()

@@ -1,0 +1,1 @@
+"""Recordings: per-track files remuxed from the tapped RTP (writer.py), the recording thread and takes (recorder.py)."""

@@ -1,0 +1,186 @@
+"""Recordings with real aiortc publishers against a real node: a moderator starts recording over signaling, the
+app stops it over REST; each track's file (VP8 / Opus remuxed into WebM) decodes with PyAV to the right length,
+colour and tone; the archive routes list it, serve it with HTTP Range, delete it; recording.started and
+recording.ready reach a real webhook receiver. A node killed mid-recording leaves files that the next start
+repairs, marked recovered, playable up to the kill."""
+import asyncio
+import io
+import time
+
+import av
+import numpy as np
+import pytest
+
+from media_util import COLORS, Api, ColorTrack, ToneTrack
+from node_util import Node
+from webhook_receiver import Receiver
+
+
+@pytest.fixture(scope="module")
+def rec_node(tmp_path_factory):
+    n = Node(tmp_path_factory.mktemp("rec"), ENX_WEBHOOK_ALLOW_LOOPBACK="on", ENX_WEBHOOK_RETRY_MS="100")
+    n.main_creds = n.create_app("rec")
+    n.start()
+    yield n
+    n.stop()
+
+
+def decode(data: bytes):
+    """(video frames as RGB arrays, seconds of video, mono audio samples at 48 kHz) of a recorded file."""
+    frames, audio, last = [], [], 0.0
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams[0]
+        for f in c.decode(stream):
+            if stream.type == "video":
+                frames.append(f.to_ndarray(format="rgb24"))
+                last = float(f.pts * f.time_base)
+            else:
+                audio.append(f.to_ndarray().reshape(f.samples, -1)[:, 0] if f.format.is_packed
+                             else f.to_ndarray()[0])
+    return frames, last, (np.concatenate(audio) if audio else np.zeros(0))
+
+
+def peak_hz(samples: np.ndarray, rate: int = 48000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * rate / len(samples))
+
+
+def wait_ready(api, receiver, secret, n=1, timeout=30.0):
+    end = time.monotonic() + timeout
+    while True:
+        ready = [e for e in receiver.acknowledged(secret) if e["type"] == "recording.ready"]
+        if len(ready) >= n:
+            return ready
+        assert time.monotonic() < end, [e["type"] for e in receiver.acknowledged(secret)]
+        time.sleep(0.1)
+
+
+def test_a_recording_plays_back_what_was_published(rec_node):
+    api = Api(rec_node, rec_node.main_creds)
+    receiver = Receiver()
+    hook = api.http.post("/webhooks", json={"url": receiver.url}).json()["webhook"]
+    room = api.room(settings={"mode": "group"})
+    span = {}
+
+    async def scenario():
+        pub = await api.joined(room["room_id"], "pub", "moderator")
+        other = await api.joined(room["room_id"], "other", "participant")
+        try:
+            await pub.publish([ColorTrack(COLORS[0], size=(320, 240)), ToneTrack(440)])
+            await asyncio.sleep(1.0)
+            with pytest.raises(Exception, match="moderator"):
+                await other.request("record", action="start")           # a participant may not
+            reply = await pub.request("record", action="start")
+            assert reply["type"] == "ok" and reply["recording_id"].startswith("rec_")
+            span["start"] = time.monotonic()
+            again = api.http.post(f"/rooms/{room['room_id']}/recording/start")
+            assert again.status_code == 409, again.text                  # already recording
+            await asyncio.sleep(4.0)
+            r = api.http.post(f"/rooms/{room['room_id']}/recording/stop")
+            span["stop"] = time.monotonic()
+            assert r.status_code == 200 and r.json()["recording_id"] == reply["recording_id"], r.text
+            assert api.http.post(f"/rooms/{room['room_id']}/recording/stop").status_code == 409
+        finally:
+            await pub.leave()
+            await other.leave()
+
+    try:
+        asyncio.run(scenario())
+        ready = wait_ready(api, receiver, hook["secret"])[0]["data"]
+        events = receiver.acknowledged(hook["secret"])
+    finally:
+        receiver.close()
+    kinds = [e["type"] for e in events]
+    assert kinds.index("recording.started") < kinds.index("recording.ready") < kinds.index("recording")
+    enablex = next(e for e in events if e["type"] == "recording")
+    assert {r["file_id"] for r in enablex["recording"]} == {f["file_id"] for f in ready["files"]}
+
+    archive = api.http.get(f"/archive/conf/{ready['session_id']}").json()
+    assert archive["total"] == 1
+    files = {f["kind"]: f for f in archive["archive"][0]["recording"]}
+    assert set(files) == {"audio", "video"} and all(f["state"] == "ready" for f in files.values()), files
+    assert {f["file_id"] for f in files.values()} == {f["file_id"] for f in ready["files"]}
+    assert api.http.get(f"/archive/room/{room['room_id']}").json()["total"] == 1
+    recorded = span["stop"] - span["start"]
+
+    video = files["video"]
+    assert video["format"] == "webm" and video["codec"] == "vp8" and video["user_ref"] == "pub"
+    body = api.http.get(video["url"])
+    assert body.status_code == 200 and body.headers["content-type"] == "video/webm"
+    assert int(body.headers["content-length"]) == video["bytes"] == len(body.content)
+    part = api.http.get(video["url"], headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == body.content[100:200]
+    frames, seconds, _ = decode(body.content)
+    assert abs(seconds - recorded) < 1.0 and abs(video["duration"] - recorded) < 1.0, (seconds, video, recorded)
+    assert len(frames) > 20 * (recorded - 1)
+    assert frames[0].shape[:2] == (240, 320)
+    assert sum(colour_close_rgb(f, COLORS[0]) for f in frames) >= 0.9 * len(frames)
+
+    audio = files["audio"]
+    assert audio["codec"] == "opus"
+    _, _, samples = decode(api.http.get(audio["url"]).content)
+    assert abs(len(samples) / 48000 - recorded) < 1.0, (len(samples), recorded)
+    assert abs(peak_hz(samples[48000:96000]) - 440) < 10
+
+    assert api.http.delete(video["url"]).status_code == 200
+    assert api.http.get(video["url"]).status_code == 404
+    assert api.http.delete(video["url"]).status_code == 404
+    other_app = Api(rec_node, rec_node.create_app("nosy"))
+    assert other_app.http.get(audio["url"]).status_code == 404          # another app's file is not there
+
+
+def colour_close_rgb(img, rgb, tol=40) -> bool:
+    h, w = img.shape[:2]
+    return bool(np.all(np.abs(img[h // 2, w // 2].astype(int) - np.array(rgb)) <= tol))
+
+
+def test_a_node_killed_mid_recording_leaves_files_the_restart_repairs(rec_node):
+    api = Api(rec_node, rec_node.main_creds)
+    receiver = Receiver()
+    hook = api.http.post("/webhooks", json={"url": receiver.url}).json()["webhook"]
+    room = api.room(settings={"mode": "group", "auto_recording": True})
+
+    async def scenario():
+        pub = await api.joined(room["room_id"], "pub", "moderator")
+        await pub.publish([ColorTrack(COLORS[3], size=(320, 240)), ToneTrack(660)])
+        await asyncio.sleep(4.0)
+        rec_node.proc.kill()                     # SIGKILL mid-recording
+        rec_node.proc.wait()
+        await pub.close()
+
+    try:
+        asyncio.run(scenario())
+        rec_node.log.close()
+        rec_node.start()
+        ready = wait_ready(api, receiver, hook["secret"])[0]["data"]
+    finally:
+        receiver.close()
+    assert ready["files"] and all(f["state"] == "recovered" for f in ready["files"]), ready
+    files = {f["kind"]: f for f in api.http.get(f"/archive/conf/{ready['session_id']}").json()["archive"][0]["recording"]}
+    frames, seconds, _ = decode(api.http.get(files["video"]["url"]).content)
+    assert seconds > 1.5 and files["video"]["duration"] > 1.5, (seconds, files["video"])
+    assert sum(colour_close_rgb(f, COLORS[3]) for f in frames) >= 0.9 * len(frames)
+    _, _, samples = decode(api.http.get(files["audio"]["url"]).content)
+    assert len(samples) / 48000 > 1.5 and abs(peak_hz(samples[:48000]) - 660) < 10
+    assert "restart" in files["video"]["error"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/archive/conf/nope", 404),
+    ("GET", "/archive/room/nope", 404),
+    ("GET", "/archive/room-period/nope/2026-01-01/2025-01-01", 422),
+    ("GET", "/archive/file/f_nope", 404),
+    ("DELETE", "/archive/file/f_nope", 404),
+    ("POST", "/rooms/nope/recording/start", 404),
+])
+def test_bad_archive_requests(rec_node, method, path, status):
+    r = Api(rec_node, rec_node.main_creds).http.request(method, path)
+    assert r.status_code == status, r.text
+
+
+def test_recording_a_room_with_no_live_session_is_refused(rec_node):
+    api = Api(rec_node, rec_node.main_creds)
+    room = api.room(settings={"mode": "group"})
+    r = api.http.post(f"/rooms/{room['room_id']}/recording/start")
+    assert r.status_code == 409 and "no live session" in r.text
+    assert api.http.post(f"/rooms/{room['room_id']}/recording/pause").status_code == 404
