@@ -36,6 +36,7 @@ KEYFRAME_EVERY_S = 1.0         # a track waiting for a key frame asks this often
 class StreamInfo:
     """What a take needs of a live producer."""
     producer: Any              # the native producer (its tap)
+    handle: Any                # the router's Producer: top_ssrc (a simulcast one's best encoding), recorded
     producer_id: str
     participant_id: str
     user_ref: str
@@ -61,6 +62,7 @@ class Take:
 class _Track:
     record: RecordingRecord
     producer: Any
+    handle: Any
     writer: TrackWriter
     take: Take
     asked_key_at: float = 0.0
@@ -129,10 +131,11 @@ class Recorder:
                 self.worker.tap(s.producer, reader="rec:" + file_id)
             except ValueError:
                 continue                                      # closed meanwhile
+            s.handle.recorded = True
             if s.kind == "video":
                 self.worker.request_keyframe(s.producer)      # the file starts at a key frame: ask now
             records.append(rec)
-            tracks.append(_Track(rec, s.producer, TrackWriter(path, s.kind, s.codec), take))
+            tracks.append(_Track(rec, s.producer, s.handle, TrackWriter(path, s.kind, s.codec), take))
             take.files[s.producer_id] = file_id
             take.open.add(file_id)
         self.store.recordings.add(records, outbox)
@@ -182,7 +185,7 @@ class Recorder:
                 except ValueError:
                     self._finish_on_thread(t.record.file_id)     # its producer closed: the stream ended
                     continue
-                t.writer.push(packets, now, mono_offset)
+                t.writer.push(packets, now, mono_offset, t.handle.top_ssrc)
                 if t.writer.keyframe_needed and now - t.asked_key_at >= KEYFRAME_EVERY_S:
                     t.asked_key_at = now
                     self.counts["keyframe_requests"] += 1
@@ -206,6 +209,7 @@ class Recorder:
     def _finish_on_thread(self, file_id: str) -> None:
         for t in [t for t in self._tracks if t.record.file_id == file_id]:
             self._tracks.remove(t)
+            t.handle.recorded = False
             try:
                 self.worker.tap(t.producer, False, reader="rec:" + file_id)
             except ValueError:

@@ -96,10 +96,14 @@ class TrackWriter:
             return True
         return self.container is None
 
-    def push(self, packets: list[tuple[int, bytes]], now: float, mono_offset: float) -> None:
-        """Tapped packets ((arrival monotonic ns, RTP)); what is whole by `now` goes into the file."""
+    def push(self, packets: list[tuple[int, bytes]], now: float, mono_offset: float, ssrc: int = 0) -> None:
+        """Tapped packets ((arrival monotonic ns, RTP)); what is whole by `now` goes into the file. ssrc:
+        only that stream's (a simulcast producer's tap carries all of its encodings); 0: all."""
         if self.error is not None:
             return
+        if ssrc:
+            want = ssrc.to_bytes(4, "big")
+            packets = [(t, pkt) for t, pkt in packets if pkt[8:12] == want]
         try:
             if self.frames is not None:
                 for arrival_ns, pkt in packets:

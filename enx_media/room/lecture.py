@@ -172,6 +172,7 @@ class LectureMix:
                        small_size=self.small or SMALL_SIZE)
         self.mcu.start()
         log.info("lecture mcu started room=%s", self.media.room.room.room_id)
+        self.media.room.record_streams([self.video, self.audio])     # a recording takes the composite too
         return [self.video, self.audio]
 
     def _stop(self) -> tuple[Mcu | None, list[Producer]]:

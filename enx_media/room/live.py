@@ -313,9 +313,7 @@ class LiveRoom:
             raise E.Conflict("this node does not record", reason="recording unavailable")
         if self.recording is not None:
             raise E.Conflict("the room is being recorded already", reason="already recording")
-        lecture = self.media.lecture
-        streams = [self._stream_info(s) for s in self.media.router.producers.values()
-                   if s.live and s.participant_id in self.participants and not (lecture and lecture.is_output(s))]
+        streams = [self._stream_info(s) for s in self.media.router.producers.values() if self._recordable(s)]
         self.recording = self.manager.recorder.begin(self.room.app_id, self.room.room_id, self.session_id, by,
                                                      streams)
         log.info("recording room=%s recording=%s by=%s", self.room.room_id, self.recording.recording_id, by)
@@ -334,10 +332,26 @@ class LiveRoom:
         policy.check_moderator(p, "start or stop recording")
         return self.start_recording(p.participant_id) if action == "start" else self.stop_recording(p.participant_id)
 
+    def record_streams(self, streams: list[Producer]) -> None:
+        """Streams that went live while the room records (a publisher's, the lecture MCU's outputs)."""
+        if self.recording is not None and self.manager.recorder is not None:
+            for s in streams:
+                if self._recordable(s):
+                    self.manager.recorder.add_stream(self.recording, self._stream_info(s))
+
+    def _recordable(self, s: Producer) -> bool:
+        """A participant's live stream, or the lecture MCU's composite and mix (not a mix-minus)."""
+        if not s.live:
+            return False
+        lecture = self.media.lecture if self.media is not None else None
+        if lecture is not None and lecture.is_output(s):
+            return s is lecture.video or s is lecture.audio
+        return s.participant_id in self.participants
+
     def _stream_info(self, s: Producer) -> StreamInfo:
         publisher = self.participants.get(s.participant_id)
-        return StreamInfo(s.native, s.producer_id, s.participant_id, publisher.user_ref if publisher else "",
-                          s.kind, s.source, s.codec)
+        user = publisher.user_ref if publisher else s.participant_id       # the MCU's outputs: "mcu"
+        return StreamInfo(s.native, s, s.producer_id, s.participant_id, user, s.kind, s.source, s.codec)
 
     # -- streams ------------------------------------------------------------------------------------
     async def publish(self, p: Participant, offer_sdp: str, source: str = "camera") -> str:
@@ -352,8 +366,7 @@ class LiveRoom:
             return
         self._event(ev.StreamPublished, participant_id=s.participant_id, stream_id=s.producer_id, kind=s.kind,
                     codec=s.codec, source=s.source)
-        if self.recording is not None and self.manager.recorder is not None:
-            self.manager.recorder.add_stream(self.recording, self._stream_info(s))
+        self.record_streams([s])
         await self.notifier.stream_added(self.everyone(), s)
         if self.media.lecture is not None:
             await self.media.lecture.update()      # first: a second video publisher moves everyone to the MCU
@@ -362,14 +375,14 @@ class LiveRoom:
                 await self.media.update_subscription(sub)
 
     async def stream_gone(self, s: Producer, reason: str, announce: bool) -> None:
+        if self.recording is not None and self.manager.recorder is not None:
+            self.manager.recorder.end_stream(self.recording, s.producer_id)
         lecture = self.media.lecture if self.media is not None else None
         if lecture is not None and lecture.is_output(s):
             if announce:
                 await self.notifier.stream_removed(lecture.announce_to(s), s)
             return
         self._event(ev.StreamUnpublished, participant_id=s.participant_id, stream_id=s.producer_id, reason=reason)
-        if self.recording is not None and self.manager.recorder is not None:
-            self.manager.recorder.end_stream(self.recording, s.producer_id)
         if announce:
             await self.notifier.stream_removed(self.everyone(), s)
 

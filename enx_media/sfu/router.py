@@ -65,6 +65,12 @@ class Producer:
     # dynacast: the layers the publisher was last told to send, and since when each is unwanted
     sent_active: list[bool] = field(default_factory=list)
     unwanted_since: dict[int, float | None] = field(default_factory=dict, repr=False)
+    recorded: bool = False          # a recording takes its top encoding: dynacast never pauses that
+
+    @property
+    def top_ssrc(self) -> int:
+        """The SSRC of its best encoding (a recording's), 0 while unknown; its only one without simulcast."""
+        return self.encodings[-1][1] if self.encodings else self.ssrc or 0
 
     @property
     def live(self) -> bool:
@@ -338,8 +344,10 @@ class Router:
         """Per encoding of p: is it wanted (False: dynacast may pause it at the publisher)? Wanted are
         the lowest (kept for joiners and as the fallback), every one up to the highest a consumer wants,
         and a layer whose size no key frame told yet when it may be the one a consumer wants (a browser
-        starts its top layers late: they are not paused before anyone could tell)."""
+        starts its top layers late: they are not paused before anyone could tell); all of a recorded one."""
         n = len(p.encodings)
+        if p.recorded:
+            return [True] * n
         sizes = p.sizes or [(0, 0)] * n
         known = [h > 0 for _, h in sizes]
         top = 0

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from media_util import COLORS, Api, ColorTrack, ToneTrack
+from enx_media.mcu.layout import tiles
+from media_util import COLORS, Api, ColorTrack, ToneTrack, close_to, publish_offer, sendonly_offer, tile_rgb
 from node_util import Node
 from webhook_receiver import Receiver
 
@@ -132,6 +133,79 @@ def test_a_recording_plays_back_what_was_published(rec_node):
 def colour_close_rgb(img, rgb, tol=40) -> bool:
     h, w = img.shape[:2]
     return bool(np.all(np.abs(img[h // 2, w // 2].astype(int) - np.array(rgb)) <= tol))
+
+
+def test_h264_is_recorded_to_fragmented_mp4(rec_node):
+    api = Api(rec_node, rec_node.main_creds)
+    room = api.room(settings={"mode": "group", "auto_recording": "true"})
+
+    async def scenario():
+        pub = await api.joined(room["room_id"], "h264", "moderator")
+        pc = await sendonly_offer(ColorTrack(COLORS[4], size=(320, 240)), codec="video/H264")
+        await publish_offer(pub, pc)
+        await asyncio.sleep(3.0)
+        await pc.close()
+        await pub.leave()
+
+    asyncio.run(scenario())
+    end = time.monotonic() + 20
+    while True:
+        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
+        files = archive[0]["recording"] if archive else []
+        if files and all(f["state"] != "recording" for f in files):
+            break
+        assert time.monotonic() < end, files
+        time.sleep(0.2)
+    (f,) = files
+    assert (f["codec"], f["format"], f["state"]) == ("h264", "mp4", "ready"), f
+    body = api.http.get(f["url"])
+    assert body.headers["content-type"] == "video/mp4"
+    assert b"moof" in body.content[:4096] or b"moof" in body.content        # fragmented
+    frames, seconds, _ = decode(body.content)
+    assert seconds > 1.5 and frames[0].shape[:2] == (240, 320), (seconds, f)
+    assert sum(colour_close_rgb(x, COLORS[4]) for x in frames) >= 0.9 * len(frames)
+
+
+def test_a_lecture_records_the_mcu_composite_and_mix_besides_each_track(rec_node):
+    """The composite is recorded from the MCU's output (its top simulcast layer, 960x540: the half-size
+    layer's packets on the same tap are left out), the mix beside it; not the mix-minus."""
+    api = Api(rec_node, rec_node.main_creds)
+    room = api.room(settings={"mode": "lecture", "moderators": 2, "participants": 5, "layout": "grid",
+                              "composite_size": "960x540", "composite_fps": 15, "auto_recording": True})
+
+    async def scenario():
+        mods = [api.client(room["room_id"], f"teacher{i}", "moderator") for i in range(2)]
+        try:
+            for i, m in enumerate(mods):
+                await m.join()
+                await m.publish([ColorTrack(COLORS[i]), ToneTrack(440 + 220 * i)])
+            await asyncio.sleep(5.0)
+        finally:
+            for m in mods:
+                await m.leave()
+
+    asyncio.run(scenario())
+    end = time.monotonic() + 30
+    while True:
+        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
+        files = archive[0]["recording"] if archive else []
+        if len(files) >= 6 and all(f["state"] != "recording" for f in files):
+            break
+        assert time.monotonic() < end, files
+        time.sleep(0.2)
+    by = sorted((f["user_ref"], f["source"], f["kind"]) for f in files)
+    assert by == [("mcu", "composite", "video"), ("mcu", "mix", "audio"),
+                  ("teacher0", "camera", "audio"), ("teacher0", "camera", "video"),
+                  ("teacher1", "camera", "audio"), ("teacher1", "camera", "video")], by
+    assert all(f["state"] == "ready" for f in files), files
+    composite = next(f for f in files if f["source"] == "composite")
+    frames, seconds, _ = decode(api.http.get(composite["url"]).content)
+    assert seconds > 2 and {f.shape[:2] for f in frames} == {(540, 960)}, (seconds, composite)
+    tiles_ = tiles("grid", 2, 960, 540)
+    assert any(all(close_to(tile_rgb(f, t), c) for t, c in zip(tiles_, COLORS[:2])) for f in frames[-10:])
+    mix = next(f for f in files if f["source"] == "mix")
+    _, _, samples = decode(api.http.get(mix["url"]).content)
+    assert len(samples) / 48000 > 2
 
 
 def test_a_node_killed_mid_recording_leaves_files_the_restart_repairs(rec_node):
