@@ -21,6 +21,7 @@ from ..control.tokens import TokenService
 from ..sfu.router import Producer
 from ..webrtc.server import WebRtcServer
 from . import policy
+from .recording_mix import RecordingMix
 from .media import ParticipantMedia, RoomMedia, Subscription
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class LiveRoom:
         self._quality_seen: tuple[float, dict[str, dict[str, Any]]] | None = None
         self._quality_rates: dict[str, dict[str, float]] = {}
         self.recording: Take | None = None       # the recording running now (recording/recorder.py)
+        self.recording_mix: RecordingMix | None = None   # its composite, in a group room that asks for one
         # A scheduled room's session ends with its window; any other ends `duration` after it started.
         limit = room.window[1] - time.time() if room.window else room.duration_s
         if limit:
@@ -313,6 +315,12 @@ class LiveRoom:
             raise E.Conflict("this node does not record", reason="recording unavailable")
         if self.recording is not None:
             raise E.Conflict("the room is being recorded already", reason="already recording")
+        settings = self.room.settings
+        if self.room.mode == "group" and settings.get("single_file_recording"):
+            width, height = (int(x) for x in settings.get("composite_size", "1280x720").split("x"))
+            self.recording_mix = RecordingMix(self.media, width=width, height=height,
+                                              fps=int(settings.get("composite_fps", 15)),
+                                              codec=settings.get("composite_codec", "vp8"))
         streams = [self._stream_info(s) for s in self.media.router.producers.values() if self._recordable(s)]
         self.recording = self.manager.recorder.begin(self.room.app_id, self.room.room_id, self.session_id, by,
                                                      streams)
@@ -324,6 +332,9 @@ class LiveRoom:
             raise E.Conflict("the room is not being recorded", reason="not recording")
         take, self.recording = self.recording, None
         self.manager.recorder.end(take)
+        if self.recording_mix is not None:
+            self.recording_mix.stop()
+            self.recording_mix = None
         log.info("recording stopped room=%s recording=%s by=%s", self.room.room_id, take.recording_id, by)
         return take.recording_id
 
@@ -334,6 +345,8 @@ class LiveRoom:
 
     def record_streams(self, streams: list[Producer]) -> None:
         """Streams that went live while the room records (a publisher's, the lecture MCU's outputs)."""
+        if self.recording_mix is not None:
+            self.recording_mix.update()
         if self.recording is not None and self.manager.recorder is not None:
             for s in streams:
                 if self._recordable(s):
@@ -346,6 +359,8 @@ class LiveRoom:
         lecture = self.media.lecture if self.media is not None else None
         if lecture is not None and lecture.is_output(s):
             return s is lecture.video or s is lecture.audio
+        if self.recording_mix is not None and s in self.recording_mix.outputs:
+            return True
         return s.participant_id in self.participants
 
     def _stream_info(self, s: Producer) -> StreamInfo:
@@ -377,6 +392,8 @@ class LiveRoom:
     async def stream_gone(self, s: Producer, reason: str, announce: bool) -> None:
         if self.recording is not None and self.manager.recorder is not None:
             self.manager.recorder.end_stream(self.recording, s.producer_id)
+        if self.recording_mix is not None:
+            self.recording_mix.update()
         lecture = self.media.lecture if self.media is not None else None
         if lecture is not None and lecture.is_output(s):
             if announce:

@@ -208,6 +208,45 @@ def test_a_lecture_records_the_mcu_composite_and_mix_besides_each_track(rec_node
     assert len(samples) / 48000 > 2
 
 
+def test_a_group_room_that_asks_for_one_records_a_composite_too(rec_node):
+    """single_file_recording: the compositor makes a grid of everyone for the recording, offered to nobody."""
+    api = Api(rec_node, rec_node.main_creds)
+    room = api.room(settings={"mode": "group", "moderators": 2, "single_file_recording": True,
+                              "composite_size": "640x360", "composite_fps": 15})
+
+    async def scenario():
+        pubs = [await api.joined(room["room_id"], f"p{i}", "moderator") for i in range(2)]
+        try:
+            for i, p in enumerate(pubs):
+                await p.publish([ColorTrack(COLORS[i + 2]), ToneTrack(440 + 220 * i)])
+            await pubs[0].subscribe()
+            await pubs[0].wait_user_stream("p1", "video")
+            assert api.http.post(f"/rooms/{room['room_id']}/recording/start").status_code == 200
+            await asyncio.sleep(5.0)
+            announced = {info["participant_id"] for info in pubs[0].stream_info.values()}
+            assert announced <= {p.participant_id for p in pubs}, pubs[0].stream_info   # the composite is not
+            assert api.http.post(f"/rooms/{room['room_id']}/recording/stop").status_code == 200
+        finally:
+            for p in pubs:
+                await p.leave()
+
+    asyncio.run(scenario())
+    end = time.monotonic() + 30
+    while True:
+        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
+        files = archive[0]["recording"] if archive else []
+        if len(files) >= 6 and all(f["state"] != "recording" for f in files):
+            break
+        assert time.monotonic() < end, files
+        time.sleep(0.2)
+    composite = next(f for f in files if f["source"] == "composite")
+    assert composite["user_ref"] == "recording" and composite["state"] == "ready", composite
+    frames, seconds, _ = decode(api.http.get(composite["url"]).content)
+    assert seconds > 2 and frames[0].shape[:2] == (360, 640)
+    assert any(all(close_to(tile_rgb(f, t), c) for t, c in zip(tiles("grid", 2, 640, 360), COLORS[2:4]))
+               for f in frames[-10:])
+
+
 def test_a_node_killed_mid_recording_leaves_files_the_restart_repairs(rec_node):
     api = Api(rec_node, rec_node.main_creds)
     receiver = Receiver()
