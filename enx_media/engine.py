@@ -29,6 +29,7 @@ from .store import SqliteStore, Store
 
 if TYPE_CHECKING:
     from .recording.recorder import Recorder
+    from .recording.transcripts import Transcriber
     from .room import RoomManager
     from .signaling import SignalingHub
     from .webrtc.server import WebRtcServer
@@ -68,6 +69,7 @@ class Engine:
     # -- media plane ----------------------------------------------------------------------------------
     webrtc: "WebRtcServer | None" = None     # the media UDP port (ICE-lite, DTLS) and its native worker
     recorder: "Recorder | None" = None       # the recording thread (recording/recorder.py)
+    transcriber: "Transcriber | None" = None  # speech transcripts after sessions (recording/transcripts.py)
     live: "RoomManager | None" = None        # the rooms with a live session on this node
     _signaling: "SignalingHub | None" = None
 
@@ -87,6 +89,7 @@ class Engine:
         """Open the media UDP port and the signaling hub (needs a running asyncio loop). Media is forwarded
         on a thread of its own unless settings.media_thread is off."""
         from .recording.recorder import Recorder, recover
+        from .recording.transcripts import Transcriber
         from .room import RoomManager
         from .signaling import MessageNotifier, SignalingHub
         from .webrtc.server import WebRtcServer
@@ -106,8 +109,11 @@ class Engine:
         self.webrtc.start()
         self.recorder = Recorder(self.webrtc.worker, self.store, self.recordings_dir, self.wake_webhooks)
         self.recorder.start()
+        self.transcriber = Transcriber(self.store, self.wake_webhooks)
+        self.transcriber.start()        # what a previous run left pending is made now
         self.live = RoomManager(self.rooms, self.tokens, self.webrtc, self.events, MessageNotifier(), limits,
-                                quality_interval=s.quality_interval_s, recorder=self.recorder)
+                                quality_interval=s.quality_interval_s, recorder=self.recorder,
+                                transcriber=self.transcriber)
         self._signaling = SignalingHub(self.live, limits)
         self.dispatcher = WebhookDispatcher(self.store, allow_loopback=s.webhook_allow_loopback == "on",
                                             retry_s=s.webhook_retry_ms / 1000, give_up_s=s.webhook_give_up_s)
@@ -126,6 +132,9 @@ class Engine:
         if self.recorder is not None:
             await self.recorder.stop()      # after the rooms: their takes are finished; this closes the files
             self.recorder = None
+        if self.transcriber is not None:
+            await self.transcriber.stop()   # an unfinished transcript stays pending for the next start
+            self.transcriber = None
         if self.dispatcher is not None:
             await self.dispatcher.stop()    # what is pending stays in the outbox for the next start
             self.dispatcher = None
@@ -155,6 +164,8 @@ class Engine:
             out["webhooks"] = dict(self.dispatcher.counts)
         if self.recorder is not None:
             out["recording"] = dict(self.recorder.counts)
+        if self.transcriber is not None:
+            out["transcripts"] = dict(self.transcriber.counts)
         return out
 
     def issue_token(self, app_id: str, room_id: str, *, user_id: str, role: str, name: str | None = None,

@@ -43,7 +43,7 @@ MAX_ACTIVE_TALKERS = 12
 
 TOP_LEVEL_KEYS = {"name", "owner_ref", "mode", "type", "duration", "description", "settings", "data"}
 BOOL_SETTINGS = ("scheduled", "adhoc", "auto_recording", "canvas", "screen_share", "abwd",
-                 "wait_for_moderator", "single_file_recording")
+                 "wait_for_moderator", "single_file_recording", "transcription")
 STR_SETTINGS = {"description": 1000, "billing_code": 100, "media_zone": 32}
 SETTINGS_KEYS = set(BOOL_SETTINGS) | set(STR_SETTINGS) | {
     "mode", "type", "scheduled_time", "duration", "moderators", "participants", "quality",

@@ -7,8 +7,9 @@ import logging
 import time
 from typing import Any, Callable
 
+from .. import errors as E
 from .. import events as ev
-from ..store import NODE_RESTART, ChatMessageRecord, ParticipantRecord, Store
+from ..store import NODE_RESTART, ChatMessageRecord, ParticipantRecord, SessionRecord, Store
 from . import cdr
 from .rooms import iso
 from .webhooks import outbox_events
@@ -20,10 +21,15 @@ class SessionService:
     def __init__(self, store: Store):
         self.store = store
 
-    def get(self, session_id: str) -> dict[str, Any] | None:
+    def _session(self, session_id: str, app_id: str | None) -> SessionRecord:
         s = self.store.sessions.get(session_id)
-        if s is None:
-            return None
+        if s is None or (app_id is not None and s.app_id != app_id):
+            raise E.NotFound("no such session (conf_num)", reason="session not found")
+        return s
+
+    def get(self, session_id: str, app_id: str | None = None) -> dict[str, Any]:
+        """The session and who was in it when (NotFound for none, or another app's)."""
+        s = self._session(session_id, app_id)
         return {"session_id": s.session_id, "room_id": s.room_id, "started": iso(s.started),
                 "ended": iso(s.ended), "end_reason": s.end_reason,
                 "participants": [{"participant_id": p.participant_id, "user_ref": p.user_ref, "name": p.name,
@@ -31,10 +37,51 @@ class SessionService:
                                   "leave_reason": p.leave_reason}
                                  for p in self.store.sessions.participants(session_id)]}
 
-    def chat_transcript(self, session_id: str) -> list[dict[str, Any]]:
+    def chat_transcript(self, session_id: str, app_id: str | None = None) -> list[dict[str, Any]]:
+        """The session's chat in order: sender, recipients (participant ids; null: everyone), time, text. A
+        private message is here with its recipients, and only here: the room showed it to them alone."""
+        self._session(session_id, app_id)
         return [{"sender_id": m.sender_id, "sender_ref": m.sender_ref, "sender_name": m.sender_name,
                  "to": m.recipients, "text": m.text, "sent": iso(m.sent)}
                 for m in self.store.sessions.chat_messages(session_id)]
+
+    def speech_transcript(self, session_id: str, app_id: str) -> dict[str, Any]:
+        self._session(session_id, app_id)
+        t = self.store.transcripts.get(session_id)
+        if t is None:
+            raise E.NotFound("the session has no speech transcript (its room's settings.transcription was off)",
+                             reason="transcript not found")
+        return {"session_id": session_id, "state": t.state, "engine": t.engine, "error": t.error,
+                "segments": t.segments or []}
+
+    def metadata(self, session_id: str, app_id: str) -> dict[str, Any]:
+        """The session, its room as it was, its participants, and every post-session item with its state
+        (pending, ready, failed; none where the room made none) and where to read it."""
+        s = self._session(session_id, app_id)
+        people = self.store.sessions.participants(session_id)
+        ended = s.ended is not None
+        files = self.store.recordings.find(app_id, session_id=session_id)
+        if not files:
+            recordings = "none"
+        elif any(f.state == "recording" for f in files):
+            recordings = "pending"
+        else:
+            recordings = "ready" if any(f.state in ("ready", "recovered") for f in files) else "failed"
+        t = self.store.transcripts.get(session_id)
+        details = s.room_details or {}
+        return {"session_id": session_id, "room_id": s.room_id, "mode": details.get("mode"),
+                "room_details": details, "started": iso(s.started), "ended": iso(s.ended),
+                "end_reason": s.end_reason,
+                "duration": round((s.ended - s.started) if s.ended is not None else time.time() - s.started, 3),
+                "participants": {"total": len(people), "users": len({p.user_ref for p in people})},
+                "items": {
+                    "cdr": {"state": "ready" if ended else "pending", "path": f"/cdr/conf/{session_id}"},
+                    "chat": {"state": "ready" if ended else "pending", "path": f"/sessions/{session_id}/chat",
+                             "messages": len(self.store.sessions.chat_messages(session_id))},
+                    "recordings": {"state": recordings, "path": f"/archive/conf/{session_id}", "files": len(files)},
+                    "transcript": {"state": t.state if t is not None else "none",
+                                   "path": f"/sessions/{session_id}/transcript"},
+                }}
 
     def close_dangling(self) -> int:
         """Sessions left open by a node that stopped without ending them: end them now, and tell their

@@ -30,7 +30,7 @@ from .rooms import iso, parse_time
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("session.started", "session.ended", "participant.joined", "participant.left", "cdr.ready",
-               "recording.started", "recording.ready", "roomdrop", "recording")
+               "chat.ready", "recording.started", "recording.ready", "transcript.ready", "roomdrop", "recording")
 MAX_HOOKS_PER_APP = 10
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_CAP_S = 600.0
@@ -57,6 +57,9 @@ def outbox_events(event: ev.Event) -> list[OutboxEvent]:
         return []
     out = [outbox_event(kind, event.app_id, event.room_id, data, event.at)]
     if isinstance(event, ev.SessionEnded):
+        out.append(outbox_event("chat.ready", event.app_id, event.room_id,
+                                {"session_id": event.session_id, "path": f"/sessions/{event.session_id}/chat"},
+                                event.at))
         # EnableX's notification of the same (apps written against EnableX read its `type` key)
         out.append(enablex_event("roomdrop", event.app_id, event.room_id, event.session_id, event.at,
                                  {"reason": event.reason}))

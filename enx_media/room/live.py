@@ -17,6 +17,7 @@ from .. import events as ev
 from ..limits import Limits
 from ..control.rooms import Room, RoomService
 from ..recording.recorder import Recorder, StreamInfo, Take
+from ..recording.transcripts import Transcriber
 from ..control.tokens import TokenService
 from ..sfu.router import Producer
 from ..webrtc.server import WebRtcServer
@@ -132,7 +133,10 @@ class LiveRoom:
             self.limit_duration(max(1, int(limit)))
         if self.media is not None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_quality())
-        if room.settings.get("auto_recording") and self.media is not None and manager.recorder is not None:
+        # a transcript is made from the recorded audio: a room that wants one is recorded
+        self.transcribe = bool(room.settings.get("transcription")) and manager.transcriber is not None
+        if ((room.settings.get("auto_recording") or self.transcribe) and self.media is not None
+                and manager.recorder is not None):
             self.start_recording("auto")
 
     def limit_duration(self, seconds: int) -> None:
@@ -221,6 +225,8 @@ class LiveRoom:
         await self.notifier.session_ended(self.everyone(), reason)
         if self.recording is not None:
             self.stop_recording("session-ended")
+        if self.transcribe and self.manager.transcriber is not None:
+            self.manager.transcriber.request(self.room.app_id, self.room.room_id, self.session_id)
         for p in list(self.participants.values()):
             await self._drop(p, f"session-ended:{reason}", announce=False)
             await self.notifier.disconnect(p, "session-ended")
@@ -537,10 +543,12 @@ class RoomManager:
 
     def __init__(self, rooms: RoomService, tokens: TokenService, server: WebRtcServer | None,
                  bus: ev.EventBus, notifier: Notifier, limits: Limits | None = None, *,
-                 quality_interval: float = QUALITY_INTERVAL_S, recorder: Recorder | None = None):
+                 quality_interval: float = QUALITY_INTERVAL_S, recorder: Recorder | None = None,
+                 transcriber: Transcriber | None = None):
         self.limits = limits or Limits()
         self.quality_interval = quality_interval
         self.recorder = recorder
+        self.transcriber = transcriber
         self.rooms_service = rooms
         self.tokens = tokens
         self.server = server

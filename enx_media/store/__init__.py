@@ -3,10 +3,12 @@
 from .repositories import (NODE_RESTART, AppRecord, AppRepository, CdrRow, ChatMessageRecord, ClaimOutcome,
                            DeliveryRecord, OutboxEvent, ParticipantRecord, RecordingRecord, RecordingRepository,
                            RoomDeletion, RoomRecord, RoomRepository, SessionRecord, SessionRepository, Store,
-                           TokenRecord, TokenRepository, WebhookRecord, WebhookRepository)
+                           TokenRecord, TokenRepository, TranscriptRecord, TranscriptRepository, WebhookRecord,
+                           WebhookRepository)
 from .sqlite import SqliteStore
 
 __all__ = ["NODE_RESTART", "AppRecord", "AppRepository", "CdrRow", "ChatMessageRecord", "ClaimOutcome",
            "DeliveryRecord", "OutboxEvent", "ParticipantRecord", "RecordingRecord", "RecordingRepository",
            "RoomDeletion", "RoomRecord", "RoomRepository", "SessionRecord", "SessionRepository", "SqliteStore",
-           "Store", "TokenRecord", "TokenRepository", "WebhookRecord", "WebhookRepository"]
+           "Store", "TokenRecord", "TokenRepository", "TranscriptRecord", "TranscriptRepository", "WebhookRecord",
+           "WebhookRepository"]

@@ -127,6 +127,20 @@ class RecordingRecord:
 
 
 @dataclass(frozen=True)
+class TranscriptRecord:
+    """A session's speech transcript: pending until the engine has been through its recorded audio."""
+    session_id: str
+    app_id: str
+    room_id: str
+    state: str                  # pending, ready, failed
+    engine: str
+    segments: list[dict[str, Any]] | None     # the merged timeline: {start, end, participant_id, user_ref, text}
+    error: str | None
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
 class WebhookRecord:
     hook_id: str
     app_id: str
@@ -304,6 +318,22 @@ class RecordingRepository(Protocol):
 
 
 @runtime_checkable
+class TranscriptRepository(Protocol):
+    def begin(self, transcript: TranscriptRecord) -> None:
+        """Record it pending (again, if it was there)."""
+        ...
+
+    def finish(self, session_id: str, state: str, segments: list[dict[str, Any]] | None, error: str | None,
+               at: float, outbox: Sequence[OutboxEvent] = ()) -> None: ...
+
+    def get(self, session_id: str) -> TranscriptRecord | None: ...
+
+    def pending(self) -> list[TranscriptRecord]:
+        """Transcripts still to make (after a restart: the ones a stop interrupted), oldest first."""
+        ...
+
+
+@runtime_checkable
 class SessionRepository(Protocol):
     """start / end / add_participant / participant_left take the webhook events (``outbox``) that report
     the change: they are written in the same transaction, with one delivery per webhook of the app that
@@ -390,5 +420,8 @@ class Store(Protocol):
 
     @property
     def recordings(self) -> RecordingRepository: ...
+
+    @property
+    def transcripts(self) -> TranscriptRepository: ...
 
     def close(self) -> None: ...

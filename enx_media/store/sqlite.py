@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .repositories import (NODE_RESTART, AppRecord, CdrRow, ChatMessageRecord, ClaimOutcome, DeliveryRecord,
                            OutboxEvent, ParticipantRecord, RecordingRecord, RoomChange, RoomDeletion, RoomRecord,
-                           SessionRecord, TokenRecord, WebhookRecord)
+                           SessionRecord, TokenRecord, TranscriptRecord, WebhookRecord)
 
 # Each entry moves the schema one version forward. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -154,6 +154,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX recordings_by_room ON recordings(app_id, room_id, started);
     CREATE INDEX recordings_by_session ON recordings(session_id, started);
     CREATE INDEX recordings_by_state ON recordings(state);
+    """,
+    """
+    CREATE TABLE transcripts (
+        session_id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        room_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        segments TEXT,
+        error TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX transcripts_by_state ON transcripts(state);
     """,
 )
 
@@ -652,6 +666,40 @@ class SqliteRecordings:
             return _recording(r)
 
 
+# --- speech transcripts --------------------------------------------------------------------------------
+def _transcript(r: sqlite3.Row) -> TranscriptRecord:
+    return TranscriptRecord(r["session_id"], r["app_id"], r["room_id"], r["state"], r["engine"],
+                            json.loads(r["segments"]) if r["segments"] else None, r["error"], r["created"],
+                            r["updated"])
+
+
+class SqliteTranscripts:
+    def __init__(self, db: _Database):
+        self._db = db
+
+    def begin(self, transcript: TranscriptRecord) -> None:
+        t = transcript
+        self._db.execute("INSERT INTO transcripts(session_id, app_id, room_id, state, engine, created, updated)"
+                         " VALUES (?,?,?,?,?,?,?) ON CONFLICT(session_id) DO UPDATE SET state=excluded.state,"
+                         " updated=excluded.updated",
+                         (t.session_id, t.app_id, t.room_id, t.state, t.engine, t.created, t.updated))
+
+    def finish(self, session_id: str, state: str, segments: list[dict[str, Any]] | None, error: str | None,
+               at: float, outbox: Sequence[OutboxEvent] = ()) -> None:
+        with self._db.transaction() as db:
+            db.execute("UPDATE transcripts SET state=?, segments=?, error=?, updated=? WHERE session_id=?",
+                       (state, None if segments is None else _dumps(segments), error, at, session_id))
+            _enqueue(db, outbox)
+
+    def get(self, session_id: str) -> TranscriptRecord | None:
+        r = self._db.one("SELECT * FROM transcripts WHERE session_id=?", (session_id,))
+        return _transcript(r) if r else None
+
+    def pending(self) -> list[TranscriptRecord]:
+        return [_transcript(r) for r in self._db.all("SELECT * FROM transcripts WHERE state='pending'"
+                                                     " ORDER BY created")]
+
+
 class SqliteStore:
     """The default backend: one SQLite file (created, and migrated to the current schema, on open)."""
 
@@ -666,6 +714,7 @@ class SqliteStore:
         self.sessions = SqliteSessions(self._db)
         self.webhooks = SqliteWebhooks(self._db)
         self.recordings = SqliteRecordings(self._db)
+        self.transcripts = SqliteTranscripts(self._db)
 
     @property
     def schema_version(self) -> int:

@@ -516,6 +516,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         await off_loop(engine.archive.delete, app.app_id, request.path_params["file_id"])
         return ok({"file_id": request.path_params["file_id"], "deleted": True})
 
+    async def session_metadata(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        return ok({"session": await off_loop(engine.sessions.metadata, request.path_params["conf_num"], app.app_id)})
+
+    async def session_chat(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        conf_num = request.path_params["conf_num"]
+        messages = await off_loop(engine.sessions.chat_transcript, conf_num, app.app_id)
+        return ok({"session_id": conf_num, "total": len(messages), "messages": messages})
+
+    async def session_transcript(request: Request) -> JSONResponse:
+        app = await off_loop(authenticate, request)
+        return ok({"transcript": await off_loop(engine.sessions.speech_transcript, request.path_params["conf_num"],
+                                                app.app_id)})
+
     async def demo_page(request: Request) -> Response:
         return Response((STATIC_DIR / "demo.html").read_bytes(), media_type="text/html; charset=utf-8")
 
@@ -583,6 +598,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         Route("/archive/conf/{conf_num}", archive_conf, methods=["GET"]),
         Route("/archive/file/{file_id}", archive_file, methods=["GET"]),
         Route("/archive/file/{file_id}", delete_archive_file, methods=["DELETE"]),
+        Route("/sessions/{conf_num}", session_metadata, methods=["GET"]),
+        Route("/sessions/{conf_num}/chat", session_chat, methods=["GET"]),
+        Route("/sessions/{conf_num}/transcript", session_transcript, methods=["GET"]),
         Route("/cdr/period/{from_date}/{to_date}", cdr_period, methods=["GET"]),
         Route("/cdr/room/{room_id}", cdr_room, methods=["GET"]),
         Route("/cdr/room-period/{room_id}/{from_date}/{to_date}", cdr_room_period, methods=["GET"]),

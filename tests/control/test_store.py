@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from enx_media.store import (AppRecord, ChatMessageRecord, ClaimOutcome, ParticipantRecord, RecordingRecord, RoomDeletion,
-                             RoomRecord, SqliteStore, Store, TokenRecord)
+                             RoomRecord, SqliteStore, Store, TokenRecord, TranscriptRecord)
 from enx_media.store import repositories
 from enx_media.store.sqlite import MIGRATIONS
 
@@ -260,6 +260,18 @@ def test_recordings(store):
     assert [f.file_id for f in store.recordings.find("a1")] == ["f2"]
 
 
+def test_transcripts(store):
+    store.transcripts.begin(TranscriptRecord("s1", "a1", "r1", "pending", "pocketsphinx", None, None, 1.0, 1.0))
+    store.transcripts.begin(TranscriptRecord("s2", "a1", "r1", "pending", "pocketsphinx", None, None, 2.0, 2.0))
+    assert [t.session_id for t in store.transcripts.pending()] == ["s1", "s2"]
+    store.transcripts.finish("s1", "ready", [{"start": 0.5, "text": "hi"}], None, 3.0)
+    t = store.transcripts.get("s1")
+    assert (t.state, t.segments, t.updated) == ("ready", [{"start": 0.5, "text": "hi"}], 3.0)
+    assert [t.session_id for t in store.transcripts.pending()] == ["s2"] and store.transcripts.get("s3") is None
+    store.transcripts.begin(TranscriptRecord("s1", "a1", "r1", "pending", "pocketsphinx", None, None, 4.0, 4.0))
+    assert store.transcripts.get("s1").state == "pending"            # asked again: made again
+
+
 def test_chat_messages(store):
     first = store.sessions.add_chat_message(ChatMessageRecord("s1", "r1", "p1", "u1", "Alice", None, "hi", 1.0))
     second = store.sessions.add_chat_message(
@@ -331,7 +343,7 @@ def test_v1_database_is_migrated(path):
     db.close()
     store = SqliteStore(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 5
+        assert store.schema_version == len(MIGRATIONS) == 6
         assert store.apps.get("a1").name == "old app"
         assert store.rooms.get("r1").owner_ref == ""  # NULL owner_ref of old rows reads as empty
         assert store.tokens.get("t1").used_session == "s1"
@@ -343,11 +355,12 @@ def test_v1_database_is_migrated(path):
         assert store.sessions.get("s1").room_details is None          # column added by v4
         assert store.sessions.cdr("a1")[0] == 1
         assert store.recordings.unfinished() == []                    # table added by v5
+        assert store.transcripts.pending() == []                      # table added by v6
     finally:
         store.close()
     again = SqliteStore(path)  # a current file opens without migrating anything
     try:
-        assert again.schema_version == 5 and len(again.sessions.chat_messages("s1")) == 1
+        assert again.schema_version == 6 and len(again.sessions.chat_messages("s1")) == 1
     finally:
         again.close()
 
@@ -403,7 +416,8 @@ def _repository_calls():
 
 def test_services_call_only_declared_repository_methods():
     calls = list(_repository_calls())
-    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions", "webhooks", "recordings"}
+    assert {repo for _, _, repo, _ in calls} == {"apps", "rooms", "tokens", "sessions", "webhooks", "recordings",
+                                                 "transcripts"}
     for module, line, repo, method in calls:
         assert repo in REPOSITORIES, f"{module}:{line} uses store.{repo}, which Store does not declare"
         assert method in _members(REPOSITORIES[repo]), \

@@ -14,7 +14,8 @@ from node_util import Node
 from webhook_receiver import Receiver
 
 # a session's events to a webhook that takes them all: ours, EnableX's roomdrop with the end, the CDR's
-LIFECYCLE = ["session.started", "participant.joined", "participant.left", "session.ended", "roomdrop", "cdr.ready"]
+LIFECYCLE = ["session.started", "participant.joined", "participant.left", "session.ended", "chat.ready", "roomdrop",
+             "cdr.ready"]
 
 
 def room_of(event):
@@ -52,31 +53,33 @@ def test_a_session_is_told_in_order_with_valid_signatures(hook_node):
     receiver = Receiver()
     try:
         hook = add_hook(api, receiver.url)
-        assert hook["secret"] and set(hook["events"]) == set(LIFECYCLE) | {"recording.started", "recording.ready", "recording"}
+        assert hook["secret"] and set(hook["events"]) == set(LIFECYCLE) | {"recording.started", "recording.ready", "recording",
+                                                                                  "transcript.ready"}
         listed = api.http.get("/webhooks").json()["webhooks"]
         assert [h["webhook_id"] for h in listed] == [hook["webhook_id"]] and "secret" not in listed[0]
         room = api.room(settings={"mode": "group"})
         one_session(api, room["room_id"])
-        events = receiver.wait(6, hook["secret"])
+        events = receiver.wait(7, hook["secret"])
         assert [e["type"] for e in events] == LIFECYCLE
-        assert len({e["event_id"] for e in events}) == 6
+        assert len({e["event_id"] for e in events}) == 7
         assert all(room_of(e) == room["room_id"] for e in events)
         assert events[1]["data"]["user_ref"] == "alice" and events[3]["data"]["reason"] == "last-left"
         session_id = events[0]["data"]["session_id"]
-        assert events[4]["conf_num"] == session_id and events[4]["reason"] == "last-left"     # EnableX's shape
-        assert events[5]["data"]["path"] == f"/cdr/conf/{session_id}"
-        assert api.http.get(events[5]["data"]["path"]).json()["total"] == 1
+        assert events[4]["data"]["path"] == f"/sessions/{session_id}/chat"
+        assert events[5]["conf_num"] == session_id and events[5]["reason"] == "last-left"     # EnableX's shape
+        assert events[6]["data"]["path"] == f"/cdr/conf/{session_id}"
+        assert api.http.get(events[6]["data"]["path"]).json()["total"] == 1
         for _, h, body, _ in receiver.requests:
             assert h["X-Enx-Event-Id"] == json.loads(body)["event_id"]
             with pytest.raises(WebhookError):
                 verify(body, h, "another secret")
         deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
-        assert [d["state"] for d in deliveries] == ["delivered"] * 6
+        assert [d["state"] for d in deliveries] == ["delivered"] * 7
         # a rotated secret signs what comes next
         secret = api.http.post(f"/webhooks/{hook['webhook_id']}/secret").json()["secret"]
         before = len(receiver.requests)
         one_session(api, room["room_id"])
-        assert [e["type"] for e in receiver.wait(6, secret, since=before)] == LIFECYCLE
+        assert [e["type"] for e in receiver.wait(7, secret, since=before)] == LIFECYCLE
         assert api.http.delete(f"/webhooks/{hook['webhook_id']}").status_code == 200
     finally:
         receiver.close()
@@ -139,12 +142,12 @@ def test_events_pending_when_the_node_is_killed_go_out_after_its_restart(hook_no
         hook_node.log.close()
         receiver.fail = 0
         hook_node.start()
-        events = receiver.wait(6, hook["secret"])
+        events = receiver.wait(7, hook["secret"])
         assert [e["type"] for e in events] == LIFECYCLE
         assert events[2]["data"]["reason"] == "session-ended:node-restart"
-        assert events[3]["data"]["reason"] == "node-restart" and events[4]["reason"] == "node-restart"
+        assert events[3]["data"]["reason"] == "node-restart" and events[5]["reason"] == "node-restart"
         time.sleep(0.5)
-        assert len(receiver.acknowledged(hook["secret"])) == 6         # each once
+        assert len(receiver.acknowledged(hook["secret"])) == 7         # each once
         api.http.delete(f"/webhooks/{hook['webhook_id']}")
     finally:
         receiver.close()
@@ -160,7 +163,7 @@ def test_a_slow_receiver_delays_no_other_apps_events(hook_node):
             one_session(a, r["room_id"])
         fast.wait(4, hooks[1]["secret"], timeout=10)
         assert len(slow.acknowledged(hooks[0]["secret"])) <= 2      # still working through its first ones
-        assert [e["type"] for e in slow.wait(6, hooks[0]["secret"], timeout=30)] == LIFECYCLE
+        assert [e["type"] for e in slow.wait(7, hooks[0]["secret"], timeout=30)] == LIFECYCLE
         for a, h in zip(apis, hooks):
             a.http.delete(f"/webhooks/{h['webhook_id']}")
     finally:

@@ -78,12 +78,12 @@ def test_a_session_with_media_gives_ordered_events_and_a_cdr_that_matches_what_h
 
     try:
         asyncio.run(scenario())
-        events = receiver.wait(12, hook["secret"], timeout=30)
+        events = receiver.wait(13, hook["secret"], timeout=30)
     finally:
         receiver.close()
     kinds = [e["type"] for e in events]
     assert kinds == (["session.started"] + ["participant.joined"] * 3 + ["participant.left", "participant.joined"]
-                     + ["participant.left"] * 3 + ["session.ended", "roomdrop", "cdr.ready"]), kinds
+                     + ["participant.left"] * 3 + ["session.ended", "chat.ready", "roomdrop", "cdr.ready"]), kinds
     session_id = events[0]["data"]["session_id"]
 
     cdr = api.http.get(f"/cdr/conf/{session_id}").json()
