@@ -11,11 +11,11 @@ from enx_media.webhook import verify
 
 class Receiver:
     """An HTTP server on 127.0.0.1 that keeps every request and answers 500 to the first `fail` of them,
-    after `delay` seconds each."""
+    after `delay` seconds each, with a body of `answer_bytes` (a receiver that talks too much)."""
 
-    def __init__(self, fail=0, delay=0.0):
+    def __init__(self, fail=0, delay=0.0, answer_bytes=0):
         self.requests: list[tuple[float, dict, bytes, int]] = []     # (time, headers, body, status sent)
-        self.fail, self.delay = fail, delay
+        self.fail, self.delay, self.answer_bytes = fail, delay, answer_bytes
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -25,8 +25,13 @@ class Receiver:
                 status = 500 if len(outer.requests) < outer.fail else 200
                 outer.requests.append((time.monotonic(), dict(self.headers), body, status))
                 self.send_response(status)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(outer.answer_bytes))
                 self.end_headers()
+                try:
+                    for _ in range(outer.answer_bytes // 65536):
+                        self.wfile.write(b"x" * 65536)
+                except OSError:
+                    pass                    # the node hung up without reading it: as it should
 
             def log_message(self, *args):
                 pass

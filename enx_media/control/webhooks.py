@@ -117,11 +117,12 @@ def is_literal(host: str | None) -> bool:
         return False
 
 
-def resolve_allowed(parts: urllib.parse.SplitResult, allow_loopback: bool) -> None:
-    """Every address the host resolves to is allowed (ValidationFailed otherwise); an address literal was
-    checked by check_url already."""
+def resolve_allowed(parts: urllib.parse.SplitResult, allow_loopback: bool) -> str:
+    """The address to connect to: the host's first, once every address it resolves to is allowed
+    (ValidationFailed otherwise); an address literal (checked by check_url already) is its own."""
+    assert parts.hostname is not None
     if is_literal(parts.hostname):
-        return
+        return parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
@@ -130,6 +131,16 @@ def resolve_allowed(parts: urllib.parse.SplitResult, allow_loopback: bool) -> No
     for info in infos:
         if not address_allowed(str(info[4][0]), allow_loopback):
             raise E.ValidationFailed("url's host resolves to a private, link-local or loopback address")
+    return str(infos[0][4][0])
+
+
+def pinned(parts: urllib.parse.SplitResult, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The request to `address` itself (URL, Host header, TLS server name): the connection goes where the
+    check looked, not wherever a second lookup of the name would point (DNS rebinding)."""
+    host = f"[{address}]" if ":" in address else address
+    url = urllib.parse.urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return url, {"Host": parts.netloc}, extensions
 
 
 class WebhookService:
@@ -294,10 +305,12 @@ class WebhookDispatcher:
         body = d.body.encode()
         try:
             parts = check_url(d.url, self.allow_loopback)
-            if not is_literal(parts.hostname):         # a name: resolved off the loop, every attempt
-                await asyncio.to_thread(resolve_allowed, parts, self.allow_loopback)
-            async with self._client.stream("POST", d.url, content=body,
-                                           headers=webhook.headers(d.event_id, d.secret, body)) as r:
+            address = parts.hostname or ""
+            if not is_literal(address):                 # a name: resolved off the loop, every attempt
+                address = await asyncio.to_thread(resolve_allowed, parts, self.allow_loopback)
+            url, host, extensions = pinned(parts, address)
+            async with self._client.stream("POST", url, content=body, extensions=extensions,
+                                           headers={**webhook.headers(d.event_id, d.secret, body), **host}) as r:
                 # the answer's body is not read: a receiver sending a huge one costs nothing
                 if 200 <= r.status_code < 300:
                     return None

@@ -4,10 +4,11 @@ acknowledged, in order, one slow receiver delaying no other app; bad URLs refuse
 import asyncio
 import json
 import time
+import urllib.parse
 
 import pytest
 
-from enx_media.control.webhooks import address_allowed
+from enx_media.control.webhooks import address_allowed, pinned
 from enx_media.webhook import WebhookError, headers, sign, verify
 from media_util import Api
 from node_util import Node
@@ -171,6 +172,27 @@ def test_a_slow_receiver_delays_no_other_apps_events(hook_node):
         fast.close()
 
 
+def test_a_name_is_posted_to_the_address_it_was_checked_at_and_a_huge_answer_is_not_read(hook_node):
+    """localhost (loopback is allowed on this node): resolved, checked, and the POST goes to that address
+    with the name in Host; a receiver answering 256 MiB costs the node nothing: the event is delivered."""
+    api = Api(hook_node, hook_node.main_creds)
+    receiver = Receiver(answer_bytes=256 << 20)
+    try:
+        port = receiver.server.server_address[1]
+        hook = add_hook(api, f"http://localhost:{port}/hooks", events=["session.started"])
+        room = api.room(settings={"mode": "group"})
+        started = time.monotonic()
+        one_session(api, room["room_id"])
+        (event,) = receiver.wait(1, hook["secret"])
+        assert event["type"] == "session.started" and time.monotonic() - started < 10
+        assert receiver.requests[0][1]["Host"] == f"localhost:{port}"
+        deliveries = api.http.get(f"/webhooks/{hook['webhook_id']}/deliveries").json()["deliveries"]
+        assert [d["state"] for d in deliveries] == ["delivered"]
+        api.http.delete(f"/webhooks/{hook['webhook_id']}")
+    finally:
+        receiver.close()
+
+
 @pytest.mark.parametrize("url, needle", [
     ("ftp://example.com/x", "http or https"),
     ("javascript:alert(1)", "http or https"),
@@ -219,3 +241,11 @@ def test_the_receiver_helper_refuses_what_it_must():
 ])
 def test_address_rules(address, loopback_ok, allowed):
     assert address_allowed(address, loopback_ok) is allowed
+
+
+def test_a_pinned_request_names_the_host_it_was_resolved_from():
+    parts = urllib.parse.urlsplit("https://hooks.example.com:8443/in?x=1")
+    assert pinned(parts, "2001:db8::7") == ("https://[2001:db8::7]:8443/in?x=1", {"Host": "hooks.example.com:8443"},
+                                            {"sni_hostname": "hooks.example.com"})
+    assert pinned(urllib.parse.urlsplit("http://h.example/"), "192.0.2.1") == (
+        "http://192.0.2.1/", {"Host": "h.example"}, {})

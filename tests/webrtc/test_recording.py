@@ -19,7 +19,8 @@ from webhook_receiver import Receiver
 
 @pytest.fixture(scope="module")
 def rec_node(tmp_path_factory):
-    n = Node(tmp_path_factory.mktemp("rec"), ENX_WEBHOOK_ALLOW_LOOPBACK="on", ENX_WEBHOOK_RETRY_MS="100")
+    n = Node(tmp_path_factory.mktemp("rec"), ENX_WEBHOOK_ALLOW_LOOPBACK="on", ENX_WEBHOOK_RETRY_MS="100",
+             ENX_QUALITY_INTERVAL_S="1")
     n.main_creds = n.create_app("rec")
     n.start()
     yield n
@@ -253,10 +254,14 @@ def test_a_node_killed_mid_recording_leaves_files_the_restart_repairs(rec_node):
     hook = api.http.post("/webhooks", json={"url": receiver.url}).json()["webhook"]
     room = api.room(settings={"mode": "group", "auto_recording": True})
 
+    times = {}
+
     async def scenario():
+        times["join"] = time.time()
         pub = await api.joined(room["room_id"], "pub", "moderator")
         await pub.publish([ColorTrack(COLORS[3], size=(320, 240)), ToneTrack(660)])
         await asyncio.sleep(4.0)
+        times["kill"] = time.time()
         rec_node.proc.kill()                     # SIGKILL mid-recording
         rec_node.proc.wait()
         await pub.close()
@@ -276,6 +281,12 @@ def test_a_node_killed_mid_recording_leaves_files_the_restart_repairs(rec_node):
     _, _, samples = decode(api.http.get(files["audio"]["url"]).content)
     assert len(samples) / 48000 > 1.5 and abs(peak_hz(samples[:48000]) - 660) < 10
     assert "restart" in files["video"]["error"]
+    # the session is closed with its reason, its CDR complete up to the crash (one quality interval)
+    (cdr,) = api.http.get(f"/cdr/conf/{ready['session_id']}").json()["cdr"]
+    assert cdr["room"]["end_reason"] == "node-restart" and cdr["user"]["leave_reason"] == "session-ended"
+    assert abs(cdr["room"]["duration"] * 60 - (times["kill"] - times["join"])) < 1.5, (cdr["room"], times)
+    assert cdr["published_track"] == {"audio": True, "video": True, "screen": False}
+    assert cdr["quality"]["samples"] >= 2 and cdr["quality"]["bitrate_sent_bps"]["average"] > 20_000
 
 
 @pytest.mark.parametrize("method, path, status", [
