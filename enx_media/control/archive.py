@@ -12,16 +12,24 @@ from .cdr import period
 from .rooms import iso
 from .webhooks import enablex_event, outbox_event
 
+SINGLE_FILE_SOURCES = ("composite", "mix")     # the room as one picture and one sound: EnableX's "transcoded"
+
 
 def ready_events(app_id: str, room_id: str, session_id: str, recording_id: str, files: list[RecordingRecord],
                  at: float) -> list[OutboxEvent]:
     """recording.ready, and EnableX's `recording` notification, for a take whose files are all finished."""
     listed = [file_json(f) for f in files]
-    return [outbox_event("recording.ready", app_id, room_id,
-                         {"session_id": session_id, "recording_id": recording_id, "files": listed}, at),
-            enablex_event("recording", app_id, room_id, session_id, at,
-                          {"recording": [{"url": f["url"], "file_id": f["file_id"]} for f in listed
-                                         if f["state"] in ("ready", "recovered")]})]
+    playable = [f for f in listed if f["state"] in ("ready", "recovered")]
+    out = [outbox_event("recording.ready", app_id, room_id,
+                        {"session_id": session_id, "recording_id": recording_id, "files": listed}, at),
+           enablex_event("recording", app_id, room_id, session_id, at,
+                         {"recording": [{"url": f["url"], "file_id": f["file_id"]} for f in playable]})]
+    # EnableX makes one file of the room after the session ("transcoded"); the node's composite and mix
+    # are that file, made live by the compositor
+    single = [{"url": f["url"], "file_id": f["file_id"]} for f in playable if f["source"] in SINGLE_FILE_SOURCES]
+    if single:
+        out.append(enablex_event("transcoded", app_id, room_id, session_id, at, {"transcoded": single}))
+    return out
 
 
 def file_json(f: RecordingRecord) -> dict[str, Any]:
@@ -58,6 +66,8 @@ class ArchiveService:
                                                        "room_id": f.room_id, "conf_num": f.session_id,
                                                        "recording": [], "transcoded": []})
             entry["recording"].append(file_json(f))
+            if f.source in SINGLE_FILE_SOURCES:
+                entry["transcoded"].append(file_json(f))
         return list(sessions.values())
 
     def file(self, app_id: str, file_id: str) -> tuple[RecordingRecord, Path]:

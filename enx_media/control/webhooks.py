@@ -30,7 +30,7 @@ from .rooms import iso, parse_time
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("session.started", "session.ended", "participant.joined", "participant.left", "cdr.ready",
-               "chat.ready", "recording.started", "recording.ready", "transcript.ready", "roomdrop", "recording")
+               "chat.ready", "recording.started", "recording.ready", "transcript.ready", "roomdrop", "recording", "transcoded")
 MAX_HOOKS_PER_APP = 10
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_CAP_S = 600.0

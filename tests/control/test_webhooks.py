@@ -55,7 +55,7 @@ def test_a_session_is_told_in_order_with_valid_signatures(hook_node):
     try:
         hook = add_hook(api, receiver.url)
         assert hook["secret"] and set(hook["events"]) == set(LIFECYCLE) | {"recording.started", "recording.ready", "recording",
-                                                                                  "transcript.ready"}
+                                                                                  "transcript.ready", "transcoded"}
         listed = api.http.get("/webhooks").json()["webhooks"]
         assert [h["webhook_id"] for h in listed] == [hook["webhook_id"]] and "secret" not in listed[0]
         room = api.room(settings={"mode": "group"})

@@ -94,6 +94,7 @@ def test_a_recording_plays_back_what_was_published(rec_node):
         receiver.close()
     kinds = [e["type"] for e in events]
     assert kinds.index("recording.started") < kinds.index("recording.ready") < kinds.index("recording")
+    assert "transcoded" not in kinds                          # no composite in a plain group room
     enablex = next(e for e in events if e["type"] == "recording")
     assert {r["file_id"] for r in enablex["recording"]} == {f["file_id"] for f in ready["files"]}
 
@@ -200,6 +201,7 @@ def test_a_lecture_records_the_mcu_composite_and_mix_besides_each_track(rec_node
                   ("teacher1", "camera", "audio"), ("teacher1", "camera", "video")], by
     assert all(f["state"] == "ready" for f in files), files
     composite = next(f for f in files if f["source"] == "composite")
+    assert sorted(f["source"] for f in archive[0]["transcoded"]) == ["composite", "mix"]     # EnableX's one file
     frames, seconds, _ = decode(api.http.get(composite["url"]).content)
     assert seconds > 2 and {f.shape[:2] for f in frames} == {(540, 960)}, (seconds, composite)
     tiles_ = tiles("grid", 2, 960, 540)

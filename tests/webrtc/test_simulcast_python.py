@@ -64,6 +64,9 @@ def test_each_subscriber_decodes_its_layer_and_switches_cleanly(node, creds, cap
             assert st.packetsLost <= 0, f"a gap in the sequence numbers across the switches: {st}"
             assert not decoder_errors(caplog), decoder_errors(caplog)
             print(f"switch down {down:.2f} s, up {up:.2f} s; key frames asked {sp.key_requests}")
+            # the live quality view says which layer each subscriber is on (rids q / h / f)
+            users = {u["user_ref"]: u["quality"] for u in api.http.get(f"/rooms/{room['room_id']}/users").json()["users"]}
+            assert users["small"]["layers"] == {"q": 1} and users["best"]["layers"] == {"f": 1}, users
         finally:
             for h in watched:
                 h.stop()
