@@ -185,7 +185,10 @@ class Recorder:
                 except ValueError:
                     self._finish_on_thread(t.record.file_id)     # its producer closed: the stream ended
                     continue
-                t.writer.push(packets, now, mono_offset, t.handle.top_ssrc)
+                ssrc = t.handle.top_ssrc
+                if ssrc is None:
+                    continue              # simulcast, its best encoding not bound yet: nothing to take
+                t.writer.push(packets, now, mono_offset, ssrc)
                 if t.writer.keyframe_needed and now - t.asked_key_at >= KEYFRAME_EVERY_S:
                     t.asked_key_at = now
                     self.counts["keyframe_requests"] += 1

@@ -68,9 +68,12 @@ class Producer:
     recorded: bool = False          # a recording takes its top encoding: dynacast never pauses that
 
     @property
-    def top_ssrc(self) -> int:
-        """The SSRC of its best encoding (a recording's), 0 while unknown; its only one without simulcast."""
-        return self.encodings[-1][1] if self.encodings else self.ssrc or 0
+    def top_ssrc(self) -> int | None:
+        """The SSRC of its best encoding (what a recording takes): None while the core has not bound it yet;
+        without simulcast its only one (0: whatever its packets carry)."""
+        if self.encodings:
+            return self.encodings[-1][1] or None
+        return self.ssrc or 0
 
     @property
     def live(self) -> bool:

@@ -47,10 +47,11 @@ def peak_hz(samples: np.ndarray, rate: int = 48000) -> float:
     return float(np.argmax(spectrum) * rate / len(samples))
 
 
-def wait_ready(api, receiver, secret, n=1, timeout=30.0):
+def wait_ready(api, receiver, secret, n=1, timeout=30.0, kind="recording.ready"):
+    """The first n events of that kind the receiver acknowledged, once it has them."""
     end = time.monotonic() + timeout
     while True:
-        ready = [e for e in receiver.acknowledged(secret) if e["type"] == "recording.ready"]
+        ready = [e for e in receiver.acknowledged(secret) if e["type"] == kind]
         if len(ready) >= n:
             return ready
         assert time.monotonic() < end, [e["type"] for e in receiver.acknowledged(secret)]
@@ -89,6 +90,8 @@ def test_a_recording_plays_back_what_was_published(rec_node):
     try:
         asyncio.run(scenario())
         ready = wait_ready(api, receiver, hook["secret"])[0]["data"]
+        wait_ready(api, receiver, hook["secret"], kind="recording")       # EnableX's, written with it
+        wait_ready(api, receiver, hook["secret"], kind="cdr.ready")       # the session's last
         events = receiver.acknowledged(hook["secret"])
     finally:
         receiver.close()
