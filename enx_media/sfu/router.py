@@ -430,7 +430,8 @@ class Router:
             if c.native is not None and c.transport is not None and c.transport.native is not None:
                 by_transport.setdefault(c.transport, []).append(c)
         changed = []
-        self._probes = {k: v for k, v in self._probes.items() if k in {id(t) for t in by_transport}}
+        live = {id(t) for t in by_transport}
+        self._probes = {k: v for k, v in self._probes.items() if k in live}
         for t, consumers in by_transport.items():
             bwe = t.native.bwe
             state = self._probes.setdefault(id(t), ProbeState())
