@@ -125,10 +125,11 @@ async def case(api: Api, node: Node, n: int, warmup: float, window: float, profi
     cpu0, t0 = proc_cpu(node.proc.pid), time.monotonic()
     profiler = None
     if profile:
-        # software sampling works in a VM; py-spy shows the Python side (idle threads left out)
+        # software sampling works in a VM; py-spy shows the Python side (--gil: only what holds the GIL,
+        # so waits and idle threads are left out)
         cmd = (["perf", "record", "-e", "cpu-clock", "-F", "997", "-g", "-p", str(node.proc.pid), "-o",
                 f"{profile}.perf.data", "--", "sleep", str(window)] if profile_kind == "perf" else
-               [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(node.proc.pid), "-d", str(int(window)), "-r", "200", "--threads",
+               [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(node.proc.pid), "-d", str(int(window)), "-r", "200", "--threads", "--gil",
                 "-f", "raw", "-o", f"{profile}.py-spy.txt"])
         profiler = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
                                                         stderr=asyncio.subprocess.DEVNULL)
