@@ -76,6 +76,18 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of the process by thread id ("main": the asyncio thread)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                      # a thread that ended meanwhile
+        out["main" if task.name == str(pid) else task.name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def proc_rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
@@ -122,6 +134,7 @@ async def case(api: Api, node: Node, n: int, warmup: float, window: float, profi
 
     await mark()
     m0 = metrics(api)
+    threads0 = thread_cpu(node.proc.pid)
     cpu0, t0 = proc_cpu(node.proc.pid), time.monotonic()
     profiler = None
     if profile:
@@ -138,6 +151,7 @@ async def case(api: Api, node: Node, n: int, warmup: float, window: float, profi
         await profiler.wait()
     await mark()
     cpu1, t1 = proc_cpu(node.proc.pid), time.monotonic()
+    threads1 = thread_cpu(node.proc.pid)
     m1 = metrics(api)
     # what the node did per second in the window (its counters that moved): the breakdown's denominators
     rates = {k: round((m1[k] - m0.get(k, 0)) / (t1 - t0), 1) for k in m1
@@ -165,10 +179,15 @@ async def case(api: Api, node: Node, n: int, warmup: float, window: float, profi
            "node_cpu_share": round(node_cpu / (t1 - t0), 3),
            "loadgen_cpu_s": round(sum(r["cpu_s"] or 0 for r in results), 3),
            "node_rss_kib_per_subscriber": round((rss - rss_before) / 1024 / n, 1), "errors": errors[:5],
-           "node_rates_per_s": rates}
+           "node_rates_per_s": rates,
+           # the asyncio thread, then the others by CPU (the busiest is the media thread)
+           "node_thread_cpu_share": dict(sorted(((k, round((v - threads0.get(k, 0.0)) / (t1 - t0), 4))
+                                                 for k, v in threads1.items() if v - threads0.get(k, 0.0) > 0),
+                                                key=lambda kv: (kv[0] != "main", -kv[1])))}
     print(f"  {n}: {out['node_us_per_packet']} µs node CPU per forwarded packet "
           f"({out['packets_per_cpu_s']} packets per CPU-s), {lost} lost, load generator "
-          f"{out['loadgen_cpu_s']} CPU-s, RSS {out['node_rss_kib_per_subscriber']} KiB per subscriber", flush=True)
+          f"{out['loadgen_cpu_s']} CPU-s, RSS {out['node_rss_kib_per_subscriber']} KiB per subscriber; "
+          f"node threads (share of a core) {out['node_thread_cpu_share']}", flush=True)
     return out
 
 

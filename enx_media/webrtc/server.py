@@ -20,6 +20,7 @@ from .dtls import DtlsError, DtlsServer, NodeCertificate
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 20.0   # a transport that does not finish ICE+DTLS in this time is closed
+CONSENT_SWEEP_S = 1.0     # connected transports are checked for expired consent this often
 
 
 class WebRtcTransport:
@@ -246,11 +247,18 @@ class WebRtcServer:
 
     # -- timers ---------------------------------------------------------------------------------------
     async def _housekeeping(self) -> None:
-        last_sr = time.monotonic()
+        last_sr = last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
+            # Handshakes need their retransmission timers every tick; a connected transport's consent
+            # (30 s) is looked at once a second: walking hundreds of them 20 times a second cost the loop.
+            sweep = now - last_sweep >= CONSENT_SWEEP_S
+            if sweep:
+                last_sweep = now
             for t in list(self.by_ufrag.values()):
+                if not sweep and t.state == "connected" and (t.dtls is None or t.dtls.done):
+                    continue
                 if t.state in ("new", "connecting") and now - t.created > HANDSHAKE_TIMEOUT:
                     self.counters["handshake_timeout"] += 1
                     self.close_transport(t, "ICE/DTLS did not complete in time")
