@@ -55,8 +55,8 @@ class ArchiveService:
         files = self.store.recordings.find(app_id, room_id=room_id, session_id=session_id, started_from=start,
                                            started_to=end)
         if not files:
-            if session_id is not None and (self.store.sessions.get(session_id) is None
-                                           or self.store.sessions.get(session_id).app_id != app_id):  # type: ignore[union-attr]
+            session = self.store.sessions.get(session_id) if session_id is not None else None
+            if session_id is not None and (session is None or session.app_id != app_id):
                 raise E.NotFound("no such session (conf_num)", reason="session not found")
             if room_id is not None and self.store.rooms.get(room_id, app_id) is None:
                 raise E.NotFound("no such room, and no recording of one", reason="room not found")

@@ -133,11 +133,15 @@ class CdrRecorder:
         self._flush_scheduled = False
 
     def __call__(self, event: ev.Event) -> None:
-        legs = self.usage.setdefault(event.session_id, {})
+        if isinstance(event, ev.SessionEnded):
+            self._end(event)
+            return
         if isinstance(event, ev.ParticipantJoined):
-            legs[event.participant_id] = Usage(joined=event.at)
+            self.usage.setdefault(event.session_id, {})[event.participant_id] = Usage(joined=event.at)
             self._mark(event.session_id, event.participant_id, now=True)
-        elif isinstance(event, ev.StreamPublished):
+            return
+        legs = self.usage.get(event.session_id, {})
+        if isinstance(event, ev.StreamPublished):
             u = legs.get(event.participant_id)
             if u is not None:
                 u.streams[event.stream_id] = [event.kind, event.source, event.at, None]
@@ -157,19 +161,18 @@ class CdrRecorder:
             if u is not None and u.left is None:
                 u.close(event.at)
                 self._mark(event.session_id, event.participant_id, now=True)
-        elif isinstance(event, ev.SessionEnded):
-            for u in legs.values():
-                if u.left is None:
-                    u.close(event.at)
-            self._dirty.pop(event.session_id, None)
-            ready = ready_event(event.app_id, event.room_id, event.session_id, event.at)
-            self.sessions.save_usage(event.session_id, {pid: u.saved() for pid, u in legs.items()}, event.at,
-                                     [ready])
-            del self.usage[event.session_id]
-            if self.on_outbox is not None:
-                self.on_outbox()
-        if not legs and event.session_id in self.usage:
-            del self.usage[event.session_id]
+
+    def _end(self, event: ev.SessionEnded) -> None:
+        """The last save of the session's legs, with cdr.ready."""
+        legs = self.usage.pop(event.session_id, {})
+        for u in legs.values():
+            if u.left is None:
+                u.close(event.at)
+        self._dirty.pop(event.session_id, None)
+        ready = ready_event(event.app_id, event.room_id, event.session_id, event.at)
+        self.sessions.save_usage(event.session_id, {pid: u.saved() for pid, u in legs.items()}, event.at, [ready])
+        if self.on_outbox is not None:
+            self.on_outbox()
 
     def _mark(self, session_id: str, participant_id: str, now: bool = False) -> None:
         self._dirty.setdefault(session_id, set()).add(participant_id)

@@ -19,7 +19,7 @@ import logging
 import random
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..mcu.pipeline import Mcu, Output
 from ..sfu.router import Consumer, Producer
@@ -35,6 +35,26 @@ AUDIO_PT = 111                        # what the outputs' packets carry; consume
 SWITCH_WAIT_S = 3.0                   # a stopping MCU feeds the consumers moving off it this long at most
 SMALL_SIZE = (640, 360)               # the composite's second size, for subscribers on slow links (default)
 VIDEO_PTS = {"vp8": 96, "h264": 102}
+
+
+Inputs = dict[str, tuple[Producer | None, Producer | None, str]]
+
+
+def mcu_inputs(media: "RoomMedia", admit: Callable[["Participant", Producer], bool]) -> Inputs:
+    """participant -> (its first live VP8 / H.264 video, its first live Opus audio, its name), over the
+    streams `admit` lets into a compositor (the lecture's MCU, a group room's recording mix)."""
+    found: Inputs = {}
+    for s in media.live_producers():
+        owner = media.room.participants.get(s.participant_id)
+        if owner is None or not admit(owner, s):
+            continue
+        v, a, _ = found.get(owner.participant_id, (None, None, owner.name))
+        if s.kind == "video" and v is None and s.codec in ("vp8", "h264"):
+            v = s
+        elif s.kind == "audio" and a is None and s.codec == "opus":
+            a = s
+        found[owner.participant_id] = (v, a, owner.name)
+    return found
 
 
 class LectureMix:
@@ -91,20 +111,10 @@ class LectureMix:
         # a publisher's own streams are in the composite; asked for by id they are still sent
         return s.producer_id in p.media.wanted
 
-    def _inputs(self) -> dict[str, tuple[Producer | None, Producer | None, str]]:
+    def _inputs(self) -> Inputs:
         """publisher -> (camera video, audio, name) of the live producers of moderators and floor holders."""
-        found: dict[str, tuple[Producer | None, Producer | None, str]] = {}
-        for s in self.media.live_producers():
-            owner = self.media.room.participants.get(s.participant_id)
-            if owner is None or self.is_output(s) or not (owner.role == "moderator" or owner.floor):
-                continue
-            v, a, _ = found.get(owner.participant_id, (None, None, owner.name))
-            if s.kind == "video" and v is None and s.codec in ("vp8", "h264"):
-                v = s
-            elif s.kind == "audio" and a is None and s.codec == "opus":
-                a = s
-            found[owner.participant_id] = (v, a, owner.name)
-        return found
+        return mcu_inputs(self.media, lambda owner, s: not self.is_output(s) and (owner.role == "moderator"
+                                                                                  or owner.floor))
 
     async def update(self) -> None:
         """Bring the MCU in line with who publishes now: start it at the second video publisher, follow

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..mcu.layout import MAX_INPUTS
 from ..mcu.pipeline import Mcu, Output
 from ..sfu.router import Producer
+from .lecture import mcu_inputs
 
 if TYPE_CHECKING:
     from .media import RoomMedia
@@ -47,17 +48,7 @@ class RecordingMix:
 
     def update(self) -> None:
         """Inputs follow who publishes now: each participant's first live camera (VP8 / H.264) and Opus voice."""
-        found: dict[str, tuple[Producer | None, Producer | None, str]] = {}
-        for s in self.media.live_producers():
-            owner = self.media.room.participants.get(s.participant_id)
-            if owner is None or s.source != "camera":
-                continue
-            v, a, _ = found.get(owner.participant_id, (None, None, owner.name))
-            if s.kind == "video" and v is None and s.codec in ("vp8", "h264"):
-                v = s
-            elif s.kind == "audio" and a is None and s.codec == "opus":
-                a = s
-            found[owner.participant_id] = (v, a, owner.name)
+        found = mcu_inputs(self.media, lambda owner, s: s.source == "camera")
         for key in set(self._fed) - set(found):
             self.mcu.remove_input(key)
             del self._fed[key]

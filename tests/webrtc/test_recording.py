@@ -42,6 +42,18 @@ def decode(data: bytes):
     return frames, last, (np.concatenate(audio) if audio else np.zeros(0))
 
 
+def finished_files(api, room_id, n, timeout):
+    """The room's first archived session and its files, once it has n files and none is still being written."""
+    end = time.monotonic() + timeout
+    while True:
+        archive = api.http.get(f"/archive/room/{room_id}").json()["archive"]
+        files = archive[0]["recording"] if archive else []
+        if len(files) >= n and all(f["state"] != "recording" for f in files):
+            return archive, files
+        assert time.monotonic() < end, files
+        time.sleep(0.2)
+
+
 def peak_hz(samples: np.ndarray, rate: int = 48000) -> float:
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
     return float(np.argmax(spectrum) * rate / len(samples))
@@ -153,14 +165,7 @@ def test_h264_is_recorded_to_fragmented_mp4(rec_node):
         await pub.leave()
 
     asyncio.run(scenario())
-    end = time.monotonic() + 20
-    while True:
-        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
-        files = archive[0]["recording"] if archive else []
-        if files and all(f["state"] != "recording" for f in files):
-            break
-        assert time.monotonic() < end, files
-        time.sleep(0.2)
+    archive, files = finished_files(api, room["room_id"], 1, 20)
     (f,) = files
     assert (f["codec"], f["format"], f["state"]) == ("h264", "mp4", "ready"), f
     body = api.http.get(f["url"])
@@ -190,14 +195,7 @@ def test_a_lecture_records_the_mcu_composite_and_mix_besides_each_track(rec_node
                 await m.leave()
 
     asyncio.run(scenario())
-    end = time.monotonic() + 30
-    while True:
-        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
-        files = archive[0]["recording"] if archive else []
-        if len(files) >= 6 and all(f["state"] != "recording" for f in files):
-            break
-        assert time.monotonic() < end, files
-        time.sleep(0.2)
+    archive, files = finished_files(api, room["room_id"], 6, 30)
     by = sorted((f["user_ref"], f["source"], f["kind"]) for f in files)
     assert by == [("mcu", "composite", "video"), ("mcu", "mix", "audio"),
                   ("teacher0", "camera", "audio"), ("teacher0", "camera", "video"),
@@ -237,14 +235,7 @@ def test_a_group_room_that_asks_for_one_records_a_composite_too(rec_node):
                 await p.leave()
 
     asyncio.run(scenario())
-    end = time.monotonic() + 30
-    while True:
-        archive = api.http.get(f"/archive/room/{room['room_id']}").json()["archive"]
-        files = archive[0]["recording"] if archive else []
-        if len(files) >= 6 and all(f["state"] != "recording" for f in files):
-            break
-        assert time.monotonic() < end, files
-        time.sleep(0.2)
+    archive, files = finished_files(api, room["room_id"], 6, 30)
     composite = next(f for f in files if f["source"] == "composite")
     assert composite["user_ref"] == "recording" and composite["state"] == "ready", composite
     frames, seconds, _ = decode(api.http.get(composite["url"]).content)
