@@ -376,9 +376,11 @@ cdef int bwe_feedback(Bwe *b, const uint8_t *fci, int n, int64_t now_us) noexcep
     return 0
 
 
-cdef void bwe_remb(Bwe *b, uint64_t bitrate, int64_t now_us) noexcept nogil:
+cdef void bwe_remb(Bwe *b, uint64_t bitrate, int64_t unlisted_bps, int64_t now_us) noexcept nogil:
     """A receiver's REMB. Only for transports without transport-cc feedback (that one is ours and better):
-    a REMB that falls is the receiver's over-use; the estimate follows it down."""
+    a REMB that falls is the receiver's over-use; the estimate follows it down, to the REMB plus what the
+    transport sends on SSRCs the REMB does not name (aiortc's covers its video stream only: the estimate
+    is for all of the transport, its audio too)."""
     cdef uint64_t before = b.remb_last
     b.remb_last = bitrate
     b.remb_count += 1
@@ -387,7 +389,7 @@ cdef void bwe_remb(Bwe *b, uint64_t bitrate, int64_t now_us) noexcept nogil:
     if b.probe_target:
         b.probe_rembs += 1
     if before and bitrate * 100 < before * 95:
-        bwe_decrease(b, <int64_t>bitrate, now_us)
+        bwe_decrease(b, <int64_t>bitrate + unlisted_bps, now_us)
 
 
 cdef void bwe_report_loss(Bwe *b, int fraction_lost, int64_t now_us) noexcept nogil:

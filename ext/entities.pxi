@@ -46,6 +46,8 @@ cdef struct CTransport:
     uint64_t drops[DROP_COUNT]
     uint64_t tcc_feedback       # transport-cc feedback received (we are the sender)
     uint64_t remb_bitrate
+    uint64_t remb_unlisted_bytes   # bytes_out of its consumers a REMB did not name, at that REMB ...
+    int64_t remb_unlisted_us       # ... and when (rtcp_io.pxi remb_unlisted_bps)
     TccRing *tcc                # arrivals to report (NULL unless transport_cc was negotiated)
     int64_t tcc_last_fb_ns
     uint32_t tcc_media_ssrc     # a producer SSRC of this transport, named in our feedback

@@ -21,6 +21,29 @@ cdef int rtcp_send(Core *w, CTransport *t, uint8_t *b, int n) noexcept nogil:
     return 1
 
 
+cdef int64_t remb_unlisted_bps(CTransport *t, const uint8_t *ssrcs, int n, int64_t now_us) noexcept nogil:
+    """The rate t sent, since its last REMB, on the consumers this REMB does not name (0 at the first)."""
+    cdef uint64_t total = 0
+    cdef int64_t rate = 0, dt
+    cdef int i, k, listed
+    cdef CConsumer *c
+    for i in range(t.consumers.n):
+        c = <CConsumer *>t.consumers.items[i]
+        listed = 0
+        for k in range(n):
+            if rd32(ssrcs + 4 * k) == c.ssrc:
+                listed = 1
+                break
+        if not listed:
+            total += c.c.bytes_out
+    dt = now_us - t.remb_unlisted_us
+    if t.remb_unlisted_us and dt > 0 and total >= t.remb_unlisted_bytes:
+        rate = <int64_t>((total - t.remb_unlisted_bytes) * 8 * 1000000 // <uint64_t>dt)
+    t.remb_unlisted_bytes = total
+    t.remb_unlisted_us = now_us
+    return rate
+
+
 cdef void rtcp_nack(Core *w, CConsumer *c, const uint8_t *fci, int n, int64_t now) noexcept nogil:
     cdef int i, b
     cdef uint16_t pid, blp
@@ -107,13 +130,14 @@ cdef void rtcp_receive(Core *w, CTransport *t, uint8_t *buf, int length, int64_t
             elif pt == RTCP_PSFB and count == 15 and blen >= 16 and memcmp(b + 8, b"REMB", 4) == 0:
                 bitrate = (<uint64_t>(rd24(b + 13) & 0x3ffff)) << (b[13] >> 2)
                 t.remb_bitrate = bitrate
-                bwe_remb(&t.bwe, bitrate, now // 1000)
                 n = b[12]
+                if 16 + 4 * n > blen:
+                    n = (blen - 16) // 4
                 for i in range(n):
-                    if 16 + 4 * i + 4 <= blen:
-                        c = <CConsumer *>map_get(&w.consumers, rd32(b + 16 + 4 * i))
-                        if c != NULL and c.transport == t:
-                            c.remb_bitrate = bitrate
+                    c = <CConsumer *>map_get(&w.consumers, rd32(b + 16 + 4 * i))
+                    if c != NULL and c.transport == t:
+                        c.remb_bitrate = bitrate
+                bwe_remb(&t.bwe, bitrate, remb_unlisted_bps(t, b + 16, n, now // 1000), now // 1000)
             elif c == NULL or c.transport != t:
                 t.drops[DROP_UNKNOWN_SSRC] += 1
             elif pt == RTCP_RTPFB and count == 1:

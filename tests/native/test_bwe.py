@@ -7,7 +7,7 @@ import random
 import time
 
 from enx_media._native import _core
-from rtp_util import GCM, Peer, pump_for, video, vp8
+from rtp_util import GCM, Peer, pump_for, rtp, video, vp8
 
 TCC, AST, MID = 3, 4, 1
 
@@ -178,6 +178,34 @@ def test_a_falling_remb_is_followed_down_a_rising_one_is_not_followed_up(worker)
     b = bwe(sub.transport)
     assert b["limited"] and abs(b["estimate_bps"] - 600_000) < 5000
     assert [(e.kind, e.transport_id) for e in events] == [("bandwidth_down", sub.transport.id)]
+
+
+def test_a_remb_that_names_the_video_only_leaves_room_for_the_audio_it_does_not_cover(worker):
+    """aiortc's REMB covers its video stream alone: when it falls, the estimate is the REMB plus what the
+    transport sends on the SSRCs the REMB does not name; a REMB naming all of them is the estimate itself."""
+    pump = pump_for(worker)
+    pub, sub, _ = subscriber(worker, ext_ids={"mid": MID, "abs_send_time": AST})
+    mic = worker.create_producer(pub.transport, 0xA2, "opus")
+    voice = worker.create_consumer(sub.transport, mic, 0xB2, 111, 48000, ext_ids={"mid": MID}, mid="1")
+    pub.send_rtp(video(0, 0xA1))
+    sub.recv_all(1, pump)
+    sub.send_rtcp(_core.write_remb(0x51, 900_000, [0xB1]))             # the baseline
+    pump()
+    start, sent = time.monotonic(), voice.stats["bytes_out"]
+    for seq in range(50):
+        pub.send_rtp(rtp(seq, 960 * seq, 0xA2, payload=b"\x55" * 400, pt=111))
+        pump()
+        time.sleep(0.01)
+    sub.recv_all(50, pump)
+    audio_bps = (voice.stats["bytes_out"] - sent) * 8 / (time.monotonic() - start)
+    sub.send_rtcp(_core.write_remb(0x51, 300_000, [0xB1]))
+    pump()
+    b = bwe(sub.transport)
+    assert b["limited"] and 300_000 + 0.7 * audio_bps < b["estimate_bps"] < 300_000 + 1.3 * audio_bps, (b, audio_bps)
+    time.sleep(0.35)                  # one decrease per 300 ms
+    sub.send_rtcp(_core.write_remb(0x51, 200_000, [0xB1, 0xB2]))
+    pump()
+    assert abs(bwe(sub.transport)["estimate_bps"] - 200_000) < 5000
 
 
 def test_a_probe_pads_between_frames_and_raises_the_estimate_to_what_got_through(worker):
