@@ -33,14 +33,16 @@ def _check_toolchain():
         _fail("Python headers missing (%s/Python.h). Install them: apt-get install python3-dev" % include)
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
-        with open(src, "w") as f:
-            f.write("#include <openssl/evp.h>\nint main(void){EVP_CIPHER_CTX *c=EVP_CIPHER_CTX_new();"
-                    "EVP_CIPHER_CTX_free(c);return 0;}\n")
-        r = subprocess.run([shutil.which(cc) or "cc", src, "-o", os.path.join(tmp, "probe"), "-lcrypto"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            _fail("OpenSSL libcrypto headers/library not found (needed for SRTP). "
-                  "Install them: apt-get install libssl-dev\n" + r.stderr[-800:])
+        for header, call, lib, package, why in (
+                ("openssl/evp.h", "EVP_CIPHER_CTX_free(EVP_CIPHER_CTX_new());", "-lcrypto", "libssl-dev", "SRTP"),
+                ("zlib.h", "crc32(0, 0, 0);", "-lz", "zlib1g-dev", "STUN FINGERPRINT")):
+            with open(src, "w") as f:
+                f.write("#include <%s>\nint main(void){%sreturn 0;}\n" % (header, call))
+            r = subprocess.run([shutil.which(cc) or "cc", src, "-o", os.path.join(tmp, "probe"), lib],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                _fail("%s headers/library not found (needed for %s). Install them: apt-get install %s\n"
+                      % (header, why, package) + r.stderr[-800:])
 
 
 def _extensions():
@@ -59,7 +61,7 @@ def _extensions():
             "enx_media._native." + name,
             sources=[src],
             include_dirs=["ext", "ext/includes"],
-            libraries=["crypto"],
+            libraries=["crypto", "z"],   # OpenSSL libcrypto; zlib for the STUN FINGERPRINT
             extra_compile_args=["-O3", "-fno-strict-aliasing"],
             define_macros=[("_GNU_SOURCE", "1")],
         ))

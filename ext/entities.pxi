@@ -60,6 +60,8 @@ cdef struct CTransport:
     int shard                   # the fan-out thread that sends to it (NativeWorker fanout_threads)
     PtrList consumers           # CConsumer*: the consumers sending on it (a batch's copies to it share GSO messages)
     PtrList producers           # CProducer*: the producers it receives (SSRC learning by mid/rid looks here)
+    IceCreds *ice               # NULL until connected: then consent checks on its address are answered here
+    int64_t consent_ns          # when the core last answered one (0: never)
 
 cdef struct CEncoding:
     # one RTP stream (SSRC) of a producer: a simulcast layer, or the only stream of a plain track
@@ -225,6 +227,7 @@ cdef class Transport:
             plist_free(&self.t.consumers)
             plist_free(&self.t.producers)
             free(self.t.tcc)
+            free(self.t.ice)
             bwe_free(&self.t.bwe)
             if self.t.pace != NULL:
                 free(self.t.pace.items)
@@ -235,6 +238,11 @@ cdef class Transport:
     @property
     def id(self):
         return self.t.id
+
+    @property
+    def last_consent(self):
+        """time.monotonic() of the last consent check the core answered on its own (None: none yet)."""
+        return self.t.consent_ns / 1e9 if self.t.consent_ns else None
 
     @property
     def bwe(self):

@@ -264,7 +264,11 @@ cdef int udp_batch(Core *w) noexcept nogil:
             continue
         first = buf[0]
         if first <= 3 or (20 <= first <= 63):
-            # RFC 7983 §7: STUN and DTLS are Python's business
+            # RFC 7983 §7: STUN and DTLS are Python's business, but for a connected transport's consent
+            if first <= 3:
+                t = <CTransport *>map_get(&w.by_addr, addr_key(&w.raddr[i]))
+                if t != NULL and stun_answer(w, t, buf, length, &w.raddr[i], t0):
+                    continue
             if w.ncontrol == CONTROL_QUEUE:
                 w.drops[DROP_CONTROL_QUEUE_FULL] += 1
                 continue

@@ -39,6 +39,7 @@ cdef struct Core:
     uint64_t drops[DROP_COUNT]
     uint64_t batches
     uint64_t rtx_in            # retransmissions publishers sent as RTX, unwrapped into their encodings
+    uint64_t stun_answered     # consent checks answered in the core (stun.pxi)
     uint64_t *lat_hist
     uint64_t lat_pending
     uint64_t next_id
@@ -275,6 +276,33 @@ cdef class NativeWorker:
             extras.discard(key)
             t.t.addr = a
             t.t.bound = 1
+        finally:
+            self._unlock()
+
+    def set_ice_credentials(self, Transport t, str local_ufrag, str local_pwd, str remote_ufrag):
+        """Answer the consent checks (RFC 7675) that reach the transport's send address in the core from
+        now on; whatever else STUN brings still goes up to Python."""
+        cdef bytes username = f"{local_ufrag}:{remote_ufrag}".encode()
+        cdef bytes pwd = local_pwd.encode()
+        cdef IceCreds *ice
+        if not (0 < len(local_ufrag) <= ICE_CRED_LEN and 0 < len(remote_ufrag) <= ICE_CRED_LEN
+                and 0 < len(pwd) <= ICE_CRED_LEN) or len(username) > 2 * ICE_CRED_LEN + 1:
+            raise ValueError("ICE ufrag and pwd are 1 to 256 ASCII characters")
+        ice = <IceCreds *>calloc(1, sizeof(IceCreds))
+        if ice == NULL:
+            raise MemoryError()
+        memcpy(ice.username, <const char *>username, len(username))
+        ice.username_len = len(username)
+        memcpy(ice.pwd, <const char *>pwd, len(pwd))
+        ice.pwd_len = len(pwd)
+        self._lock()
+        try:
+            self._check_transport(t)
+            free(t.t.ice)
+            t.t.ice = ice
+        except BaseException:
+            free(ice)
+            raise
         finally:
             self._unlock()
 
@@ -849,7 +877,7 @@ cdef class NativeWorker:
         memcpy(drops, self.core.drops, sizeof(drops))
         d = counters_dict(&self.core.c)
         s = dict(send_calls=0, gso_messages=0, gso_segments=0, gso_fallbacks=0, retransmits=0, rtx_out=0,
-                 paced=0, rtx_in=self.core.rtx_in)
+                 paced=0, rtx_in=self.core.rtx_in, stun_answered=self.core.stun_answered)
         for i in range(self.core.nshards):
             x = self.core.tx if i == 0 else self.core.helpers[i - 1].ctx
             d["packets_out"] += x.packets_out

@@ -135,6 +135,9 @@ class Transport:
     def tx_ssrcs(self) -> set[int]:
         """Consumer SSRCs ever sent with tx (never reused: SRTP nonces)."""
     @property
+    def last_consent(self) -> float | None:
+        """time.monotonic() of the last consent check the core answered (None: none yet)."""
+    @property
     def bwe(self) -> _Stats:
         """The downlink estimator: estimate_bps, acked_bps, limited, state, probing, probes_ok, ..."""
     @property
@@ -224,6 +227,7 @@ class NativeWorker:
         ext_ids: _ExtIds | None = None,
     ) -> Transport: ...
     def bind_transport(self, t: Transport, host: str, port: int) -> None: ...
+    def set_ice_credentials(self, t: Transport, local_ufrag: str, local_pwd: str, remote_ufrag: str) -> None: ...
     def accept_from(self, t: Transport, host: str, port: int) -> None: ...
     def close_transport(self, t: Transport | None) -> None: ...
     def create_producer(

@@ -76,6 +76,11 @@ class Worker:
         """Accept the transport's datagrams from another address too (another valid ICE pair)."""
         self.native.accept_from(transport, host, port)
 
+    def set_ice_credentials(self, transport: _core.Transport, local_ufrag: str, local_pwd: str,
+                            remote_ufrag: str) -> None:
+        """Let the core answer the transport's consent checks on its send address (RFC 7675)."""
+        self.native.set_ice_credentials(transport, local_ufrag, local_pwd, remote_ufrag)
+
     def close_transport(self, transport: _core.Transport | None) -> None:
         self.native.close_transport(transport)
 

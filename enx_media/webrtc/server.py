@@ -20,7 +20,8 @@ from .dtls import DtlsError, DtlsServer, NodeCertificate
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 20.0   # a transport that does not finish ICE+DTLS in this time is closed
-CONSENT_SWEEP_S = 1.0     # connected transports are checked for expired consent this often
+HANDSHAKE_TICK_S = 0.05   # transports in their handshake have their DTLS retransmission timers run this often
+CONSENT_SWEEP_S = 1.0     # connected transports are checked for expired consent this often (and SRs sent)
 
 
 class WebRtcTransport:
@@ -78,6 +79,8 @@ class WebRtcServer:
         self._ssl_ctx = self.certificate.context()
         self.by_ufrag: dict[str, WebRtcTransport] = {}
         self.by_addr: dict[tuple[str, int], WebRtcTransport] = {}
+        self.handshaking: dict[str, WebRtcTransport] = {}   # by ufrag: not connected yet (their timers run)
+        self._handshake_started = asyncio.Event()
         self.counters = {"stun_ok": 0, "stun_refused": 0, "stun_malformed": 0, "stun_tuple_held": 0,
                          "dtls_unknown_source": 0, "dtls_failed": 0, "dtls_connected": 0, "consent_expired": 0,
                          "handshake_timeout": 0, "control_errors": 0, "transport_cap": 0}
@@ -95,7 +98,10 @@ class WebRtcServer:
 
     def stats(self) -> dict[str, Any]:
         """Handshake outcomes, open transports and the native worker's counters."""
-        return {"handshake": dict(self.counters), "transports": len(self.by_ufrag), "worker": self.worker.stats}
+        worker = self.worker.stats
+        handshake = dict(self.counters)
+        handshake["stun_ok"] += worker["stun_answered"]   # the consent checks the core answered
+        return {"handshake": handshake, "transports": len(self.by_ufrag), "worker": worker}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -125,6 +131,8 @@ class WebRtcServer:
                                      reason="node full")
         t = WebRtcTransport(self, direction, ext_ids, owner)
         self.by_ufrag[t.ufrag] = t
+        self.handshaking[t.ufrag] = t
+        self._handshake_started.set()
         return t
 
     def close_transport(self, t: WebRtcTransport, reason: str) -> None:
@@ -133,6 +141,7 @@ class WebRtcServer:
         t.state = "closed"
         t.close_reason = reason
         self.by_ufrag.pop(t.ufrag, None)
+        self.handshaking.pop(t.ufrag, None)
         for addr in t.addrs:
             if self.by_addr.get(addr) is t:
                 del self.by_addr[addr]
@@ -234,7 +243,10 @@ class WebRtcServer:
             self.worker.bind_transport(t.native, t.addr[0], t.addr[1])
             for other in t.addrs - {t.addr}:
                 self.worker.accept_from(t.native, other[0], other[1])
+            # from here the core answers the consent checks on the selected pair (stun.pxi)
+            self.worker.set_ice_credentials(t.native, t.ufrag, t.pwd, t.remote_ufrag or "")
             t.state = "connected"
+            self.handshaking.pop(t.ufrag, None)
             self.counters["dtls_connected"] += 1
             log.info("transport connected id=%s direction=%s profile=%s addr=%s", t.id, t.direction,
                      keys.profile, addr)
@@ -247,29 +259,42 @@ class WebRtcServer:
 
     # -- timers ---------------------------------------------------------------------------------------
     async def _housekeeping(self) -> None:
-        last_sr = last_sweep = time.monotonic()
+        last_sweep = time.monotonic()
         while True:
-            await asyncio.sleep(0.05)
+            # Handshakes need their retransmission timers every tick; connected transports only once a
+            # second (consent lasts 30 s): walking hundreds of them 20 times a second cost the loop, so
+            # with no handshake running the task sleeps until the sweep or the next transport.
+            if self.handshaking:
+                await asyncio.sleep(HANDSHAKE_TICK_S)
+            else:
+                self._handshake_started.clear()
+                try:
+                    await asyncio.wait_for(self._handshake_started.wait(),
+                                           max(0.0, last_sweep + CONSENT_SWEEP_S - time.monotonic()))
+                except asyncio.TimeoutError:
+                    pass
             now = time.monotonic()
-            # Handshakes need their retransmission timers every tick; a connected transport's consent
-            # (30 s) is looked at once a second: walking hundreds of them 20 times a second cost the loop.
-            sweep = now - last_sweep >= CONSENT_SWEEP_S
-            if sweep:
-                last_sweep = now
-            for t in list(self.by_ufrag.values()):
-                if not sweep and t.state == "connected" and (t.dtls is None or t.dtls.done):
-                    continue
-                if t.state in ("new", "connecting") and now - t.created > HANDSHAKE_TIMEOUT:
+            for t in list(self.handshaking.values()):
+                if now - t.created > HANDSHAKE_TIMEOUT:
                     self.counters["handshake_timeout"] += 1
                     self.close_transport(t, "ICE/DTLS did not complete in time")
-                elif t.state == "connected" and now - t.last_consent > self.consent_timeout:
-                    self.counters["consent_expired"] += 1
-                    self.close_transport(t, "consent expired")
                 elif t.dtls is not None and t.addr is not None:
                     timeout = t.dtls.timeout()
                     if timeout is not None and timeout <= 0:
                         for d in t.dtls.handle_timeout():
                             self.worker.send(d, t.addr)
-            if now - last_sr >= 1.0:
-                last_sr = now
+            if now - last_sweep >= CONSENT_SWEEP_S:
+                last_sweep = now
+                self._sweep_consent(now)
                 self.worker.native.send_sender_reports()
+
+    def _sweep_consent(self, now: float) -> None:
+        for t in list(self.by_ufrag.values()):
+            if t.state != "connected":
+                continue
+            answered = t.native.last_consent if t.native is not None else None
+            if answered is not None and answered > t.last_consent:
+                t.last_consent = answered              # a check the core answered (stun.pxi)
+            if now - t.last_consent > self.consent_timeout:
+                self.counters["consent_expired"] += 1
+                self.close_transport(t, "consent expired")

@@ -24,6 +24,7 @@ cdef extern from "<sys/socket.h>" nogil:
         unsigned int msg_len
     struct timespec_:
         pass
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t addrlen)
     int AF_INET
     int SOCK_DGRAM
     int SOL_SOCKET

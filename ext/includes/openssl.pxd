@@ -1,4 +1,5 @@
-# OpenSSL 3 libcrypto: the EVP cipher interface and HMAC used for our own RFC 3711 / RFC 7714 framing.
+# OpenSSL 3 libcrypto: the EVP cipher interface and HMAC used for our own RFC 3711 / RFC 7714 framing
+# (and HMAC-SHA1 for the STUN consent answers of stun.pxi).
 cdef extern from "<openssl/evp.h>" nogil:
     ctypedef struct EVP_CIPHER:
         pass
@@ -40,6 +41,8 @@ cdef extern from "<openssl/hmac.h>" nogil:
     int HMAC_Init_ex(HMAC_CTX *ctx, const void *key, int key_len, const EVP_MD *md, ENGINE *impl)
     int HMAC_Update(HMAC_CTX *ctx, const unsigned char *data, size_t len)
     int HMAC_Final(HMAC_CTX *ctx, unsigned char *md, unsigned int *len)
+    unsigned char *HMAC(const EVP_MD *md, const void *key, int key_len, const unsigned char *data,
+                        size_t data_len, unsigned char *out, unsigned int *out_len)
 
 cdef extern from "<openssl/crypto.h>" nogil:
     int CRYPTO_memcmp(const void *a, const void *b, size_t n)

@@ -96,3 +96,35 @@ def test_media_flows_while_the_host_loop_is_blocked(tmp_path):
                 assert len(arrivals) > 20 and max(gaps) < 0.5, (len(arrivals), max(gaps, default=None))
 
         asyncio.run(scenario())
+
+
+async def consent_check(pc) -> float:
+    """One RFC 7675 consent check as aioice's own consent task sends it, over the peer connection's
+    nominated pair: seconds to the answer (aioice checks its integrity; TransactionError if none came)."""
+    from aioice import stun
+
+    conn = pc.getTransceivers()[0].receiver.transport.transport._connection
+    pair = conn._nominated[1]
+    start = time.monotonic()
+    await pair.protocol.request(conn.build_request(pair, nominate=False), pair.remote_addr,
+                                integrity_key=conn.remote_password.encode(), retransmissions=0)
+    return time.monotonic() - start
+
+
+def test_consent_checks_are_answered_while_the_host_loop_is_blocked(tmp_path):
+    """The core answers a connected transport's consent checks itself: with the host's loop blocked for
+    3 s a real aioice check is answered at once, so a long stall does not cost a peer its consent."""
+    with host(tmp_path) as (base, api, room, token):
+        ws_url = base.replace("http://", "ws://") + "/rtc"
+
+        async def scenario():
+            async with video_pair(ws_url, token("pub", "moderator"), token("sub", "participant"),
+                                  COLORS[3]) as (_, sub, _track):
+                loop = asyncio.get_running_loop()
+                blocked = loop.run_in_executor(None, lambda: httpx.get(base + "/busy?s=3", timeout=10).text)
+                await asyncio.sleep(0.5)                        # the host's loop is inside time.sleep now
+                answers = [await consent_check(sub.subscribe_pc) for _ in range(3)]
+                assert not blocked.done() and max(answers) < 0.5, answers
+                assert await blocked == "done"
+
+        asyncio.run(scenario())
