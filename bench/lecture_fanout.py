@@ -5,8 +5,9 @@ Opus-like audio (50 packets/s of 100 bytes) to N subscribers (default 2000), in 
 Three processes on 127.0.0.1:
   source     this process: SRTP (AES-128-GCM) packets paced like a camera (30 frames/s) and Opus (20 ms);
   forwarder  a NativeWorker with one producer transport and N subscriber transports, each with its own
-             GCM context and its own destination port; its CPU time is read with getrusage;
-  sink       N sockets (RLIMIT_NOFILE raised), counted natively (epoll every 5 ms + recvmmsg); the last packet of
+             GCM context and its own destination port, run by its own loop (NativeWorker.serve, the node's
+             media thread); its CPU time is read with getrusage, its RSS growth per subscriber from /proc;
+  sink       N sockets (RLIMIT_NOFILE raised), counted natively (poll() every 5 ms + recvmmsg); the last packet of
              every 100th subscriber is decrypted with pylibsrtp as an independent check.
 Latency is measured inside the forwarder: CLOCK_MONOTONIC from the recvmmsg batch that brought a packet
 to the return of the sendmmsg that sent the last copy of it, as a histogram in C (10 µs buckets).
@@ -20,6 +21,7 @@ import os
 import resource
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -66,9 +68,15 @@ def sink_main(n, down_keys, conn, max_seconds, gro=False):
     conn.send((counts, len(samples), ok, ru.ru_utime + ru.ru_stime))
 
 
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop, gso=True, threads=1):
     raise_nofile(n + 256)
     w = _core.NativeWorker("127.0.0.1", 0, 16 * 1024 * 1024, gso, threads)
+    rss0 = rss_bytes()
     t_in = w.create_transport(PROFILE, *up_key, *up_key)
     w.bind_transport(t_in, *src_addr)
     video = w.create_producer(t_in, VIDEO_SSRC, "vp8")
@@ -80,15 +88,18 @@ def forwarder_main(n, up_key, down_keys, sink_ports, src_addr, conn, stop, gso=T
         w.create_consumer(t, video, 0x100000 + i, 96, 90000)
         w.create_consumer(t, audio, 0x200000 + i, 111, 48000)
     conn.send(w.local_address)
+    # the node's media thread: the core's own loop (NativeWorker.serve, as Worker.start_thread(loop) runs it)
+    notify, stop_fd = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    while True:
-        if w.wait(100):
-            w.drain(64)
-        elif stop.is_set():
-            break
+    served = threading.Thread(target=w.serve, args=(notify, stop_fd, 20))
+    served.start()
+    stop.wait()
+    os.eventfd_write(stop_fd, 1)
+    served.join()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    conn.send((cpu, w.latency_histogram(), w.stats))
+    # what the subscribers' transports and consumers hold once their packet histories have filled
+    conn.send((cpu, w.latency_histogram(), w.stats, (rss_bytes() - rss0) / n))
 
 
 def percentile(hist, q):
@@ -172,7 +183,7 @@ def main():
         time.sleep(max(0.0, min(next_v, next_a) - time.monotonic()))
     media_seconds = time.monotonic() - start
     stop.set()
-    cpu, hist, wstats = fwd_parent.recv()
+    cpu, hist, wstats, rss_per_sub = fwd_parent.recv()
     fwd.join()
     counts, sampled, sample_ok, sink_cpu = sink_parent.recv()
     sink.join()
@@ -180,6 +191,7 @@ def main():
     received = sum(counts)
     out = {"subscribers": n, "seconds": round(media_seconds, 2), "sent": expected, "received": received,
            "lost": expected - received, "cpu_s_per_media_s": round(cpu / media_seconds, 3),
+           "forwarder_rss_kib_per_subscriber": round(rss_per_sub / 1024, 1),
            "latency_p50_ms": percentile(hist, 0.5), "latency_p99_ms": percentile(hist, 0.99),
            "fanout_threads": args.fanout_threads, "sink_gro": args.sink_gro, "sink_cpu_s": round(sink_cpu, 2), "source_packets": sent, "forwarder_packets_out": wstats["packets_out"],
            "forwarder_drops": wstats["drops"], "forwarder_batches": wstats["batches"],

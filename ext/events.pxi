@@ -29,6 +29,7 @@ cdef Event *core_event(Core *w, int kind, uint64_t tid, uint64_t pid, uint32_t s
         if e.kind == kind and e.ssrc == ssrc and e.producer_id == pid:
             return NULL
     if w.nevents == EVENT_QUEUE:
+        w.events_dropped += 1
         return NULL
     e = &w.events[w.nevents]
     w.nevents += 1

@@ -245,8 +245,8 @@ cdef int udp_batch(Core *w) noexcept nogil:
     cdef uint8_t first
     cdef CTransport *t
     cdef int64_t t0
-    if w.ncontrol + RECV_BATCH > CONTROL_QUEUE or w.nevents + RECV_BATCH > EVENT_QUEUE:
-        return 0             # let Python empty its queues first
+    if not w.serving and (w.ncontrol + RECV_BATCH > CONTROL_QUEUE or w.nevents + RECV_BATCH > EVENT_QUEUE):
+        return 0             # let drain()'s caller empty the queues first (serving: media goes on, counted drops)
     for i in range(RECV_BATCH):
         w.rmsg[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
     n = recvmmsg(w.fd, w.rmsg, RECV_BATCH, MSG_DONTWAIT, NULL)
@@ -294,6 +294,49 @@ cdef int udp_batch(Core *w) noexcept nogil:
     feedback_due(w, now_ns(), 0)
     flush_recorded(w, t0)
     return n
+
+
+cdef void udp_serve(Core *w, int notify_fd, int stop_fd, int timer_ms) noexcept nogil:
+    """The media thread's loop (NativeWorker.serve): wait for datagrams or the next timer, drain, run
+    the timers when due, and tell Python through notify_fd (an eventfd) when STUN/DTLS datagrams or events
+    were queued for it, until stop_fd is readable. No Python at all per wakeup: the asyncio loop takes
+    the queues itself (take_queues) when the eventfd wakes it."""
+    cdef pollfd pfd[2]
+    cdef int64_t now = now_ns()
+    cdef int64_t next_timer = now + <int64_t>timer_ms * 1000000
+    cdef int timeout, r, queued
+    cdef uint64_t one = 1
+    pfd[0].fd = w.fd
+    pfd[0].events = POLLIN
+    pfd[1].fd = stop_fd
+    pfd[1].events = POLLIN
+    while True:
+        timeout = <int>((next_timer - now + 999999) // 1000000) if next_timer > now else 0
+        if timeout > PACE_TICK_MS and pace_waiting(w):
+            timeout = PACE_TICK_MS
+        r = poll(pfd, 2, timeout)
+        if r < 0 and errno != EINTR:
+            break
+        if r > 0 and pfd[1].revents:
+            break
+        if r > 0 and pfd[0].revents:
+            udp_drain(w, 64)
+        now = now_ns()
+        if r == 0 or now >= next_timer:
+            pthread_mutex_lock(&w.mu)
+            feedback_due(w, now, 0)
+            core_flush(w)
+            pthread_mutex_unlock(&w.mu)
+            if now >= next_timer:
+                next_timer = now + <int64_t>timer_ms * 1000000
+        pthread_mutex_lock(&w.mu)
+        queued = w.ncontrol + w.nevents
+        if queued > w.handed:       # something new since Python last looked: one wakeup for all of it
+            w.handed = queued
+            pthread_mutex_unlock(&w.mu)
+            write(notify_fd, &one, sizeof(one))
+        else:
+            pthread_mutex_unlock(&w.mu)
 
 
 cdef int udp_drain(Core *w, int max_batches) noexcept nogil:

@@ -35,6 +35,9 @@ cdef struct Core:
     int ncontrol
     Event events[EVENT_QUEUE]
     int nevents
+    int serving                # serve() runs the packet path: queues fill until Python takes them
+    int handed                 # ncontrol + nevents when serve() last told Python
+    uint64_t events_dropped    # events that found their queue full (Python did not take it in time)
     Counters c
     uint64_t drops[DROP_COUNT]
     uint64_t batches
@@ -828,6 +831,33 @@ cdef class NativeWorker:
         finally:
             pthread_mutex_unlock(&self.core.mu)
 
+    def serve(self, int notify_fd, int stop_fd, int timer_ms=20):
+        """Run the packet path on the calling thread until stop_fd is readable, the GIL released
+        throughout: receive, fan out, timers every timer_ms (every pace tick while pacers hold copies).
+        When STUN/DTLS datagrams or events wait for Python, notify_fd (an eventfd) is written; the reader
+        then calls take_queues(). Control calls from other threads run between batches, as with drain()."""
+        self._lock()
+        if self.core.serving:
+            self._unlock()
+            raise RuntimeError("the worker is served by another thread already")
+        self.core.serving = 1
+        self._unlock()
+        try:
+            with nogil:
+                udp_serve(self.core, notify_fd, stop_fd, timer_ms)
+        finally:
+            self._lock()
+            self.core.serving = 0
+            self._unlock()
+
+    def take_queues(self):
+        """(control, events) queued since the last call, as drain() returns them; for serve()'s reader."""
+        self._lock()
+        try:
+            return self._take_queues()
+        finally:
+            self._unlock()
+
     cdef tuple _take_queues(self):
         cdef int i
         cdef const uint8_t *ip
@@ -839,6 +869,7 @@ cdef class NativeWorker:
         self.core.ncontrol = 0
         events = [media_event(&self.core.events[i]) for i in range(self.core.nevents)]
         self.core.nevents = 0
+        self.core.handed = 0
         return control, events
 
     def wait(self, int timeout_ms):
@@ -877,7 +908,8 @@ cdef class NativeWorker:
         memcpy(drops, self.core.drops, sizeof(drops))
         d = counters_dict(&self.core.c)
         s = dict(send_calls=0, gso_messages=0, gso_segments=0, gso_fallbacks=0, retransmits=0, rtx_out=0,
-                 paced=0, rtx_in=self.core.rtx_in, stun_answered=self.core.stun_answered)
+                 paced=0, rtx_in=self.core.rtx_in, stun_answered=self.core.stun_answered,
+                 events_dropped=self.core.events_dropped)
         for i in range(self.core.nshards):
             x = self.core.tx if i == 0 else self.core.helpers[i - 1].ctx
             d["packets_out"] += x.packets_out

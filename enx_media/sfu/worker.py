@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Any, Callable, Optional
 
@@ -52,6 +53,8 @@ class Worker:
         self._stop = threading.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._timer: Optional[asyncio.TimerHandle] = None
+        self._serve_fds: Optional[tuple[int, int]] = None     # serve()'s eventfds: (notify, stop)
+        self._serve_loop: Optional[asyncio.AbstractEventLoop] = None
 
     # control actions delegate to the native worker
     @property
@@ -209,9 +212,10 @@ class Worker:
 
     def start_thread(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         """Drain in a thread of its own: media keeps flowing whatever the asyncio loop is doing, and the
-        GIL is released while the core works and waits. With `loop`, the STUN/DTLS datagrams and events
-        of each drain are handed to that loop in one call (the handlers run there, as with attach());
-        without, the handlers run in the thread.
+        GIL is released while the core works and waits. With `loop`, the thread runs the core's own
+        loop (NativeWorker.serve: no Python per wakeup) and wakes `loop` through an eventfd when STUN/
+        DTLS datagrams or events wait; the handlers run there, a batch of them per wakeup, as with
+        attach(). Without, the thread waits and drains from Python and the handlers run in it.
 
         Control calls (create/close/bind/switch/request_keyframe/send) may come from any thread: the
         native worker holds a mutex for each receive batch and for each control call, so they run
@@ -219,28 +223,36 @@ class Worker:
         if self._thread is not None:
             return
         self._stop.clear()
-
-        def hand_over(control: list[tuple[bytes, Addr]], events: list[MediaEvent]) -> bool:
-            if loop is None:
-                self._dispatch(control, events)
-                return True
-            try:
-                loop.call_soon_threadsafe(self._dispatch, control, events)
-                return True
-            except RuntimeError:   # the loop closed under us: nobody is left to hand anything to
-                return False
+        if loop is not None:
+            notify = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._serve_fds = (notify, stop)
+            self._serve_loop = loop
+            loop.add_reader(notify, self._take_queues, notify)
+            timer_ms = int(TIMER_INTERVAL_S * 1000)
+            self._thread = threading.Thread(target=self.native.serve, args=(notify, stop, timer_ms),
+                                            name="enx-media-worker", daemon=True)
+            self._thread.start()
+            return
 
         def run() -> None:
             while not self._stop.is_set():
                 if self.native.wait(int(TIMER_INTERVAL_S * 1000)):
                     control, events = self.native.drain()
-                    if (control or events) and not hand_over(control, events):
-                        return
+                    self._dispatch(control, events)
                 else:
                     self.native.run_timers()
 
         self._thread = threading.Thread(target=run, name="enx-media-worker", daemon=True)
         self._thread.start()
+
+    def _take_queues(self, notify: int) -> None:
+        try:
+            os.eventfd_read(notify)
+        except BlockingIOError:
+            pass                  # already taken with the wakeup before
+        control, events = self.native.take_queues()
+        self._dispatch(control, events)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Drain from an asyncio loop whenever the socket is readable (no extra thread)."""
@@ -268,8 +280,18 @@ class Worker:
             self._timer = None
         if self._thread is not None:
             self._stop.set()
+            if self._serve_fds is not None:
+                os.eventfd_write(self._serve_fds[1], 1)
             self._thread.join()
             self._thread = None
+        if self._serve_fds is not None:
+            notify, stop = self._serve_fds
+            self._serve_fds = None
+            if self._serve_loop is not None and not self._serve_loop.is_closed():
+                self._serve_loop.remove_reader(notify)
+            self._serve_loop = None
+            os.close(notify)
+            os.close(stop)
 
     def close(self) -> None:
         """Stop driving and close the UDP socket: its port is free again at once."""

@@ -71,6 +71,7 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+    ssize_t write(int fd, const void *buf, size_t n)
     int usleep(unsigned int usec)
 
 cdef extern from "<errno.h>" nogil:
