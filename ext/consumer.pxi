@@ -88,7 +88,7 @@ cdef inline void vp8_write(uint8_t *payload, const RtpLayout *l, int32_t po, int
 cdef inline void sent_record(CConsumer *c, const uint8_t *buf, int64_t out_seq, int64_t out_ts, int64_t in_seq,
                              int enc) noexcept nogil:
     """What goes out under out_seq, for NACKs and the pacer (only this packet is ever sent under it)."""
-    cdef SentEntry *e = &c.sent[out_seq & (SENT_RING - 1)]
+    cdef SentEntry *e = &c.sent[out_seq & (c.sent_len - 1)]
     e.out_seq = out_seq
     e.in_seq = in_seq
     e.out_ts = out_ts
@@ -124,7 +124,7 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     if n < 0:
         c.drops[drop_reason(n)] += 1
         return 0
-    e = &c.sent[out_seq & (SENT_RING - 1)]
+    e = &c.sent[out_seq & (c.sent_len - 1)]
     body = out + n - (length - l.body_off)
     if l.vp8_picid >= 0 or l.vp8_tl0 >= 0:
         if mode == COPY_FRESH:
@@ -233,11 +233,11 @@ cdef void consumer_retransmit(Core *w, CConsumer *c, uint16_t out16, int64_t now
         c.drops[DROP_PAUSED] += 1
         return
     out_seq = ext_seq16(c.last_out_seq, out16)
-    e = &c.sent[out_seq & (SENT_RING - 1)]
+    e = &c.sent[out_seq & (c.sent_len - 1)]
     if not c.have_out or e.out_seq != out_seq or out_seq < c.rtx_floor:
         c.drops[DROP_NACK_NOT_HELD] += 1
         w.drops[DROP_NACK_NOT_HELD] += 1
-        if c.have_out and c.last_out_seq - SENT_RING < out_seq <= c.last_out_seq:
+        if c.have_out and c.last_out_seq - c.sent_len < out_seq <= c.last_out_seq:
             consumer_unrepairable(w, c, now)   # recent and ours (not a seq never sent)
         return
     in_seq = e.in_seq
@@ -342,8 +342,8 @@ cdef void send_padding(Core *w, CTransport *t, int budget) noexcept nogil:
         # the number is used: what follows continues after it; a NACK for it finds a padding entry
         c.last_out_seq = seq
         c.seq_offset += 1
-        c.sent[seq & (SENT_RING - 1)].out_seq = seq
-        c.sent[seq & (SENT_RING - 1)].in_seq = -1
+        c.sent[seq & (c.sent_len - 1)].out_seq = seq
+        c.sent[seq & (c.sent_len - 1)].in_seq = -1
         x.siov[x.nsend].iov_len = n
         x.nsend += 1
         x.packets_out += 1

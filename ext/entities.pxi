@@ -10,21 +10,24 @@ cdef enum:
     MAX_ENCODINGS = 3             # simulcast: rid -> SSRC (RFC 8853), e.g. q/h/f
     MAX_TID = 4                   # VP8 temporal layers counted (the TID field has 2 bits)
     NAME_LEN = 32                 # mid and rid values we keep (RFC 8852 allows more; nobody sends it)
-    SENT_RING = 512        # per consumer: output seq -> input seq of what was sent (NACK), = HIST_SLOTS
-    GAP_RING = 256         # per consumer: output seqs held for input seqs that have not arrived yet
+    SENT_RING = 512        # per video consumer: output seq -> input seq of what was sent (NACK), = HIST_SLOTS
+    GAP_RING = 256         # per video consumer: output seqs held for input seqs that have not arrived yet
+    SENT_RING_AUDIO = 128  # audio (50 packets/s): 2.5 s to retransmit from, ...
+    GAP_RING_AUDIO = 64    # ... 1.3 s of gaps held; a subscriber's RSS is mostly these rings
     RTX_MIN_GAP_NS = 20000000     # one retransmission per seq per consumer per max(20 ms, RTT)
     RTX_RATE_BYTES = 375000       # retransmitted bytes per consumer per second (3 Mbit/s) ...
     RTX_BURST_BYTES = 200000      # ... with this much burst (a key frame's worth)
     RTX_SHARE = 25                # % of a limited downlink's estimate retransmissions may take
 
 cdef struct SentEntry:
+    # 32 bytes: one per packet sent in the last SENT_RING, per consumer
     int64_t out_seq        # extended output seq, -1 = empty
     int64_t in_seq         # the encoding's extended seq of the packet sent under it
-    int64_t out_ts         # the extended output timestamp it was sent with
     int64_t rtx_ns         # last retransmission (0: none)
-    int enc                # the producer's encoding index it came from (its history holds it)
-    int32_t pid_offset     # the VP8 picture ID / TL0PICIDX offsets it was sent with (a retransmission
-    int32_t tl0_offset     # of a packet from before a layer switch keeps them)
+    uint32_t out_ts        # the output timestamp it was sent with (the header's 32 bits)
+    uint16_t pid_offset    # the VP8 picture ID (15 bits) / TL0PICIDX (8 bits) offsets it was sent with (a
+    uint8_t tl0_offset     # retransmission of a packet from before a layer switch keeps them)
+    uint8_t enc            # the producer's encoding index it came from (its history holds it)
 
 cdef struct GapEntry:
     int64_t in_seq         # a missing input seq, -1 = empty
@@ -175,8 +178,9 @@ cdef struct CConsumer:
     int64_t gap_floor             # held output seqs below it predate the last resync: never filled in late
     int64_t rtx_budget            # retransmission bytes left (token bucket, RTX_RATE_BYTES/s)
     int64_t rtx_budget_ns
-    SentEntry sent[SENT_RING]     # by out_seq % SENT_RING
-    GapEntry gaps[GAP_RING]       # by in_seq % GAP_RING
+    SentEntry *sent               # by out_seq % sent_len (SENT_RING, audio SENT_RING_AUDIO)
+    GapEntry *gaps                # by in_seq % gap_len (GAP_RING, audio GAP_RING_AUDIO)
+    int sent_len, gap_len         # powers of two
 
 
 cdef inline int64_t ext_seq16(int64_t ref, uint16_t v) noexcept nogil:
@@ -371,12 +375,26 @@ cdef class Consumer:
             raise MemoryError()
         self.c.max_temporal_layer = 255
         self.c.switch_from = -1
-        for i in range(SENT_RING):
+
+    cdef int alloc_rings(self, int audio) except -1:
+        """The NACK and gap rings, smaller for audio (called once, by create_consumer)."""
+        cdef int i
+        self.c.sent_len = SENT_RING_AUDIO if audio else SENT_RING
+        self.c.gap_len = GAP_RING_AUDIO if audio else GAP_RING
+        self.c.sent = <SentEntry *>malloc(self.c.sent_len * sizeof(SentEntry))
+        self.c.gaps = <GapEntry *>malloc(self.c.gap_len * sizeof(GapEntry))
+        if self.c.sent == NULL or self.c.gaps == NULL:
+            raise MemoryError()
+        for i in range(self.c.sent_len):
             self.c.sent[i].out_seq = -1
-        for i in range(GAP_RING):
+        for i in range(self.c.gap_len):
             self.c.gaps[i].in_seq = -1
+        return 0
 
     def __dealloc__(self):
+        if self.c != NULL:
+            free(self.c.sent)
+            free(self.c.gaps)
         free(self.c)
         self.c = NULL
 

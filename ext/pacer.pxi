@@ -116,7 +116,7 @@ cdef void pace_push(SendCtx *x, CConsumer *c, int64_t out_seq, int length) noexc
 cdef void pace_send_item(SendCtx *x, PaceItem *m, int64_t now_us) noexcept nogil:
     """A held copy out, from the history of the encoding it was numbered from."""
     cdef CConsumer *c = m.c
-    cdef SentEntry *e = &c.sent[m.out_seq & (SENT_RING - 1)]
+    cdef SentEntry *e = &c.sent[m.out_seq & (c.sent_len - 1)]
     cdef CEncoding *enc
     cdef Pacer *p = c.transport.pace
     cdef int slot

@@ -5,14 +5,14 @@
 # (SRTP nonce). Everything 64-bit extended; cut to 16/32 bits only in the header writer.
 
 cdef inline void consumer_gap(CConsumer *c, int64_t in_seq) noexcept nogil:
-    """Hold the output numbers of the input seqs missing before in_seq (at most the last GAP_RING):
+    """Hold the output numbers of the input seqs missing before in_seq (at most the last gap_len):
     if one arrives late it gets exactly that number, nothing else ever does."""
     cdef int64_t k = c.last_in_seq + 1
     cdef GapEntry *g
-    if in_seq - k > GAP_RING:
-        k = in_seq - GAP_RING
+    if in_seq - k > c.gap_len:
+        k = in_seq - c.gap_len
     while k < in_seq:
-        g = &c.gaps[k & (GAP_RING - 1)]
+        g = &c.gaps[k & (c.gap_len - 1)]
         g.in_seq = k
         g.out_seq = k + c.seq_offset
         g.enc = c.enc_cur
@@ -30,7 +30,7 @@ cdef inline void consumer_drop(CConsumer *c, int reason, int64_t in_seq) noexcep
         c.last_in_seq = in_seq
         c.seq_offset -= 1
     else:
-        g = &c.gaps[in_seq & (GAP_RING - 1)]
+        g = &c.gaps[in_seq & (c.gap_len - 1)]
         if g.in_seq == in_seq:
             g.in_seq = -1           # a late packet not sent: its held number stays unused
 
@@ -66,7 +66,7 @@ cdef inline int consumer_number(CConsumer *c, const CEncoding *e, int64_t in_seq
         c.last_out_ts = out_ts[0]
         c.last_out_ns = now
         return 1
-    g = &c.gaps[in_seq & (GAP_RING - 1)]
+    g = &c.gaps[in_seq & (c.gap_len - 1)]
     if g.in_seq != in_seq or g.enc != c.enc_cur or g.out_seq < c.gap_floor:
         # a duplicate, older than the held numbers, or from before a resync
         c.drops[DROP_LATE] += 1

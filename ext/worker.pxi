@@ -612,6 +612,7 @@ cdef class NativeWorker:
                     if x and x in transport.tx_ssrcs:
                         raise ValueError("SSRC %d was used on this transport before" % x)
             c = Consumer()
+            c.alloc_rings(producer.p.codec == CODEC_OPUS)
             c.transport = transport
             c.producer = producer
             c.c.ssrc = ssrc
