@@ -3,8 +3,8 @@
 # Python), timers, stats. The packet path itself is in udp, ingest, fanout, consumer and rtcp_io.
 
 cdef enum:
-    CONTROL_QUEUE = 256        # STUN/DTLS datagrams waiting for Python
-    EVENT_QUEUE = 256
+    CONTROL_QUEUE = 1024       # STUN/DTLS datagrams waiting for Python (a join storm while the loop is busy)
+    EVENT_QUEUE = 1024
     LAT_BUCKET_NS = 10000      # latency histogram: 10 µs buckets up to 100 ms
     LAT_BUCKETS = 10001
 

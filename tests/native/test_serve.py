@@ -14,6 +14,8 @@ from enx_media._native import _core
 from enx_media.sfu import Worker
 from rtp_util import PLAIN, Peer, rtp, udp
 
+QUEUE = 1024        # the core's CONTROL_QUEUE (worker.pxi)
+
 
 def served(w: _core.NativeWorker):
     notify = os.eventfd(0, os.EFD_NONBLOCK)
@@ -72,17 +74,17 @@ def test_a_reader_that_does_not_take_the_queues_costs_counted_drops_not_media():
     w.create_consumer(sub, producer, 6, 111, 48000, False)
     notify, end = served(w)
     try:
-        for seq in range(300):          # the queue holds 256: the rest are dropped, counted
+        for seq in range(QUEUE + 60):   # the queue holds QUEUE: the rest are dropped, counted
             flooder.sendto(b"\x00\x01" + bytes(30), w.local_address)
             if seq % 3 == 0:
                 src.sendto(rtp(seq // 3, 960 * seq, 5, payload=b"opus"), w.local_address)
         got = [_core.parse_rtp(dst.recv(2048))["sequence_number"] for _ in range(100)]
         assert got == list(range(100))
         time.sleep(0.05)
-        assert w.stats["drops"]["control_queue_full"] == 300 - 256
+        assert w.stats["drops"]["control_queue_full"] == 60
         os.eventfd_read(notify)
         control, _ = w.take_queues()
-        assert len(control) == 256
+        assert len(control) == QUEUE
         flooder.sendto(b"\x00\x01" + bytes(30), w.local_address)    # taken: room again, a new wakeup
         assert select.select([notify], [], [], 2)[0] == [notify]
         assert len(w.take_queues()[0]) == 1
