@@ -143,7 +143,12 @@ cdef int protect_copy(SendCtx *x, CConsumer *c, const uint8_t *buf, int length, 
     else:
         rtp_set_header(out, c.payload_type, <uint16_t>out_seq, <uint32_t>out_ts, c.ssrc)
     if c.transport.tx != NULL:
-        n = srtp_protect(c.transport.tx, out, n, SLOT)
+        if rtx:
+            n = srtp_protect_written(c.transport.tx, &c.tx_rtx_stream, out, n, SLOT, <int>(body - out),
+                                     c.rtx_ssrc, <uint16_t>(c.rtx_seq - 1))
+        else:
+            n = srtp_protect_written(c.transport.tx, &c.tx_stream, out, n, SLOT, <int>(body - out),
+                                     c.ssrc, <uint16_t>out_seq)
         if n < 0:
             c.drops[drop_reason(n)] += 1
             return 0

@@ -178,6 +178,8 @@ cdef struct CConsumer:
     int64_t gap_floor             # held output seqs below it predate the last resync: never filled in late
     int64_t rtx_budget            # retransmission bytes left (token bucket, RTX_RATE_BYTES/s)
     int64_t rtx_budget_ns
+    SrtpStream *tx_stream         # its SSRC's and its RTX SSRC's SRTP streams in the transport's tx
+    SrtpStream *tx_rtx_stream     # context, found on the first copy (freed with the consumer)
     SentEntry *sent               # by out_seq % sent_len (SENT_RING, audio SENT_RING_AUDIO)
     GapEntry *gaps                # by in_seq % gap_len (GAP_RING, audio GAP_RING_AUDIO)
     int sent_len, gap_len         # powers of two

@@ -345,7 +345,22 @@ cdef int _hmac80(HMAC_CTX *h, const uint8_t *data, int n, const uint8_t *tail, i
 cdef int srtp_protect(SrtpCtx *c, uint8_t *buf, int length, int cap) noexcept nogil:
     """Encrypt and authenticate an RTP packet in place; returns the new length or a status."""
     cdef RtpHeader h
-    cdef SrtpStream *s
+    cdef SrtpStream *s = NULL
+    cdef int st
+    if c.profile == SRTP_NONE:
+        return length
+    st = rtp_parse(buf, length, &h)
+    if st != ST_OK:
+        return st
+    return srtp_protect_written(c, &s, buf, length, cap, h.header_len, h.ssrc, h.seq)
+
+
+cdef int srtp_protect_written(SrtpCtx *c, SrtpStream **stream, uint8_t *buf, int length, int cap,
+                              int header_len, uint32_t ssrc, uint16_t seq) noexcept nogil:
+    """srtp_protect of a packet the caller has just written, so its header length, SSRC and seq are known
+    (no parse), with the caller keeping the SSRC's stream in *stream (looked up on the first packet only:
+    a consumer's copies skip the per-context map)."""
+    cdef SrtpStream *s = stream[0]
     cdef uint64_t index
     cdef uint8_t iv[16]
     cdef uint8_t roc[4]
@@ -354,25 +369,24 @@ cdef int srtp_protect(SrtpCtx *c, uint8_t *buf, int length, int cap) noexcept no
         return length
     if length + c.tag_len > cap:
         return ST_NO_ROOM
-    st = rtp_parse(buf, length, &h)
-    if st != ST_OK:
-        return st
-    s = _stream(c, h.ssrc)
     if s == NULL:
-        return ST_TOO_MANY_STREAMS
-    index = _estimate_index(s, h.seq)
+        s = _stream(c, ssrc)
+        if s == NULL:
+            return ST_TOO_MANY_STREAMS
+        stream[0] = s
+    index = _estimate_index(s, seq)
     _advance(s, index)
     if c.profile == SRTP_AES128_CM_SHA1_80:
-        _cm_iv(iv, c.rtp_salt, h.ssrc, index)
-        st = _ctr(c.rtp_enc, iv, buf + h.header_len, length - h.header_len)
+        _cm_iv(iv, c.rtp_salt, ssrc, index)
+        st = _ctr(c.rtp_enc, iv, buf + header_len, length - header_len)
         if st != ST_OK:
             return st
         wr32(roc, <uint32_t>(index >> 16))
         st = _hmac80(c.rtp_hmac, buf, length, roc, 4, buf + length)
     else:
-        _gcm_iv(iv, c.rtp_salt, h.ssrc, <uint32_t>(index >> 16), h.seq, 0)
-        st = _gcm_seal(c.rtp_enc, iv, buf, h.header_len, NULL, 0, buf + h.header_len,
-                       length - h.header_len, buf + length)
+        _gcm_iv(iv, c.rtp_salt, ssrc, <uint32_t>(index >> 16), seq, 0)
+        st = _gcm_seal(c.rtp_enc, iv, buf, header_len, NULL, 0, buf + header_len,
+                       length - header_len, buf + length)
     return length + c.tag_len if st == ST_OK else st
 
 
