@@ -23,7 +23,7 @@ cdef enum:
 
 
 cdef struct PaceItem:
-    CConsumer *c                  # NULL: its consumer closed while it waited
+    CConsumer *c                  # its consumer (a consumer that closes or switches takes its items out)
     int64_t out_seq               # its SentEntry (consumer.pxi sent_record) says what it is
     int64_t queued_us
     int32_t length
@@ -152,7 +152,6 @@ cdef inline PaceItem *pace_pop(Pacer *p) noexcept nogil:
 cdef void pace_drain(SendCtx *x, CTransport *t, int64_t now_us) noexcept nogil:
     """What t's bucket allows of its held copies, oldest first, as one run."""
     cdef Pacer *p = t.pace
-    cdef PaceItem *m
     pace_fill(p, t, now_us)
     if not t.bound:
         while p.n:
@@ -160,9 +159,7 @@ cdef void pace_drain(SendCtx *x, CTransport *t, int64_t now_us) noexcept nogil:
         return
     ctx_run_start(x, &t.addr)
     while p.n and p.tokens > 0:
-        m = pace_pop(p)
-        if m.c != NULL:
-            pace_send_item(x, m, now_us)
+        pace_send_item(x, pace_pop(p), now_us)
     ctx_run_end(x)
 
 
@@ -200,8 +197,6 @@ cdef void pace_forget(Core *w, CTransport *t, CConsumer *c, int send_now) noexce
     """c's held copies: sent now (send_now: before its producer changes under them, their history with
     it), or forgotten (it closes); c NULL: the transport closes, its pacer goes."""
     cdef Pacer *p = t.pace
-    cdef int i
-    cdef PaceItem *m
     if p == NULL:
         return
     if c == NULL:
@@ -215,26 +210,41 @@ cdef void pace_forget(Core *w, CTransport *t, CConsumer *c, int send_now) noexce
         ctx_run_start(w.tx, &t.addr)
         pace_release(w.tx, c)
         ctx_run_end(w.tx)
-    for i in range(p.n):
-        m = &p.items[(p.head + i) % p.cap]
-        if m.c == c:
-            m.c = NULL
+    else:
+        pace_remove(p, c, NULL)
 
 
 cdef void pace_release(SendCtx *x, CConsumer *c) noexcept nogil:
     """c's held copies out now into x's open run to its transport (its producer is about to change
-    under them, and their history with it); their queue entries stay, emptied."""
+    under them, and their history with it), taken out of the queue. Not charged to the bucket: they were
+    due already, and charged they would hold the new stream's key frame behind them."""
     cdef Pacer *p = c.transport.pace
-    cdef int i
-    cdef PaceItem *m
+    cdef int64_t tokens
     if p == NULL:
         return
+    tokens = p.tokens
+    pace_remove(p, c, x if c.transport.bound else NULL)
+    p.tokens = tokens
+
+
+cdef void pace_remove(Pacer *p, CConsumer *c, SendCtx *x) noexcept nogil:
+    """Take c's copies out of the queue, sent into x's open run first unless x is NULL; the others keep
+    their order (and no emptied entry is left to wait for tokens before what comes after it)."""
+    cdef int i, k = 0
+    cdef PaceItem *m
+    cdef int64_t kept = 0
     for i in range(p.n):
         m = &p.items[(p.head + i) % p.cap]
         if m.c == c:
-            if c.transport.bound:
+            if x != NULL:
                 pace_send_item(x, m, x.run_us)
-            m.c = NULL
+            continue
+        if i != k:
+            p.items[(p.head + k) % p.cap] = m[0]
+        kept += m.length
+        k += 1
+    p.n = k
+    p.bytes = kept
 
 
 cdef dict pace_stats(const CTransport *t):
